@@ -1,0 +1,7 @@
+//! Everything both ends of Push Jobs must agree on: job vocabulary, Chef request signing
+//! and verification, and key encodings. Sans-IO: bytes, keys and times in, values out.
+#![warn(missing_docs)]
+
+pub mod chef_auth;
+pub mod job;
+pub mod keys;
