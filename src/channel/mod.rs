@@ -1,0 +1,140 @@
+//! What the HTTP side needs from the command channel (zmq.md §1.3–1.4): the server's
+//! CurveZMQ key pair (new at every start, as in the original), the allow-list of client
+//! Curve keys announced through `ccpk`, and each node's HMAC session key.
+//!
+//! The ZeroMQ sockets themselves (ROUTER, PUB, ZAP) consult these structures from their
+//! own thread.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pushy_protocol::job::OrgGuid;
+
+/// How long a `ccpk` stays on the allow-list (zmq.md §1.4, 60 s in the original).
+pub const CCPK_TTL: Duration = Duration::from_secs(60);
+
+/// The server's CurveZMQ identity.
+#[derive(Clone)]
+pub struct CurveIdentity {
+    /// Public key, Z85 (40 characters): the config's `curve_public_key`.
+    pub public_z85: String,
+    /// Secret key, raw.
+    secret: [u8; 32],
+}
+
+impl std::fmt::Debug for CurveIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CurveIdentity")
+            .field("public_z85", &self.public_z85)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CurveIdentity {
+    /// A new key pair from libzmq (fails only if libzmq was built without CURVE).
+    ///
+    /// # Errors
+    /// When libzmq cannot make Curve keys.
+    pub fn generate() -> Result<Self, zmq::Error> {
+        let pair = zmq::CurveKeyPair::new()?;
+        let public_z85 = zmq::z85_encode(&pair.public_key).map_err(|_| zmq::Error::EINVAL)?;
+        Ok(CurveIdentity {
+            public_z85,
+            secret: pair.secret_key,
+        })
+    }
+
+    /// The raw secret key, for the ROUTER socket.
+    pub fn secret(&self) -> &[u8; 32] {
+        &self.secret
+    }
+}
+
+/// Decodes a `ccpk` (Z85 text of a 32-byte Curve public key).
+pub fn decode_ccpk(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 40 {
+        return None;
+    }
+    zmq::z85_decode(text).ok()?.try_into().ok()
+}
+
+/// Client Curve keys allowed to connect, each until its deadline.
+#[derive(Clone, Debug, Default)]
+pub struct ClientKeys {
+    keys: Arc<Mutex<HashMap<[u8; 32], Instant>>>,
+}
+
+impl ClientKeys {
+    /// Allows `key` for [`CCPK_TTL`] from `now`; expired entries are dropped on the way.
+    pub fn allow(&self, key: [u8; 32], now: Instant) {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.retain(|_, until| *until > now);
+        keys.insert(key, now + CCPK_TTL);
+    }
+
+    /// Whether `key` may connect at `now`.
+    pub fn is_allowed(&self, key: &[u8; 32], now: Instant) -> bool {
+        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.get(key).is_some_and(|until| *until > now)
+    }
+}
+
+/// A node within its organization.
+type NodeKey = (OrgGuid, String);
+
+/// One random HMAC-SHA256 key per (org, node), made on first request and kept for the
+/// process lifetime (http.md §1.4.1).
+#[derive(Clone, Debug, Default)]
+pub struct SessionKeys {
+    keys: Arc<Mutex<HashMap<NodeKey, [u8; 32]>>>,
+}
+
+impl SessionKeys {
+    /// The node's session key, created if it has none.
+    pub fn get_or_create(&self, org: &OrgGuid, node: &str) -> [u8; 32] {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        *keys
+            .entry((org.clone(), node.to_owned()))
+            .or_insert_with(|| {
+                let mut k = [0u8; 32];
+                openssl::rand::rand_bytes(&mut k).expect("OpenSSL random bytes");
+                k
+            })
+    }
+
+    /// The node's session key, if it has fetched its config.
+    pub fn get(&self, org: &OrgGuid, node: &str) -> Option<[u8; 32]> {
+        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.get(&(org.clone(), node.to_owned())).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn curve_keys_come_from_libzmq_with_curve() {
+        let id = CurveIdentity::generate().expect("libzmq with CURVE");
+        assert_eq!(id.public_z85.len(), 40);
+        assert!(decode_ccpk(&id.public_z85).is_some());
+    }
+
+    #[test]
+    fn ccpk_validation() {
+        assert!(decode_ccpk("1234567890123456789012345678901234567890").is_some());
+        assert!(decode_ccpk("123").is_none());
+        assert!(decode_ccpk("1234567890123456789012345678901234567 \"").is_none());
+    }
+
+    #[test]
+    fn allow_list_expires() {
+        let keys = ClientKeys::default();
+        let t0 = Instant::now();
+        keys.allow([7; 32], t0);
+        assert!(keys.is_allowed(&[7; 32], t0 + Duration::from_secs(59)));
+        assert!(!keys.is_allowed(&[7; 32], t0 + CCPK_TTL));
+        assert!(!keys.is_allowed(&[8; 32], t0));
+    }
+}

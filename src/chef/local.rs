@@ -1,0 +1,459 @@
+//! A Chef Server stand-in that reads a directory: the embedded default.
+//!
+//! Layout (README, "The local key directory"):
+//! ```text
+//! DIR/users/NAME/*.pem                  a user's public keys (all active)
+//! DIR/orgs/ORG/org.json                 {"guid": "<32 hex>", "users": ["alice", ...]}
+//! DIR/orgs/ORG/clients/NAME/*.pem       a client's public keys
+//! DIR/orgs/ORG/groups/GROUP.json        {"users": [...], "clients": [...], "groups": [...]}
+//! ```
+//! Files are read on every request, so edits take effect at once without a restart.
+//! The `local` subcommands of the server binary write this layout (see [`admin`]).
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use pushy_protocol::job::OrgGuid;
+use pushy_protocol::keys::public_key_from_pem;
+use serde::{Deserialize, Serialize};
+
+use super::{ChefServer, Error, Group, Principal, PrincipalKind, PrincipalLookup};
+
+/// `org.json`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct OrgFile {
+    pub(crate) guid: String,
+    #[serde(default)]
+    pub(crate) users: Vec<String>,
+}
+
+/// The local directory implementation of [`ChefServer`].
+#[derive(Clone, Debug)]
+pub struct LocalChefServer {
+    dir: PathBuf,
+}
+
+impl LocalChefServer {
+    /// Serves the directory `dir` (it need not exist yet: then no org exists).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LocalChefServer { dir: dir.into() }
+    }
+
+    /// The directory served.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    async fn org_file(&self, org: &str) -> Result<Option<OrgFile>, Error> {
+        if !is_safe_name(org) {
+            return Ok(None);
+        }
+        let path = self.dir.join("orgs").join(org).join("org.json");
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Upstream(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Names become path components: refuse anything that could leave the directory.
+fn is_safe_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
+/// Every `*.pem` in `dir`, sorted by file name, parsed; unreadable keys are skipped with
+/// a warning so one bad file does not lock a principal out.
+async fn read_keys(
+    dir: &Path,
+) -> Result<Option<Vec<openssl::pkey::PKey<openssl::pkey::Public>>>, Error> {
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut files = Vec::new();
+    while let Some(entry) = entries.next_entry().await? {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "pem") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    let mut keys = Vec::new();
+    for path in files {
+        let text = tokio::fs::read_to_string(&path).await?;
+        match public_key_from_pem(&text) {
+            Ok(k) => keys.push(k),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "skipping unreadable public key")
+            }
+        }
+    }
+    Ok(Some(keys))
+}
+
+#[async_trait]
+impl ChefServer for LocalChefServer {
+    async fn org_guid(&self, org: &str) -> Result<Option<OrgGuid>, Error> {
+        Ok(self.org_file(org).await?.map(|o| OrgGuid(o.guid)))
+    }
+
+    async fn principals(&self, org: &str, name: &str) -> Result<PrincipalLookup, Error> {
+        let Some(org_file) = self.org_file(org).await? else {
+            return Ok(PrincipalLookup::OrgNotFound);
+        };
+        if !is_safe_name(name) {
+            return Ok(PrincipalLookup::PrincipalNotFound);
+        }
+        let mut found = Vec::new();
+        // Users before clients, as Chef Server orders them.
+        if let Some(keys) = read_keys(&self.dir.join("users").join(name)).await? {
+            let org_member = org_file.users.iter().any(|u| u == name);
+            found.extend(keys.into_iter().map(|public_key| Principal {
+                name: name.to_owned(),
+                kind: PrincipalKind::User,
+                public_key,
+                org_member,
+            }));
+        }
+        let client_dir = self.dir.join("orgs").join(org).join("clients").join(name);
+        if let Some(keys) = read_keys(&client_dir).await? {
+            found.extend(keys.into_iter().map(|public_key| Principal {
+                name: name.to_owned(),
+                kind: PrincipalKind::Client,
+                public_key,
+                org_member: true,
+            }));
+        }
+        if found.is_empty() {
+            return Ok(PrincipalLookup::PrincipalNotFound);
+        }
+        Ok(PrincipalLookup::Found(found))
+    }
+
+    async fn group(&self, org: &str, group: &str) -> Result<Option<Group>, Error> {
+        if !is_safe_name(org) || !is_safe_name(group) {
+            return Ok(None);
+        }
+        let path = self
+            .dir
+            .join("orgs")
+            .join(org)
+            .join("groups")
+            .join(format!("{group}.json"));
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Upstream(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Writing the local directory: what the `local` subcommands do. Synchronous: these run
+/// from the command line, never inside the server.
+pub mod admin {
+    use std::fs;
+    use std::io::Write as _;
+    use std::path::Path;
+
+    use openssl::rsa::Rsa;
+
+    use super::{Group, OrgFile, is_safe_name};
+
+    /// Why a change to the local directory failed.
+    #[derive(Debug, thiserror::Error)]
+    pub enum Error {
+        /// A file could not be read or written.
+        #[error("{path}: {source}")]
+        Io {
+            /// The file.
+            path: String,
+            /// The cause.
+            #[source]
+            source: std::io::Error,
+        },
+        /// A JSON file in the directory is malformed.
+        #[error("{path}: {source}")]
+        Json {
+            /// The file.
+            path: String,
+            /// The cause.
+            #[source]
+            source: serde_json::Error,
+        },
+        /// The name cannot be used as a directory entry.
+        #[error("invalid name {0:?}")]
+        BadName(String),
+        /// The organization does not exist.
+        #[error("organization {0:?} does not exist (create it first)")]
+        NoSuchOrg(String),
+        /// Key generation failed.
+        #[error("generating a key failed")]
+        Crypto(#[from] openssl::error::ErrorStack),
+    }
+
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    fn check(name: &str) -> Result<(), Error> {
+        if is_safe_name(name) {
+            Ok(())
+        } else {
+            Err(Error::BadName(name.to_owned()))
+        }
+    }
+
+    fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, Error> {
+        match fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|source| Error::Json {
+                path: path.display().to_string(),
+                source,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+            Err(e) => Err(io(path)(e)),
+        }
+    }
+
+    fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), Error> {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        // Pretty JSON with a newline: these files are meant to be read and edited by hand.
+        let mut text = serde_json::to_string_pretty(value).expect("serialising plain data");
+        text.push('\n');
+        let tmp = path.with_extension("json.tmp");
+        fs::write(&tmp, text).map_err(io(&tmp))?;
+        fs::rename(&tmp, path).map_err(io(path))
+    }
+
+    fn org_path(dir: &Path, org: &str) -> std::path::PathBuf {
+        dir.join("orgs").join(org).join("org.json")
+    }
+
+    fn existing_org(dir: &Path, org: &str) -> Result<OrgFile, Error> {
+        check(org)?;
+        let path = org_path(dir, org);
+        if !path.exists() {
+            return Err(Error::NoSuchOrg(org.to_owned()));
+        }
+        read_json(&path)
+    }
+
+    /// Creates organization `org` with a random GUID and an empty `admins` group; returns
+    /// the GUID. An existing organization is left as it is.
+    pub fn create_org(dir: &Path, org: &str) -> Result<String, Error> {
+        check(org)?;
+        let path = org_path(dir, org);
+        if path.exists() {
+            return Ok(read_json::<OrgFile>(&path)?.guid);
+        }
+        let guid = uuid::Uuid::new_v4().simple().to_string();
+        write_json(
+            &path,
+            &OrgFile {
+                guid: guid.clone(),
+                users: Vec::new(),
+            },
+        )?;
+        write_json(
+            &dir.join("orgs")
+                .join(org)
+                .join("groups")
+                .join("admins.json"),
+            &Group::default(),
+        )?;
+        Ok(guid)
+    }
+
+    /// Generates an RSA 2048 key pair: the public half goes to `key_dir/default.pem`, the
+    /// private half (PKCS#1 PEM, mode 0600) to `private_out`.
+    fn new_key(key_dir: &Path, private_out: &Path) -> Result<(), Error> {
+        let rsa = Rsa::generate(2048)?;
+        let private = rsa.private_key_to_pem()?;
+        let public = openssl::pkey::PKey::from_rsa(rsa)?.public_key_to_pem()?;
+        if let Some(parent) = private_out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(private_out).map_err(io(private_out))?;
+        f.write_all(&private).map_err(io(private_out))?;
+        fs::create_dir_all(key_dir).map_err(io(key_dir))?;
+        let pub_path = key_dir.join("default.pem");
+        fs::write(&pub_path, public).map_err(io(&pub_path))
+    }
+
+    fn add_to_group(
+        dir: &Path,
+        org: &str,
+        group: &str,
+        user: Option<&str>,
+        client: Option<&str>,
+    ) -> Result<(), Error> {
+        let path = dir
+            .join("orgs")
+            .join(org)
+            .join("groups")
+            .join(format!("{group}.json"));
+        let mut g: Group = read_json(&path)?;
+        if let Some(u) = user.filter(|u| !g.users.iter().any(|x| x == u)) {
+            g.users.push(u.to_owned());
+        }
+        if let Some(c) = client.filter(|c| !g.clients.iter().any(|x| x == c)) {
+            g.clients.push(c.to_owned());
+        }
+        write_json(&path, &g)
+    }
+
+    /// Creates user `name` (replacing its key if it exists), associates it with `org`,
+    /// optionally as an admin, and writes its private key to `private_out`.
+    pub fn create_user(
+        dir: &Path,
+        org: &str,
+        name: &str,
+        admin: bool,
+        private_out: &Path,
+    ) -> Result<(), Error> {
+        check(name)?;
+        let mut org_file = existing_org(dir, org)?;
+        new_key(&dir.join("users").join(name), private_out)?;
+        if !org_file.users.iter().any(|u| u == name) {
+            org_file.users.push(name.to_owned());
+            write_json(&org_path(dir, org), &org_file)?;
+        }
+        if admin {
+            add_to_group(dir, org, "admins", Some(name), None)?;
+        }
+        Ok(())
+    }
+
+    /// Creates client `name` of `org` (replacing its key if it exists), optionally as an
+    /// admin, and writes its private key to `private_out`.
+    pub fn create_client(
+        dir: &Path,
+        org: &str,
+        name: &str,
+        admin: bool,
+        private_out: &Path,
+    ) -> Result<(), Error> {
+        check(name)?;
+        existing_org(dir, org)?;
+        new_key(
+            &dir.join("orgs").join(org).join("clients").join(name),
+            private_out,
+        )?;
+        if admin {
+            add_to_group(dir, org, "admins", None, Some(name))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces group `group` of `org` with these members.
+    pub fn set_group(dir: &Path, org: &str, group: &str, members: &Group) -> Result<(), Error> {
+        check(group)?;
+        existing_org(dir, org)?;
+        write_json(
+            &dir.join("orgs")
+                .join(org)
+                .join("groups")
+                .join(format!("{group}.json")),
+            members,
+        )
+    }
+
+    /// Deletes group `group` of `org` (nothing happens if it does not exist).
+    pub fn delete_group(dir: &Path, org: &str, group: &str) -> Result<(), Error> {
+        check(group)?;
+        let path = dir
+            .join("orgs")
+            .join(org)
+            .join("groups")
+            .join(format!("{group}.json"));
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn directory_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let guid = admin::create_org(dir, "acme").unwrap();
+        admin::create_org(dir, "other").unwrap();
+        admin::create_user(dir, "acme", "alice", true, &dir.join("alice.pem")).unwrap();
+        admin::create_user(dir, "other", "olga", false, &dir.join("olga.pem")).unwrap();
+        admin::create_client(dir, "acme", "node1", false, &dir.join("node1.pem")).unwrap();
+        let chef = LocalChefServer::new(dir);
+
+        assert_eq!(chef.org_guid("acme").await.unwrap(), Some(OrgGuid(guid)));
+        assert_eq!(chef.org_guid("nope").await.unwrap(), None);
+        assert_eq!(chef.org_guid("../acme").await.unwrap(), None);
+
+        let PrincipalLookup::Found(p) = chef.principals("acme", "alice").await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (p.len(), p[0].kind, p[0].org_member),
+            (1, PrincipalKind::User, true)
+        );
+        let PrincipalLookup::Found(p) = chef.principals("acme", "olga").await.unwrap() else {
+            panic!()
+        };
+        assert!(!p[0].org_member, "a user of another org is not a member");
+        let PrincipalLookup::Found(p) = chef.principals("acme", "node1").await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(p[0].kind, PrincipalKind::Client);
+        assert!(matches!(
+            chef.principals("other", "node1").await.unwrap(),
+            PrincipalLookup::PrincipalNotFound
+        ));
+        assert!(matches!(
+            chef.principals("nope", "alice").await.unwrap(),
+            PrincipalLookup::OrgNotFound
+        ));
+
+        let admins = chef.group("acme", "admins").await.unwrap().unwrap();
+        assert_eq!(admins.users, vec!["alice".to_owned()]);
+        assert_eq!(chef.group("acme", "pushy_job_readers").await.unwrap(), None);
+        let g = Group {
+            users: vec![],
+            clients: vec!["node1".into()],
+            groups: vec!["admins".into()],
+        };
+        admin::set_group(dir, "acme", "pushy_job_readers", &g).unwrap();
+        assert_eq!(
+            chef.group("acme", "pushy_job_readers").await.unwrap(),
+            Some(g)
+        );
+        admin::delete_group(dir, "acme", "pushy_job_readers").unwrap();
+        assert_eq!(chef.group("acme", "pushy_job_readers").await.unwrap(), None);
+
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("alice.pem"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

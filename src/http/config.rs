@@ -1,0 +1,144 @@
+//! `GET /organizations/ORG/pushy/config/NODE` (http.md §1.4.1): a node's bootstrap
+//! config. The client's Curve key (`ccpk`) is checked before authentication but only
+//! put on the allow-list after authentication and authorization succeed (§8.2 item 18,
+//! fixed: an unauthenticated caller can no longer register keys).
+
+use std::time::Instant;
+
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use openssl::rsa::Padding;
+use serde_json::json;
+
+use super::pipeline::{GET_JSON, admit};
+use super::{ApiError, AppState};
+use crate::auth::Rule;
+use crate::channel::decode_ccpk;
+
+/// `offline_threshold` and `online_threshold` are constants of the protocol.
+const OFFLINE_THRESHOLD: u32 = 3;
+const ONLINE_THRESHOLD: u32 = 2;
+
+fn ccpk_param(query: Option<&str>) -> Option<String> {
+    let query = query?;
+    url_pairs(query).find(|(k, _)| k == "ccpk").map(|(_, v)| v)
+}
+
+/// `application/x-www-form-urlencoded` pairs, as CGI-escaped by the client.
+fn url_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k), percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = match bytes[i] {
+            b'%' if i + 2 < bytes.len() => hex(bytes[i + 1])
+                .zip(hex(bytes[i + 2]))
+                .map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match (decoded, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, b) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The config document.
+pub(super) async fn config(
+    State(state): State<AppState>,
+    Path((org, node)): Path<(String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let pushy = &state.config.pushy;
+    let curve_required = !pushy.disable_curve_encryption;
+    let rule = Rule::Config {
+        node: &node,
+        validate_client_node_name: pushy.validate_client_node_name,
+    };
+    let (ok, ccpk) = admit(&state, req, &GET_JSON, &org, rule, |parts, _| {
+        if !curve_required {
+            return Ok(None);
+        }
+        let text = ccpk_param(parts.uri.query()).ok_or(ApiError::MissingCcpk)?;
+        decode_ccpk(&text).map(Some).ok_or(ApiError::BadCcpk)
+    })
+    .await?;
+    if let Some(key) = ccpk {
+        state.client_keys.allow(key, Instant::now());
+    }
+
+    let session_key = state.session_keys.get_or_create(&ok.who.org_guid, &node);
+    let rsa = ok
+        .who
+        .public_key
+        .rsa()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut sealed = vec![0; rsa.size() as usize];
+    let n = rsa
+        .public_encrypt(&session_key, &mut sealed, Padding::PKCS1)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    sealed.truncate(n);
+
+    let host = &pushy.server_name;
+    let body = json!({
+        "type": "config",
+        "host": host,
+        "push_jobs": {"heartbeat": {
+            "out_addr": format!("tcp://{host}:{}", pushy.server_heartbeat_port),
+            "command_addr": format!("tcp://{host}:{}", pushy.command_port),
+            "interval": pushy.heartbeat_interval as f64 / 1000.0,
+            "offline_threshold": OFFLINE_THRESHOLD,
+            "online_threshold": ONLINE_THRESHOLD,
+        }},
+        "node": node,
+        "organization": org,
+        // The original emits a trailing blank line after the PEM.
+        "public_key": format!("{}\n", state.server_key.public_pem),
+        "curve_public_key": state.curve.public_z85,
+        "encoded_session_key": {
+            "method": "hmac_sha256",
+            "key": base64::engine::general_purpose::STANDARD.encode(sealed),
+        },
+        "lifetime": pushy.config_lifetime,
+        "max_message_skew": pushy.max_time_skew,
+        "max_body_size": pushy.max_body_size,
+        "incarnation_id": &*state.incarnation,
+    });
+    Ok(axum::Json(body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ccpk_is_cgi_unescaped() {
+        assert_eq!(
+            ccpk_param(Some("ccpk=a%2Bb%3D&version=2.0")).as_deref(),
+            Some("a+b=")
+        );
+        assert_eq!(ccpk_param(Some("version=2.0")), None);
+        assert_eq!(ccpk_param(None), None);
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+}

@@ -1,0 +1,211 @@
+//! The Push Jobs server: a wire-compatible replacement for Chef Push Jobs' Erlang server.
+//!
+//! Data flows one way (DESIGN.md):
+//! ```text
+//!  HTTP (http/) ──► auth/ (Chef signature; authz via chef/) ──► jobs/, nodes/ ──► store/
+//!  ZeroMQ (channel/) ──► nodes/ ──► jobs/                                └─► events (SSE)
+//! ```
+//! [`run`] takes a bound listener and a cancellation token, so tests run the same server
+//! in-process on port 0 and stop it at will.
+
+pub mod auth;
+pub mod channel;
+pub mod chef;
+pub mod config;
+pub mod http;
+pub mod jobs;
+pub mod nodes;
+pub mod store;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::Layer as _;
+
+use crate::channel::{ClientKeys, CurveIdentity, SessionKeys};
+use crate::chef::{ChefServer, LocalChefServer, RemoteChefServer, RemoteConfig};
+use crate::config::{ChefMode, Config, DatabaseEngine};
+use crate::http::{AppState, ServerKey};
+use crate::jobs::JobsHandle;
+use crate::nodes::NodesHandle;
+use crate::store::{PostgresStore, SqliteStore, Store};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store could not be opened or migrated.
+    #[error("opening the job store")]
+    Store(#[from] store::Error),
+    /// A key file could not be read, written or parsed.
+    #[error("{path}: {why}")]
+    Key {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// The Chef Server client could not be built.
+    #[error("setting up the Chef Server client")]
+    Chef(#[from] chef::Error),
+    /// libzmq could not make Curve keys (built without CURVE?).
+    #[error("libzmq cannot make CURVE keys (is libzmq built with libsodium?)")]
+    Curve(#[source] zmq::Error),
+    /// A socket or directory failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn key_error(path: &Path, why: impl std::fmt::Display) -> Error {
+    Error::Key {
+        path: path.display().to_string(),
+        why: why.to_string(),
+    }
+}
+
+/// Reads the server's private key, generating and saving one (mode 0600) when the file
+/// does not exist yet: the embedded default needs no setup step.
+pub fn load_or_create_server_key(path: &Path) -> Result<PKey<Private>, Error> {
+    match std::fs::read_to_string(path) {
+        Ok(pem) => pushy_protocol::keys::private_key_from_pem(&pem).map_err(|e| key_error(path, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let rsa = Rsa::generate(2048).map_err(|e| key_error(path, e))?;
+            let pem = rsa.private_key_to_pem().map_err(|e| key_error(path, e))?;
+            if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            std::io::Write::write_all(&mut opts.open(path).map_err(|e| key_error(path, e))?, &pem)?;
+            tracing::info!(path = %path.display(), "generated the server key pair");
+            PKey::from_rsa(rsa).map_err(|e| key_error(path, e))
+        }
+        Err(e) => Err(key_error(path, e)),
+    }
+}
+
+/// Opens the configured store (creating the SQLite file and data directory if needed).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, Error> {
+    Ok(match config.database.engine {
+        DatabaseEngine::Sqlite => {
+            let path = config.sqlite_path();
+            if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            Arc::new(SqliteStore::open(&path).await?)
+        }
+        DatabaseEngine::Postgresql => Arc::new(
+            PostgresStore::connect(&config.database.postgres_url(), config.database.pool_size)
+                .await?,
+        ),
+    })
+}
+
+/// Builds the configured Chef Server port.
+pub fn chef_server(config: &Config) -> Result<Arc<dyn ChefServer>, Error> {
+    let c = &config.chef_server;
+    Ok(match c.mode {
+        ChefMode::Local => Arc::new(LocalChefServer::new(config.local_chef_dir())),
+        ChefMode::Remote => {
+            // Validation guarantees the key path in remote mode.
+            let path = c.superuser_key.clone().unwrap_or_default();
+            let pem = std::fs::read_to_string(&path).map_err(|e| key_error(&path, e))?;
+            let key = pushy_protocol::keys::private_key_from_pem(&pem)
+                .map_err(|e| key_error(&path, e))?;
+            Arc::new(RemoteChefServer::new(RemoteConfig {
+                root_url: c.erchef_root_url.clone(),
+                principals_url: format!("http://{}:{}", c.erchef_hostname, c.erchef_port),
+                chef_api_version: c.chef_api_version.clone(),
+                superuser_name: c.superuser_name.clone(),
+                superuser_key: key,
+                timeout: std::time::Duration::from_secs(c.timeout),
+                accept_invalid_certs: !c.ssl_verify,
+            })?)
+        }
+    })
+}
+
+/// Assembles the server's state from a validated config: store, Chef Server port, keys,
+/// and start-up recovery of jobs a previous process left unfinished.
+///
+/// # Errors
+/// Whatever prevents start-up, with the file or component named.
+pub async fn build_state(config: Config, shutdown: CancellationToken) -> Result<AppState, Error> {
+    let store = open_store(&config).await?;
+    build_state_with(config, store, shutdown).await
+}
+
+/// As [`build_state`] with a store the caller opened (tests pick SQLite or PostgreSQL).
+///
+/// # Errors
+/// Whatever prevents start-up.
+pub async fn build_state_with(
+    config: Config,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+) -> Result<AppState, Error> {
+    let chef = chef_server(&config)?;
+    let private = load_or_create_server_key(&config.pushy_priv_key())?;
+    let public_pem = pushy_protocol::keys::public_pem(&private);
+    let curve = CurveIdentity::generate().map_err(Error::Curve)?;
+    let nodes = NodesHandle::new();
+    let default_timeout = u32::try_from(config.pushy.default_running_timeout).unwrap_or(u32::MAX);
+    let jobs = JobsHandle::new(store.clone(), nodes.clone(), default_timeout);
+    let crashed = jobs.recover().await?;
+    if crashed > 0 {
+        tracing::warn!(
+            jobs = crashed,
+            "marked jobs interrupted by the last stop as crashed"
+        );
+    }
+    Ok(AppState {
+        config: Arc::new(config),
+        store,
+        chef,
+        jobs,
+        nodes,
+        server_key: Arc::new(ServerKey {
+            private,
+            public_pem,
+        }),
+        curve: Arc::new(curve),
+        client_keys: ClientKeys::default(),
+        session_keys: SessionKeys::default(),
+        incarnation: uuid::Uuid::new_v4().to_string().into(),
+        shutdown,
+    })
+}
+
+/// The whole HTTP service: path clean-up, then the router.
+pub fn service(
+    state: AppState,
+) -> impl tower::Service<
+    axum::extract::Request,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    let trace = tower_http::trace::TraceLayer::new_for_http();
+    let router = http::router(state).layer(trace);
+    tower::util::MapRequestLayer::new(http::normalize_path).layer(router)
+}
+
+/// Serves the API on `listener` until `state.shutdown` is cancelled.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
+    let token = state.shutdown.clone();
+    let svc = service(state);
+    axum::serve(listener, tower::make::Shared::new(svc))
+        .with_graceful_shutdown(token.cancelled_owned())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! Persistence of jobs, their nodes, options and captured output (http.md §5).
+//!
+//! One trait, two engines: PostgreSQL (production; adopts a database created by the
+//! original's sqitch plan, 1.x or 2.x, and upgrades it in place) and SQLite (the embedded
+//! default). Both keep the original's tables, columns and status codes. Queries are
+//! built at run time so the build needs no database.
+
+mod postgres;
+mod rows;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use pushy_protocol::job::{JobId, JobStatus, NodeStatus, OrgGuid};
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database refused or could not run a statement.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// Applying the schema migrations failed.
+    #[error("database migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A row holds something this server cannot interpret (e.g. an unknown status code).
+    #[error("corrupt row in {table}: {what}")]
+    Corrupt {
+        /// The table holding the row.
+        table: &'static str,
+        /// What was wrong with it.
+        what: String,
+    },
+    /// A job with this id already exists.
+    #[error("job {0} already exists")]
+    DuplicateJob(JobId),
+}
+
+/// The options of a job (http.md §4.1, table `job_options`). All absent and `capture`
+/// false means "no row".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobOptions {
+    /// OS user to run the command as (`job_user`, at most 32 characters).
+    pub user: Option<String>,
+    /// Working directory.
+    pub dir: Option<String>,
+    /// Extra environment, stored as the compact JSON text of the posted object.
+    pub env: Option<String>,
+    /// Whether stdout/stderr are captured.
+    pub capture: bool,
+    /// The file, with its `raw:` / `base64:` prefix, exactly as posted.
+    pub file: Option<String>,
+}
+
+impl JobOptions {
+    /// Whether a `job_options` row is written for these options (http.md §4.1).
+    pub fn is_empty(&self) -> bool {
+        self.user.is_none()
+            && self.dir.is_none()
+            && self.env.is_none()
+            && !self.capture
+            && self.file.is_none()
+    }
+}
+
+/// A job as stored. `nodes` is empty when read by [`Store::list_jobs`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobRecord {
+    /// The job id.
+    pub id: JobId,
+    /// The GUID of the organization the job belongs to.
+    pub org_id: OrgGuid,
+    /// The command (normally a whitelist key on the nodes).
+    pub command: String,
+    /// Minimum number of nodes that must commit.
+    pub quorum: i32,
+    /// Seconds the command may run.
+    pub run_timeout: i32,
+    /// Current status.
+    pub status: JobStatus,
+    /// When the job was created (UTC, second precision).
+    pub created_at: DateTime<Utc>,
+    /// When the job entered its current status (UTC, second precision).
+    pub updated_at: DateTime<Utc>,
+    /// The job's options.
+    pub options: JobOptions,
+    /// Every node of the job with its status, in the order they were requested.
+    pub nodes: Vec<(String, NodeStatus)>,
+}
+
+/// Which captured stream to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputChannel {
+    /// The command's standard output.
+    Stdout,
+    /// The command's standard error.
+    Stderr,
+}
+
+/// A job and node the server was in the middle of running when it stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncompleteJob {
+    /// The job id.
+    pub id: JobId,
+    /// Its organization.
+    pub org_id: OrgGuid,
+    /// Its status when read.
+    pub status: JobStatus,
+}
+
+/// Everything the server persists. Implementations must be safe to share between tasks.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts the job (status `new`, `created_at = updated_at = job.created_at`,
+    /// `last_updated_by` = the job id), one `job_nodes` row per node (status `new`, in
+    /// order) and the options row if any, in one transaction (http.md §8.3 item 22 fixed).
+    async fn create_job(&self, job: &JobRecord) -> Result<(), Error>;
+
+    /// The job with its nodes, only if it belongs to `org` (http.md §8.2 item 17 fixed).
+    async fn find_job(&self, org: &OrgGuid, id: &JobId) -> Result<Option<JobRecord>, Error>;
+
+    /// Every job of `org`, oldest first, without nodes.
+    async fn list_jobs(&self, org: &OrgGuid) -> Result<Vec<JobRecord>, Error>;
+
+    /// Sets a job's status, `updated_at` and `last_updated_by` (the job id).
+    async fn update_job_status(
+        &self,
+        id: &JobId,
+        status: JobStatus,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error>;
+
+    /// Sets one node's status and `updated_at` within a job.
+    async fn update_job_node(
+        &self,
+        org: &OrgGuid,
+        id: &JobId,
+        node: &str,
+        status: NodeStatus,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error>;
+
+    /// Stores a node's captured output. Returns false (and changes nothing) when output
+    /// for that node is already stored.
+    async fn insert_output(
+        &self,
+        id: &JobId,
+        node: &str,
+        stdout: &str,
+        stderr: &str,
+    ) -> Result<bool, Error>;
+
+    /// One captured stream of a node, if stored, for a job of `org`.
+    async fn fetch_output(
+        &self,
+        org: &OrgGuid,
+        id: &JobId,
+        node: &str,
+        channel: OutputChannel,
+    ) -> Result<Option<String>, Error>;
+
+    /// Jobs in `new`, `voting` or `running` (http.md §5.2 `find_incomplete_jobs`).
+    async fn incomplete_jobs(&self) -> Result<Vec<IncompleteJob>, Error>;
+}

@@ -1,0 +1,333 @@
+//! The PostgreSQL store: the original's database (http.md §5), adopted and upgraded in
+//! place.
+//!
+//! Ids are bound as text and cast to `bpchar` in the SQL: comparing a `character(32)`
+//! column with a text parameter would cast the column instead, and the primary-key index
+//! would go unused.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use pushy_protocol::job::{JobId, JobStatus, NodeStatus, OrgGuid};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{Executor, Postgres, Row};
+
+use super::rows::{self, EmbeddedMigration, JobRow};
+use super::{Error, IncompleteJob, JobRecord, OutputChannel, Store};
+
+/// The sqitch plan's five changes, re-runnable so they adopt a database it deployed, then
+/// ours.
+const MIGRATIONS: &[EmbeddedMigration] = &[
+    (
+        1,
+        "job_status",
+        include_str!("../../migrations/postgres/0001_job_status.sql"),
+    ),
+    (
+        2,
+        "jobs",
+        include_str!("../../migrations/postgres/0002_jobs.sql"),
+    ),
+    (
+        3,
+        "job_nodes",
+        include_str!("../../migrations/postgres/0003_job_nodes.sql"),
+    ),
+    (
+        4,
+        "job_options",
+        include_str!("../../migrations/postgres/0004_job_options.sql"),
+    ),
+    (
+        5,
+        "job_output",
+        include_str!("../../migrations/postgres/0005_job_output.sql"),
+    ),
+    (
+        6,
+        "node position and org index",
+        include_str!("../../migrations/postgres/0006_node_position_and_org_index.sql"),
+    ),
+];
+
+/// How long a statement waits for a pooled connection before failing, so that an
+/// exhausted pool or an unreachable server turns into an error instead of a hang.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `SELECT` of a job as [`job_row`] reads it, followed by the given conditions. A macro so
+/// that the statement stays a `&'static str`.
+macro_rules! select_jobs {
+    ($($condition:literal),*) => {
+        concat!(
+            "SELECT j.id, j.org_id, j.command, j.quorum, j.run_timeout, j.status, \
+             j.created_at, j.updated_at, o.job_user, o.dir, o.env, o.capture, o.job_file \
+             FROM jobs j LEFT JOIN job_options o ON o.job_id = j.id ",
+            $($condition),*
+        )
+    };
+}
+
+/// Jobs, nodes, options and output in a PostgreSQL database.
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` with a pool of at most `max_connections`, and
+    /// brings its schema up to date.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(url)
+            .await?;
+        rows::migrator(MIGRATIONS).run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// The connection pool, for callers that need to run their own statements.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// Reads a row selected with `select_jobs!`.
+fn job_row(row: &PgRow) -> Result<JobRow, Error> {
+    let time = |column: &str| -> Result<DateTime<Utc>, Error> {
+        Ok(rows::from_stored_time(
+            row.try_get::<NaiveDateTime, _>(column)?,
+        ))
+    };
+    Ok(JobRow {
+        id: row.try_get("id")?,
+        org_id: row.try_get("org_id")?,
+        command: row.try_get("command")?,
+        quorum: row.try_get::<Option<i32>, _>("quorum")?.map(i64::from),
+        run_timeout: row.try_get::<Option<i32>, _>("run_timeout")?.map(i64::from),
+        status: row.try_get::<i32, _>("status")?.into(),
+        created_at: time("created_at")?,
+        updated_at: time("updated_at")?,
+        user: row.try_get("job_user")?,
+        dir: row.try_get("dir")?,
+        env: row.try_get("env")?,
+        capture: row.try_get("capture")?,
+        file: row.try_get("job_file")?,
+    })
+}
+
+/// A job's nodes in request order; rows written by the original have no position and
+/// follow, by name.
+async fn job_nodes<'e>(
+    executor: impl Executor<'e, Database = Postgres>,
+    id: &JobId,
+) -> Result<Vec<(String, NodeStatus)>, Error> {
+    sqlx::query(
+        "SELECT node_name, status FROM job_nodes WHERE job_id = $1::bpchar \
+         ORDER BY position ASC NULLS LAST, node_name",
+    )
+    .bind(id.as_str())
+    .fetch_all(executor)
+    .await?
+    .iter()
+    .map(|row| {
+        let status = rows::node_status(row.try_get::<i32, _>("status")?.into())?;
+        Ok((row.try_get("node_name")?, status))
+    })
+    .collect()
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_job(&self, job: &JobRecord) -> Result<(), Error> {
+        let now = rows::to_stored_time(job.created_at);
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, org_id, command, quorum, status, run_timeout, \
+             last_updated_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $1, $7, $7)",
+        )
+        .bind(job.id.as_str())
+        .bind(job.org_id.as_str())
+        .bind(&job.command)
+        .bind(job.quorum)
+        .bind(i32::from(JobStatus::New.code()))
+        .bind(job.run_timeout)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            // The primary key is the only unique constraint of `jobs`.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(Error::DuplicateJob(job.id.clone()));
+            }
+            other => other?,
+        };
+        for (position, (node, _)) in (0_i32..).zip(&job.nodes) {
+            sqlx::query(
+                "INSERT INTO job_nodes (job_id, org_id, node_name, status, created_at, \
+                 updated_at, position) VALUES ($1, $2, $3, $4, $5, $5, $6)",
+            )
+            .bind(job.id.as_str())
+            .bind(job.org_id.as_str())
+            .bind(node)
+            .bind(i32::from(NodeStatus::New.code()))
+            .bind(now)
+            .bind(position)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let o = &job.options;
+        if !o.is_empty() {
+            sqlx::query(
+                "INSERT INTO job_options (job_id, job_user, dir, env, capture, job_file) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(job.id.as_str())
+            .bind(o.user.as_deref())
+            .bind(o.dir.as_deref())
+            .bind(o.env.as_deref())
+            .bind(o.capture)
+            .bind(o.file.as_deref())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_job(&self, org: &OrgGuid, id: &JobId) -> Result<Option<JobRecord>, Error> {
+        let row = sqlx::query(select_jobs!(
+            "WHERE j.id = $1::bpchar AND j.org_id = $2::bpchar"
+        ))
+        .bind(id.as_str())
+        .bind(org.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let job = job_row(&row)?;
+        let nodes = job_nodes(&self.pool, id).await?;
+        job.into_record(nodes).map(Some)
+    }
+
+    async fn list_jobs(&self, org: &OrgGuid) -> Result<Vec<JobRecord>, Error> {
+        sqlx::query(select_jobs!(
+            "WHERE j.org_id = $1::bpchar ORDER BY j.created_at, j.id"
+        ))
+        .bind(org.as_str())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| job_row(row)?.into_record(Vec::new()))
+        .collect()
+    }
+
+    async fn update_job_status(
+        &self,
+        id: &JobId,
+        status: JobStatus,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE jobs SET status = $2, updated_at = $3, last_updated_by = $1 \
+             WHERE id = $1::bpchar",
+        )
+        .bind(id.as_str())
+        .bind(i32::from(status.code()))
+        .bind(rows::to_stored_time(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn update_job_node(
+        &self,
+        org: &OrgGuid,
+        id: &JobId,
+        node: &str,
+        status: NodeStatus,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE job_nodes SET status = $4, updated_at = $5 \
+             WHERE job_id = $1::bpchar AND org_id = $2::bpchar AND node_name = $3",
+        )
+        .bind(id.as_str())
+        .bind(org.as_str())
+        .bind(node)
+        .bind(i32::from(status.code()))
+        .bind(rows::to_stored_time(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_output(
+        &self,
+        id: &JobId,
+        node: &str,
+        stdout: &str,
+        stderr: &str,
+    ) -> Result<bool, Error> {
+        // ON CONFLICT instead of catching the unique violation: nothing logged server-side.
+        let done = sqlx::query(
+            "INSERT INTO job_output (job_id, node_name, stdout, stderr) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (job_id, node_name) DO NOTHING",
+        )
+        .bind(id.as_str())
+        .bind(node)
+        .bind(stdout)
+        .bind(stderr)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fetch_output(
+        &self,
+        org: &OrgGuid,
+        id: &JobId,
+        node: &str,
+        channel: OutputChannel,
+    ) -> Result<Option<String>, Error> {
+        let sql = match channel {
+            OutputChannel::Stdout => {
+                "SELECT o.stdout FROM job_output o JOIN jobs j ON j.id = o.job_id \
+                 WHERE o.job_id = $1::bpchar AND o.node_name = $2 AND j.org_id = $3::bpchar"
+            }
+            OutputChannel::Stderr => {
+                "SELECT o.stderr FROM job_output o JOIN jobs j ON j.id = o.job_id \
+                 WHERE o.job_id = $1::bpchar AND o.node_name = $2 AND j.org_id = $3::bpchar"
+            }
+        };
+        let row = sqlx::query(sql)
+            .bind(id.as_str())
+            .bind(node)
+            .bind(org.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.try_get(0)).transpose()?)
+    }
+
+    async fn incomplete_jobs(&self) -> Result<Vec<IncompleteJob>, Error> {
+        sqlx::query(
+            "SELECT id, org_id, status FROM jobs WHERE status IN ($1, $2, $3) \
+             ORDER BY created_at, id",
+        )
+        .bind(i32::from(JobStatus::New.code()))
+        .bind(i32::from(JobStatus::Voting.code()))
+        .bind(i32::from(JobStatus::Running.code()))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(IncompleteJob {
+                id: rows::job_id("jobs", row.try_get("id")?)?,
+                org_id: OrgGuid(rows::unpad(row.try_get("org_id")?)),
+                status: rows::job_status(row.try_get::<i32, _>("status")?.into())?,
+            })
+        })
+        .collect()
+    }
+}

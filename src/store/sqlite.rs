@@ -1,0 +1,349 @@
+//! The SQLite store, the embedded default: the PostgreSQL tables in SQLite's types.
+//!
+//! Timestamps are TEXT `YYYY-MM-DD HH:MM:SS` (UTC), formatted and parsed here rather than
+//! by sqlx so that the stored form is fixed by this file, and sorts chronologically.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use pushy_protocol::job::{JobId, JobStatus, NodeStatus, OrgGuid};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Executor, Row, Sqlite};
+
+use super::rows::{self, EmbeddedMigration, JobRow};
+use super::{Error, IncompleteJob, JobRecord, OutputChannel, Store};
+
+/// One migration: nothing older to adopt.
+const MIGRATIONS: &[EmbeddedMigration] = &[(
+    1,
+    "schema",
+    include_str!("../../migrations/sqlite/0001_schema.sql"),
+)];
+
+/// How long a statement waits for another connection's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections to a database file. WAL lets readers run beside the one writer.
+const MAX_CONNECTIONS: u32 = 4;
+
+/// The stored timestamp format.
+const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
+/// `SELECT` of a job as [`job_row`] reads it, followed by the given conditions. A macro so
+/// that the statement stays a `&'static str`.
+macro_rules! select_jobs {
+    ($($condition:literal),*) => {
+        concat!(
+            "SELECT j.id, j.org_id, j.command, j.quorum, j.run_timeout, j.status, \
+             j.created_at, j.updated_at, o.job_user, o.dir, o.env, o.capture, o.job_file \
+             FROM jobs j LEFT JOIN job_options o ON o.job_id = j.id ",
+            $($condition),*
+        )
+    };
+}
+
+/// Jobs, nodes, options and output in a SQLite database.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens the database file at `path`, creating it if missing, and brings its schema
+    /// up to date.
+    pub async fn open(path: &Path) -> Result<Self, Error> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is durable in WAL mode except for the last commits on power loss.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await?;
+        Self::migrated(pool).await
+    }
+
+    /// A fresh database that lives as long as the store, for tests and trials.
+    pub async fn in_memory() -> Result<Self, Error> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
+        // Each connection to ":memory:" is its own database, gone when it closes: keep
+        // exactly one, forever.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        Self::migrated(pool).await
+    }
+
+    async fn migrated(pool: SqlitePool) -> Result<Self, Error> {
+        rows::migrator(MIGRATIONS).run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// The connection pool, for callers that need to run their own statements.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// A timestamp as stored.
+fn to_text(t: DateTime<Utc>) -> String {
+    rows::to_stored_time(t).format(TIME_FORMAT).to_string()
+}
+
+/// A stored timestamp read back; fractions of a second are accepted and dropped.
+fn from_text(table: &'static str, s: &str) -> Result<DateTime<Utc>, Error> {
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
+        .map(rows::from_stored_time)
+        .map_err(|_| Error::Corrupt {
+            table,
+            what: format!("timestamp {s:?}"),
+        })
+}
+
+/// Reads a row selected with `select_jobs!`.
+fn job_row(row: &SqliteRow) -> Result<JobRow, Error> {
+    let time = |column: &str| from_text("jobs", row.try_get(column)?);
+    Ok(JobRow {
+        id: row.try_get("id")?,
+        org_id: row.try_get("org_id")?,
+        command: row.try_get("command")?,
+        quorum: row.try_get("quorum")?,
+        run_timeout: row.try_get("run_timeout")?,
+        status: row.try_get("status")?,
+        created_at: time("created_at")?,
+        updated_at: time("updated_at")?,
+        user: row.try_get("job_user")?,
+        dir: row.try_get("dir")?,
+        env: row.try_get("env")?,
+        capture: row.try_get::<Option<i64>, _>("capture")?.map(|c| c != 0),
+        file: row.try_get("job_file")?,
+    })
+}
+
+/// A job's nodes in request order, unpositioned rows last by name (as in PostgreSQL).
+async fn job_nodes<'e>(
+    executor: impl Executor<'e, Database = Sqlite>,
+    id: &JobId,
+) -> Result<Vec<(String, NodeStatus)>, Error> {
+    sqlx::query(
+        "SELECT node_name, status FROM job_nodes WHERE job_id = $1 \
+         ORDER BY position ASC NULLS LAST, node_name",
+    )
+    .bind(id.as_str())
+    .fetch_all(executor)
+    .await?
+    .iter()
+    .map(|row| {
+        Ok((
+            row.try_get("node_name")?,
+            rows::node_status(row.try_get("status")?)?,
+        ))
+    })
+    .collect()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_job(&self, job: &JobRecord) -> Result<(), Error> {
+        let now = to_text(job.created_at);
+        // Writes first thing, so the deferred transaction takes the write lock at once
+        // (waiting up to the busy timeout) and never has to upgrade a read lock.
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, org_id, command, quorum, status, run_timeout, \
+             last_updated_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $1, $7, $7)",
+        )
+        .bind(job.id.as_str())
+        .bind(job.org_id.as_str())
+        .bind(&job.command)
+        .bind(job.quorum)
+        .bind(i32::from(JobStatus::New.code()))
+        .bind(job.run_timeout)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            // The primary key is the only unique constraint of `jobs`.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(Error::DuplicateJob(job.id.clone()));
+            }
+            other => other?,
+        };
+        for (position, (node, _)) in (0_i32..).zip(&job.nodes) {
+            sqlx::query(
+                "INSERT INTO job_nodes (job_id, org_id, node_name, status, created_at, \
+                 updated_at, position) VALUES ($1, $2, $3, $4, $5, $5, $6)",
+            )
+            .bind(job.id.as_str())
+            .bind(job.org_id.as_str())
+            .bind(node)
+            .bind(i32::from(NodeStatus::New.code()))
+            .bind(&now)
+            .bind(position)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let o = &job.options;
+        if !o.is_empty() {
+            sqlx::query(
+                "INSERT INTO job_options (job_id, job_user, dir, env, capture, job_file) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(job.id.as_str())
+            .bind(o.user.as_deref())
+            .bind(o.dir.as_deref())
+            .bind(o.env.as_deref())
+            .bind(i64::from(o.capture))
+            .bind(o.file.as_deref())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_job(&self, org: &OrgGuid, id: &JobId) -> Result<Option<JobRecord>, Error> {
+        let row = sqlx::query(select_jobs!("WHERE j.id = $1 AND j.org_id = $2"))
+            .bind(id.as_str())
+            .bind(org.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let job = job_row(&row)?;
+        let nodes = job_nodes(&self.pool, id).await?;
+        job.into_record(nodes).map(Some)
+    }
+
+    async fn list_jobs(&self, org: &OrgGuid) -> Result<Vec<JobRecord>, Error> {
+        sqlx::query(select_jobs!(
+            "WHERE j.org_id = $1 ORDER BY j.created_at, j.id"
+        ))
+        .bind(org.as_str())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| job_row(row)?.into_record(Vec::new()))
+        .collect()
+    }
+
+    async fn update_job_status(
+        &self,
+        id: &JobId,
+        status: JobStatus,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE jobs SET status = $2, updated_at = $3, last_updated_by = $1 WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .bind(i32::from(status.code()))
+        .bind(to_text(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn update_job_node(
+        &self,
+        org: &OrgGuid,
+        id: &JobId,
+        node: &str,
+        status: NodeStatus,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE job_nodes SET status = $4, updated_at = $5 \
+             WHERE job_id = $1 AND org_id = $2 AND node_name = $3",
+        )
+        .bind(id.as_str())
+        .bind(org.as_str())
+        .bind(node)
+        .bind(i32::from(status.code()))
+        .bind(to_text(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_output(
+        &self,
+        id: &JobId,
+        node: &str,
+        stdout: &str,
+        stderr: &str,
+    ) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "INSERT INTO job_output (job_id, node_name, stdout, stderr) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (job_id, node_name) DO NOTHING",
+        )
+        .bind(id.as_str())
+        .bind(node)
+        .bind(stdout)
+        .bind(stderr)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fetch_output(
+        &self,
+        org: &OrgGuid,
+        id: &JobId,
+        node: &str,
+        channel: OutputChannel,
+    ) -> Result<Option<String>, Error> {
+        let sql = match channel {
+            OutputChannel::Stdout => {
+                "SELECT o.stdout FROM job_output o JOIN jobs j ON j.id = o.job_id \
+                 WHERE o.job_id = $1 AND o.node_name = $2 AND j.org_id = $3"
+            }
+            OutputChannel::Stderr => {
+                "SELECT o.stderr FROM job_output o JOIN jobs j ON j.id = o.job_id \
+                 WHERE o.job_id = $1 AND o.node_name = $2 AND j.org_id = $3"
+            }
+        };
+        let row = sqlx::query(sql)
+            .bind(id.as_str())
+            .bind(node)
+            .bind(org.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.try_get(0)).transpose()?)
+    }
+
+    async fn incomplete_jobs(&self) -> Result<Vec<IncompleteJob>, Error> {
+        sqlx::query(
+            "SELECT id, org_id, status FROM jobs WHERE status IN ($1, $2, $3) \
+             ORDER BY created_at, id",
+        )
+        .bind(i32::from(JobStatus::New.code()))
+        .bind(i32::from(JobStatus::Voting.code()))
+        .bind(i32::from(JobStatus::Running.code()))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(IncompleteJob {
+                id: rows::job_id("jobs", row.try_get("id")?)?,
+                org_id: OrgGuid(rows::unpad(row.try_get("org_id")?)),
+                status: rows::job_status(row.try_get("status")?)?,
+            })
+        })
+        .collect()
+    }
+}

@@ -1,0 +1,837 @@
+//! One suite run against every engine (STYLE.md §2.8): SQLite in memory and in a file, and
+//! a throwaway PostgreSQL database. Then PostgreSQL-only tests: the schema is the
+//! original's, and databases deployed by the original's sqitch plan (1.x and 2.x) are
+//! adopted with their rows.
+//!
+//! PostgreSQL is reached at `PUSHY_TEST_PG_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); when it is not reachable those tests
+//! say so loudly on stderr and pass, so the suite runs on machines without it.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use futures::FutureExt;
+use pushy_protocol::job::{JobId, JobStatus, NodeStatus, OrgGuid};
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, Row};
+
+use super::{
+    Error, IncompleteJob, JobOptions, JobRecord, OutputChannel, PostgresStore, SqliteStore, Store,
+};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+fn org(n: u32) -> OrgGuid {
+    OrgGuid(format!("{n:032x}"))
+}
+
+fn job_id(n: u32) -> JobId {
+    JobId::parse(&format!("{:032x}", 0xabc0_0000_u64 + u64::from(n))).expect("32 hex digits")
+}
+
+/// A fixed instant `secs` seconds after a base, so tests never depend on the clock.
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 5, 6, 7, 8, 9).unwrap() + TimeDelta::seconds(secs)
+}
+
+/// A job as `create_job` expects it, and as `find_job` returns it right after.
+fn new_job(id: JobId, org: &OrgGuid, nodes: &[&str], created_at: DateTime<Utc>) -> JobRecord {
+    JobRecord {
+        id,
+        org_id: org.clone(),
+        command: "chef-client".to_owned(),
+        quorum: nodes.len() as i32,
+        run_timeout: 3600,
+        status: JobStatus::New,
+        created_at,
+        updated_at: created_at,
+        options: JobOptions::default(),
+        nodes: nodes
+            .iter()
+            .map(|n| (n.to_string(), NodeStatus::New))
+            .collect(),
+    }
+}
+
+async fn find(store: &dyn Store, org: &OrgGuid, id: &JobId) -> Option<JobRecord> {
+    store.find_job(org, id).await.expect("find_job")
+}
+
+// ---------------------------------------------------------------------------------------
+// The suite
+
+/// Every behaviour of the `Store` contract, against one fresh store.
+async fn suite(store: &dyn Store) {
+    round_trip_keeps_every_field(store).await;
+    options_are_optional(store).await;
+    job_user_is_kept_to_32_characters_and_unpadded(store).await;
+    jobs_of_another_org_are_invisible(store).await;
+    list_is_oldest_first_without_nodes(store).await;
+    status_update_sets_status_and_updated_at(store).await;
+    node_update_changes_only_that_node(store).await;
+    output_is_stored_once_per_node(store).await;
+    incomplete_jobs_are_new_voting_and_running(store).await;
+    duplicate_job_id_is_refused_and_changes_nothing(store).await;
+    failed_creation_leaves_nothing(store).await;
+}
+
+async fn round_trip_keeps_every_field(store: &dyn Store) {
+    let org = org(1);
+    let created = at(0) + TimeDelta::nanoseconds(987_654_321);
+    let mut job = new_job(job_id(1), &org, &["DONKEY", "FIONA", "ALPHA"], created);
+    job.command = "deploy ünïcode 'quoted' \"twice\"".to_owned();
+    job.quorum = 2;
+    job.run_timeout = 45;
+    job.options = JobOptions {
+        user: Some("deploy".to_owned()),
+        dir: Some("/var/tmp/work".to_owned()),
+        env: Some(r#"{"PATH":"/usr/bin","X":"ü \"q\""}"#.to_owned()),
+        capture: true,
+        file: Some("base64:aGVsbG8gd29ybGQ=".to_owned()),
+    };
+    store.create_job(&job).await.expect("create_job");
+
+    // Stored with whole seconds, as the original did.
+    let mut expected = job.clone();
+    expected.created_at = at(0);
+    expected.updated_at = at(0);
+    assert_eq!(find(store, &org, &job.id).await, Some(expected));
+}
+
+async fn options_are_optional(store: &dyn Store) {
+    let org = org(2);
+    let none = new_job(job_id(20), &org, &["n1"], at(0));
+    store.create_job(&none).await.unwrap();
+    assert_eq!(find(store, &org, &none.id).await, Some(none));
+
+    let mut capture_only = new_job(job_id(21), &org, &["n1"], at(0));
+    capture_only.options.capture = true;
+    store.create_job(&capture_only).await.unwrap();
+    assert_eq!(
+        find(store, &org, &capture_only.id).await,
+        Some(capture_only)
+    );
+
+    // A job without nodes is not refused here; rejecting it is the API's business.
+    let empty = new_job(job_id(22), &org, &[], at(0));
+    store.create_job(&empty).await.unwrap();
+    assert_eq!(find(store, &org, &empty.id).await, Some(empty));
+}
+
+async fn job_user_is_kept_to_32_characters_and_unpadded(store: &dyn Store) {
+    let org = org(3);
+    let full = "u234567890123456789012345678901z";
+    assert_eq!(full.len(), 32);
+    let cases = [
+        (30, full, full),
+        (31, "bob", "bob"),
+        (32, "bob  ", "bob"),
+        (33, "  lead", "  lead"),
+    ];
+    for (n, user, read_back) in cases {
+        let mut job = new_job(job_id(n), &org, &["n1"], at(0));
+        job.options.user = Some(user.to_owned());
+        job.options.dir = Some("/srv/app  ".to_owned());
+        store.create_job(&job).await.unwrap();
+        let found = find(store, &org, &job.id).await.unwrap();
+        assert_eq!(
+            found.options.user.as_deref(),
+            Some(read_back),
+            "user {user:?}"
+        );
+        // The original right-trims `dir` too.
+        assert_eq!(found.options.dir.as_deref(), Some("/srv/app"));
+    }
+}
+
+async fn jobs_of_another_org_are_invisible(store: &dyn Store) {
+    let (mine, theirs) = (org(4), org(5));
+    let job = new_job(job_id(40), &mine, &["n1"], at(0));
+    store.create_job(&job).await.unwrap();
+    assert!(
+        store
+            .insert_output(&job.id, "n1", "out", "err")
+            .await
+            .unwrap()
+    );
+
+    assert_eq!(find(store, &theirs, &job.id).await, None);
+    assert!(store.list_jobs(&theirs).await.unwrap().is_empty());
+    for channel in [OutputChannel::Stdout, OutputChannel::Stderr] {
+        let output = store
+            .fetch_output(&theirs, &job.id, "n1", channel)
+            .await
+            .unwrap();
+        assert_eq!(output, None);
+    }
+    store
+        .update_job_node(&theirs, &job.id, "n1", NodeStatus::Failed, at(9))
+        .await
+        .unwrap();
+    assert_eq!(find(store, &mine, &job.id).await, Some(job));
+}
+
+async fn list_is_oldest_first_without_nodes(store: &dyn Store) {
+    let (org, other) = (org(6), org(7));
+    // Inserted out of order; two share a creation time and are then ordered by id.
+    let late = new_job(job_id(52), &org, &["n1"], at(20));
+    let mut early_b = new_job(job_id(51), &org, &["n2", "n3"], at(10));
+    early_b.options.capture = true;
+    let early_a = new_job(job_id(50), &org, &[], at(10));
+    for job in [&late, &early_b, &early_a] {
+        store.create_job(job).await.unwrap();
+    }
+    store
+        .create_job(&new_job(job_id(53), &other, &["n1"], at(0)))
+        .await
+        .unwrap();
+
+    let without_nodes = |job: &JobRecord| JobRecord {
+        nodes: Vec::new(),
+        ..job.clone()
+    };
+    assert_eq!(
+        store.list_jobs(&org).await.unwrap(),
+        vec![
+            without_nodes(&early_a),
+            without_nodes(&early_b),
+            without_nodes(&late)
+        ]
+    );
+    assert!(store.list_jobs(&self::org(8)).await.unwrap().is_empty());
+}
+
+async fn status_update_sets_status_and_updated_at(store: &dyn Store) {
+    let org = org(9);
+    let job = new_job(job_id(60), &org, &["n1"], at(0));
+    store.create_job(&job).await.unwrap();
+
+    for (secs, status) in [
+        (1, JobStatus::Voting),
+        (5, JobStatus::Running),
+        (9, JobStatus::Complete),
+    ] {
+        let now = at(secs) + TimeDelta::milliseconds(999);
+        store.update_job_status(&job.id, status, now).await.unwrap();
+        let found = find(store, &org, &job.id).await.unwrap();
+        assert_eq!(
+            (found.status, found.created_at, found.updated_at),
+            (status, at(0), at(secs))
+        );
+    }
+    // Every status can be stored and read back.
+    for &status in JobStatus::ALL {
+        store
+            .update_job_status(&job.id, status, at(10))
+            .await
+            .unwrap();
+        assert_eq!(find(store, &org, &job.id).await.unwrap().status, status);
+    }
+    // An unknown job is not an error: there is nothing to update.
+    store
+        .update_job_status(&job_id(69), JobStatus::Crashed, at(10))
+        .await
+        .unwrap();
+}
+
+async fn node_update_changes_only_that_node(store: &dyn Store) {
+    let org = org(10);
+    let job = new_job(job_id(70), &org, &["web1", "db1", "web2"], at(0));
+    let other = new_job(job_id(71), &org, &["db1"], at(0));
+    store.create_job(&job).await.unwrap();
+    store.create_job(&other).await.unwrap();
+
+    store
+        .update_job_node(&org, &job.id, "db1", NodeStatus::Ready, at(3))
+        .await
+        .unwrap();
+    store
+        .update_job_node(&org, &job.id, "web2", NodeStatus::Nacked, at(4))
+        .await
+        .unwrap();
+    store
+        .update_job_node(&org, &job.id, "db1", NodeStatus::Succeeded, at(5))
+        .await
+        .unwrap();
+    store
+        .update_job_node(&org, &job.id, "nope", NodeStatus::Failed, at(5))
+        .await
+        .unwrap();
+
+    let found = find(store, &org, &job.id).await.unwrap();
+    assert_eq!(
+        found.nodes,
+        vec![
+            ("web1".to_owned(), NodeStatus::New),
+            ("db1".to_owned(), NodeStatus::Succeeded),
+            ("web2".to_owned(), NodeStatus::Nacked),
+        ]
+    );
+    // Node updates leave the job's own timestamps alone.
+    assert_eq!((found.status, found.updated_at), (JobStatus::New, at(0)));
+    assert_eq!(find(store, &org, &other.id).await, Some(other));
+
+    for &status in NodeStatus::ALL {
+        store
+            .update_job_node(&org, &job.id, "web1", status, at(6))
+            .await
+            .unwrap();
+        assert_eq!(find(store, &org, &job.id).await.unwrap().nodes[0].1, status);
+    }
+}
+
+async fn output_is_stored_once_per_node(store: &dyn Store) {
+    let org = org(11);
+    let job = new_job(job_id(80), &org, &["n1", "n2"], at(0));
+    store.create_job(&job).await.unwrap();
+    let fetch = |node: &'static str, channel| store.fetch_output(&org, &job.id, node, channel);
+
+    assert!(
+        store
+            .insert_output(&job.id, "n1", "hello\nwörld\n", "")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .insert_output(&job.id, "n1", "second", "attempt")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .insert_output(&job.id, "n2", "", "boom")
+            .await
+            .unwrap()
+    );
+
+    assert_eq!(
+        fetch("n1", OutputChannel::Stdout).await.unwrap().as_deref(),
+        Some("hello\nwörld\n")
+    );
+    assert_eq!(
+        fetch("n1", OutputChannel::Stderr).await.unwrap().as_deref(),
+        Some("")
+    );
+    assert_eq!(
+        fetch("n2", OutputChannel::Stdout).await.unwrap().as_deref(),
+        Some("")
+    );
+    assert_eq!(
+        fetch("n2", OutputChannel::Stderr).await.unwrap().as_deref(),
+        Some("boom")
+    );
+    assert_eq!(fetch("n3", OutputChannel::Stdout).await.unwrap(), None);
+    let unknown = store
+        .fetch_output(&org, &job_id(89), "n1", OutputChannel::Stdout)
+        .await;
+    assert_eq!(unknown.unwrap(), None);
+
+    // Output of a job that does not exist breaks the foreign key.
+    let orphan = store.insert_output(&job_id(89), "n1", "out", "err").await;
+    assert!(matches!(orphan, Err(Error::Database(_))), "{orphan:?}");
+}
+
+async fn incomplete_jobs_are_new_voting_and_running(store: &dyn Store) {
+    let org = org(12);
+    let statuses = [
+        JobStatus::New,
+        JobStatus::Complete,
+        JobStatus::Voting,
+        JobStatus::QuorumFailed,
+        JobStatus::Running,
+        JobStatus::Aborted,
+        JobStatus::TimedOut,
+        JobStatus::Crashed,
+    ];
+    for (n, status) in (90..).zip(statuses) {
+        let job = new_job(job_id(n), &org, &["n1"], at(i64::from(n)));
+        store.create_job(&job).await.unwrap();
+        store
+            .update_job_status(&job.id, status, at(100))
+            .await
+            .unwrap();
+    }
+    let incomplete: Vec<IncompleteJob> = store
+        .incomplete_jobs()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|j| j.org_id == org)
+        .collect();
+    let expected = [
+        (90, JobStatus::New),
+        (92, JobStatus::Voting),
+        (94, JobStatus::Running),
+    ]
+    .map(|(n, status)| IncompleteJob {
+        id: job_id(n),
+        org_id: org.clone(),
+        status,
+    });
+    assert_eq!(incomplete, expected);
+}
+
+async fn duplicate_job_id_is_refused_and_changes_nothing(store: &dyn Store) {
+    let (org_a, org_b) = (org(13), org(14));
+    let mut first = new_job(job_id(100), &org_a, &["n1", "n2"], at(0));
+    first.options.dir = Some("/a".to_owned());
+    store.create_job(&first).await.unwrap();
+
+    let mut again = new_job(job_id(100), &org_b, &["n3"], at(50));
+    again.command = "other".to_owned();
+    again.options.capture = true;
+    let result = store.create_job(&again).await;
+    assert!(
+        matches!(&result, Err(Error::DuplicateJob(id)) if *id == first.id),
+        "{result:?}"
+    );
+
+    assert_eq!(find(store, &org_a, &first.id).await, Some(first));
+    assert_eq!(find(store, &org_b, &again.id).await, None);
+    assert!(store.list_jobs(&org_b).await.unwrap().is_empty());
+}
+
+async fn failed_creation_leaves_nothing(store: &dyn Store) {
+    let org = org(15);
+    // The jobs row goes in, then a node row fails: the whole creation is undone.
+    let twice = new_job(job_id(110), &org, &["n1", "n1"], at(0));
+    let result = store.create_job(&twice).await;
+    assert!(matches!(result, Err(Error::Database(_))), "{result:?}");
+
+    // The jobs and job_nodes rows go in, then the options row fails (user over 32).
+    let mut long_user = new_job(job_id(111), &org, &["n1"], at(0));
+    long_user.options.user = Some("u".repeat(33));
+    let result = store.create_job(&long_user).await;
+    assert!(matches!(result, Err(Error::Database(_))), "{result:?}");
+
+    assert_eq!(find(store, &org, &twice.id).await, None);
+    assert_eq!(find(store, &org, &long_user.id).await, None);
+    assert!(store.list_jobs(&org).await.unwrap().is_empty());
+    // The ids are free again.
+    store
+        .create_job(&new_job(job_id(110), &org, &["n1"], at(0)))
+        .await
+        .unwrap();
+    store
+        .create_job(&new_job(job_id(111), &org, &["n1"], at(0)))
+        .await
+        .unwrap();
+}
+
+/// A status code this server does not know makes the row unreadable, not misread.
+async fn unknown_node_status_is_corrupt(store: &dyn Store, corrupt: impl Future<Output = ()>) {
+    let org = org(16);
+    let job = new_job(job_id(120), &org, &["n1"], at(0));
+    store.create_job(&job).await.unwrap();
+    corrupt.await;
+    let result = store.find_job(&org, &job.id).await;
+    assert!(
+        matches!(&result, Err(Error::Corrupt { table: "job_nodes", what }) if what.contains("99")),
+        "{result:?}"
+    );
+}
+
+/// Run on the job `unknown_node_status_is_corrupt` creates, bound to its id.
+const CORRUPT_NODE: &str = "UPDATE job_nodes SET status = 99 WHERE job_id = $1";
+
+// ---------------------------------------------------------------------------------------
+// SQLite
+
+#[tokio::test]
+async fn sqlite_in_memory_passes_suite() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    suite(&store).await;
+    let corrupt = async {
+        let corrupt = sqlx::query(CORRUPT_NODE).bind(job_id(120).as_str());
+        corrupt.execute(store.pool()).await.unwrap();
+    };
+    unknown_node_status_is_corrupt(&store, corrupt).await;
+}
+
+#[tokio::test]
+async fn sqlite_file_passes_suite_and_keeps_data_when_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pushy.sqlite");
+    let store = SqliteStore::open(&path).await.unwrap();
+    suite(&store).await;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(fk, 1);
+    store.pool().close().await;
+
+    // Reopening runs the migrations again, which finds nothing to do.
+    let store = SqliteStore::open(&path).await.unwrap();
+    let found = find(&store, &org(1), &job_id(1)).await.unwrap();
+    assert_eq!(
+        found
+            .nodes
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        ["DONKEY", "FIONA", "ALPHA"]
+    );
+    let corrupt = async {
+        let corrupt = sqlx::query(CORRUPT_NODE).bind(job_id(120).as_str());
+        corrupt.execute(store.pool()).await.unwrap();
+    };
+    unknown_node_status_is_corrupt(&store, corrupt).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL
+
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Runs `test` with the URL of a new, empty database, dropped afterwards even if the test
+/// panics. Returns without running it when PostgreSQL is not reachable.
+async fn with_throwaway_db<F, Fut>(test: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let admin_url =
+        std::env::var("PUSHY_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
+    let connected = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&admin_url));
+    let mut admin = match connected.await {
+        Ok(Ok(conn)) => conn,
+        failed => {
+            let why =
+                failed.map_or_else(|_| "timed out".to_owned(), |e| e.unwrap_err().to_string());
+            eprintln!("SKIPPED: PostgreSQL not reachable at {admin_url}: {why}");
+            return;
+        }
+    };
+    let name = format!("pushy_test_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .unwrap();
+
+    let (base, query) = match admin_url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (admin_url.as_str(), String::new()),
+    };
+    let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
+    let outcome = AssertUnwindSafe(test(format!("{server}/{name}{query}")))
+        .catch_unwind()
+        .await;
+
+    // FORCE ends the connections the test's pools may still hold.
+    admin
+        .execute(AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
+        .await
+        .unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[tokio::test]
+async fn postgres_passes_suite() {
+    with_throwaway_db(|url| async move {
+        let store = PostgresStore::connect(&url, 4).await.unwrap();
+        suite(&store).await;
+        let corrupt = async {
+            let corrupt = sqlx::query(CORRUPT_NODE).bind(job_id(120).as_str());
+            corrupt.execute(store.pool()).await.unwrap();
+        };
+        unknown_node_status_is_corrupt(&store, corrupt).await;
+
+        // Each job row names its own job as last updater, as in the original.
+        let row = sqlx::query("SELECT id, last_updated_by FROM jobs WHERE id = $1::bpchar")
+            .bind(job_id(60).as_str())
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(row.get::<String, _>(0), row.get::<String, _>(1));
+
+        // Connecting again finds every migration applied.
+        store.pool().close().await;
+        let store = PostgresStore::connect(&url, 1).await.unwrap();
+        let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(applied, 6);
+        assert!(find(&store, &org(1), &job_id(1)).await.is_some());
+    })
+    .await;
+}
+
+/// The original's sqitch deploy scripts for 1.x (`@1.0.0`): job_status, jobs, job_nodes.
+const ORIGINAL_1X: &str = "
+CREATE TABLE job_status (
+    id integer NOT NULL PRIMARY KEY,
+    description text NOT NULL
+);
+INSERT INTO job_status VALUES
+  (0, 'voting'), (1, 'running'), (2, 'complete'), (3, 'quorum_failed'),
+  (4, 'aborted'), (5, 'new'), (6, 'timed_out'), (7, 'crashed');
+CREATE TABLE IF NOT EXISTS jobs (
+    id character(32) NOT NULL PRIMARY KEY,
+    org_id character(32) NOT NULL,
+    command text NOT NULL,
+    status integer NOT NULL REFERENCES job_status(id),
+    run_timeout integer,
+    last_updated_by character(32) NOT NULL,
+    created_at timestamp without time zone NOT NULL,
+    updated_at timestamp without time zone NOT NULL,
+    quorum integer
+);
+CREATE TABLE IF NOT EXISTS job_nodes (
+    job_id character(32) REFERENCES jobs(id) ON UPDATE CASCADE ON DELETE CASCADE,
+    org_id character(32) NOT NULL,
+    node_name text NOT NULL,
+    UNIQUE (job_id, org_id, node_name),
+    status integer NOT NULL,
+    created_at timestamp without time zone NOT NULL,
+    updated_at timestamp without time zone NOT NULL
+);
+";
+
+/// The sqitch changes 2.x adds (`@2.0.0-alpha.3`): job_options, job_output.
+const ORIGINAL_2X_ADDITIONS: &str = "
+CREATE TABLE IF NOT EXISTS job_options (
+    job_id character(32) NOT NULL PRIMARY KEY
+           REFERENCES jobs(id) ON UPDATE CASCADE ON DELETE CASCADE,
+    job_user character(32),
+    dir text,
+    env text,
+    capture boolean,
+    job_file text
+);
+CREATE TABLE IF NOT EXISTS job_output (
+    job_id character(32) NOT NULL
+           REFERENCES jobs(id) ON UPDATE CASCADE ON DELETE CASCADE,
+    node_name text NOT NULL,
+    UNIQUE (job_id, node_name),
+    stdout text NOT NULL,
+    stderr text NOT NULL
+);
+";
+
+/// A job as the original server wrote it: finished, its nodes unpositioned.
+const ORIGINAL_ROWS: &str = "
+INSERT INTO jobs VALUES ('0123456789abcdef0123456789abcdef', 'feedfacefeedfacefeedfacefeedface',
+  'chef-client', 2, 3600, '0123456789abcdef0123456789abcdef',
+  '2013-10-14 12:00:00', '2013-10-14 12:01:40', 2);
+INSERT INTO job_nodes VALUES
+  ('0123456789abcdef0123456789abcdef', 'feedfacefeedfacefeedfacefeedface', 'zeta', 3,
+   '2013-10-14 12:00:00', '2013-10-14 12:01:39'),
+  ('0123456789abcdef0123456789abcdef', 'feedfacefeedfacefeedfacefeedface', 'alpha', 4,
+   '2013-10-14 12:00:00', '2013-10-14 12:01:40');
+";
+
+fn original_job() -> JobRecord {
+    let time = |s| Utc.with_ymd_and_hms(2013, 10, 14, 12, 0, 0).unwrap() + TimeDelta::seconds(s);
+    JobRecord {
+        id: JobId::parse("0123456789abcdef0123456789abcdef").unwrap(),
+        org_id: OrgGuid("feedfacefeedfacefeedfacefeedface".to_owned()),
+        command: "chef-client".to_owned(),
+        quorum: 2,
+        run_timeout: 3600,
+        status: JobStatus::Complete,
+        created_at: time(0),
+        updated_at: time(100),
+        options: JobOptions::default(),
+        // No position: by name.
+        nodes: vec![
+            ("alpha".to_owned(), NodeStatus::Failed),
+            ("zeta".to_owned(), NodeStatus::Succeeded),
+        ],
+    }
+}
+
+async fn raw(url: &str, sql: &'static str) {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    conn.execute(sql).await.unwrap();
+    conn.close().await.unwrap();
+}
+
+/// A job with options and output, made through the store after the upgrade.
+async fn new_job_works_after_adoption(store: &PostgresStore) {
+    let org = org(200);
+    let mut job = new_job(job_id(200), &org, &["DONKEY", "FIONA", "ALPHA"], at(0));
+    job.options = JobOptions {
+        user: Some("ops".to_owned()),
+        capture: true,
+        ..JobOptions::default()
+    };
+    store.create_job(&job).await.unwrap();
+    assert_eq!(find(store, &org, &job.id).await, Some(job.clone()));
+    assert!(
+        store
+            .insert_output(&job.id, "FIONA", "o", "e")
+            .await
+            .unwrap()
+    );
+    let out = store
+        .fetch_output(&org, &job.id, "FIONA", OutputChannel::Stderr)
+        .await
+        .unwrap();
+    assert_eq!(out.as_deref(), Some("e"));
+}
+
+#[tokio::test]
+async fn postgres_adopts_original_1x_database() {
+    with_throwaway_db(|url| async move {
+        raw(&url, ORIGINAL_1X).await;
+        raw(&url, ORIGINAL_ROWS).await;
+
+        let store = PostgresStore::connect(&url, 2).await.unwrap();
+        let old = original_job();
+        assert_eq!(find(&store, &old.org_id, &old.id).await, Some(old.clone()));
+        assert_eq!(
+            store.list_jobs(&old.org_id).await.unwrap(),
+            vec![JobRecord {
+                nodes: vec![],
+                ..old.clone()
+            }]
+        );
+        assert!(store.incomplete_jobs().await.unwrap().is_empty());
+
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = 'public' ORDER BY 1",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            tables,
+            [
+                "_sqlx_migrations",
+                "job_nodes",
+                "job_options",
+                "job_output",
+                "job_status",
+                "jobs"
+            ]
+        );
+
+        // The old job still takes updates and output.
+        store
+            .update_job_node(&old.org_id, &old.id, "alpha", NodeStatus::Crashed, at(0))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .insert_output(&old.id, "zeta", "out", "")
+                .await
+                .unwrap()
+        );
+        let found = find(&store, &old.org_id, &old.id).await.unwrap();
+        assert_eq!(found.nodes[0], ("alpha".to_owned(), NodeStatus::Crashed));
+        new_job_works_after_adoption(&store).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_adopts_original_2x_database() {
+    with_throwaway_db(|url| async move {
+        raw(&url, ORIGINAL_1X).await;
+        raw(&url, ORIGINAL_2X_ADDITIONS).await;
+        raw(&url, ORIGINAL_ROWS).await;
+        raw(
+            &url,
+            "INSERT INTO job_options VALUES ('0123456789abcdef0123456789abcdef', 'deploy', \
+               '/srv/app', '{\"A\":\"1\"}', true, 'raw:hello');
+             INSERT INTO job_output VALUES ('0123456789abcdef0123456789abcdef', 'zeta', \
+               'all good', 'a warning');",
+        )
+        .await;
+
+        let store = PostgresStore::connect(&url, 2).await.unwrap();
+        let mut old = original_job();
+        old.options = JobOptions {
+            user: Some("deploy".to_owned()),
+            dir: Some("/srv/app".to_owned()),
+            env: Some(r#"{"A":"1"}"#.to_owned()),
+            capture: true,
+            file: Some("raw:hello".to_owned()),
+        };
+        assert_eq!(find(&store, &old.org_id, &old.id).await, Some(old.clone()));
+        let fetch = |channel| store.fetch_output(&old.org_id, &old.id, "zeta", channel);
+        assert_eq!(
+            fetch(OutputChannel::Stdout).await.unwrap().as_deref(),
+            Some("all good")
+        );
+        assert_eq!(
+            fetch(OutputChannel::Stderr).await.unwrap().as_deref(),
+            Some("a warning")
+        );
+        // The original's unique constraint still holds.
+        assert!(
+            !store
+                .insert_output(&old.id, "zeta", "again", "")
+                .await
+                .unwrap()
+        );
+        new_job_works_after_adoption(&store).await;
+    })
+    .await;
+}
+
+/// Columns, constraints and indexes of the public tables, one line each, comparable
+/// between databases.
+async fn describe_schema(url: &str) -> Vec<String> {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    let mut lines: Vec<String> = sqlx::query_scalar(
+        "SELECT concat_ws(' | ', 'column', table_name, column_name, ordinal_position, \
+                data_type, character_maximum_length, is_nullable, column_default) \
+         FROM information_schema.columns \
+         WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations' \
+         UNION ALL \
+         SELECT concat_ws(' | ', 'constraint', conrelid::regclass::text, conname, \
+                pg_get_constraintdef(oid)) \
+         FROM pg_constraint \
+         WHERE connamespace = 'public'::regnamespace \
+           AND conrelid::regclass::text <> '_sqlx_migrations' \
+         UNION ALL \
+         SELECT concat_ws(' | ', 'index', indexdef) FROM pg_indexes \
+         WHERE schemaname = 'public' AND tablename <> '_sqlx_migrations' \
+         UNION ALL \
+         SELECT concat_ws(' | ', 'job_status', id, description) FROM job_status",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn postgres_schema_is_the_originals_plus_position_and_org_index() {
+    with_throwaway_db(|original_url| async move {
+        raw(&original_url, ORIGINAL_1X).await;
+        raw(&original_url, ORIGINAL_2X_ADDITIONS).await;
+        let original = describe_schema(&original_url).await;
+
+        with_throwaway_db(|url| async move {
+            PostgresStore::connect(&url, 1).await.unwrap();
+            let ours = describe_schema(&url).await;
+            let extra = [
+                "column | job_nodes | position | 7 | integer | YES",
+                "index | CREATE INDEX jobs_org_id_created_at_idx ON public.jobs USING btree (org_id, created_at)",
+            ];
+            let mut expected = original.clone();
+            expected.extend(extra.map(str::to_owned));
+            expected.sort();
+            assert_eq!(ours, expected);
+        })
+        .await;
+    })
+    .await;
+}
