@@ -40,9 +40,9 @@ pub enum Error {
     /// The store could not be opened or migrated.
     #[error("opening the job store")]
     Store(#[from] store::Error),
-    /// A key file could not be read, written or parsed.
+    /// A key file or data directory could not be read, written or parsed.
     #[error("{path}: {why}")]
-    Key {
+    File {
         /// The file.
         path: String,
         /// What went wrong.
@@ -59,8 +59,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
-fn key_error(path: &Path, why: impl std::fmt::Display) -> Error {
-    Error::Key {
+fn file_error(path: &Path, why: impl std::fmt::Display) -> Error {
+    Error::File {
         path: path.display().to_string(),
         why: why.to_string(),
     }
@@ -70,22 +70,27 @@ fn key_error(path: &Path, why: impl std::fmt::Display) -> Error {
 /// does not exist yet: the embedded default needs no setup step.
 pub fn load_or_create_server_key(path: &Path) -> Result<PKey<Private>, Error> {
     match std::fs::read_to_string(path) {
-        Ok(pem) => pushy_protocol::keys::private_key_from_pem(&pem).map_err(|e| key_error(path, e)),
+        Ok(pem) => {
+            pushy_protocol::keys::private_key_from_pem(&pem).map_err(|e| file_error(path, e))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let rsa = Rsa::generate(2048).map_err(|e| key_error(path, e))?;
-            let pem = rsa.private_key_to_pem().map_err(|e| key_error(path, e))?;
+            let rsa = Rsa::generate(2048).map_err(|e| file_error(path, e))?;
+            let pem = rsa.private_key_to_pem().map_err(|e| file_error(path, e))?;
             if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
+                std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
             }
             let mut opts = std::fs::OpenOptions::new();
             opts.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            std::io::Write::write_all(&mut opts.open(path).map_err(|e| key_error(path, e))?, &pem)?;
+            std::io::Write::write_all(
+                &mut opts.open(path).map_err(|e| file_error(path, e))?,
+                &pem,
+            )?;
             tracing::info!(path = %path.display(), "generated the server key pair");
-            PKey::from_rsa(rsa).map_err(|e| key_error(path, e))
+            PKey::from_rsa(rsa).map_err(|e| file_error(path, e))
         }
-        Err(e) => Err(key_error(path, e)),
+        Err(e) => Err(file_error(path, e)),
     }
 }
 
@@ -95,7 +100,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, Error> {
         DatabaseEngine::Sqlite => {
             let path = config.sqlite_path();
             if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
+                std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
             }
             Arc::new(SqliteStore::open(&path).await?)
         }
@@ -114,9 +119,9 @@ pub fn chef_server(config: &Config) -> Result<Arc<dyn ChefServer>, Error> {
         ChefMode::Remote => {
             // Validation guarantees the key path in remote mode.
             let path = c.superuser_key.clone().unwrap_or_default();
-            let pem = std::fs::read_to_string(&path).map_err(|e| key_error(&path, e))?;
+            let pem = std::fs::read_to_string(&path).map_err(|e| file_error(&path, e))?;
             let key = pushy_protocol::keys::private_key_from_pem(&pem)
-                .map_err(|e| key_error(&path, e))?;
+                .map_err(|e| file_error(&path, e))?;
             Arc::new(RemoteChefServer::new(RemoteConfig {
                 root_url: c.erchef_root_url.clone(),
                 principals_url: format!("http://{}:{}", c.erchef_hostname, c.erchef_port),

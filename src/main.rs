@@ -295,8 +295,34 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// Prints the error and its causes once each (a cause already quoted by the message
+/// above it is not repeated), without a backtrace, and exits 1.
+fn report(err: &anyhow::Error) -> std::process::ExitCode {
+    let mut shown = String::new();
+    for (i, cause) in err.chain().enumerate() {
+        let text = cause.to_string();
+        if i > 0 && shown.contains(&text) {
+            continue;
+        }
+        if i == 0 {
+            eprintln!("error: {text}");
+        } else {
+            eprintln!("  caused by: {text}");
+        }
+        shown.push_str(&text);
+    }
+    std::process::ExitCode::FAILURE
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("warn,pushy_server=info,opscode_pushy_server=info")
     });
