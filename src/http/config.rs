@@ -5,12 +5,14 @@
 
 use std::time::Instant;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use openssl::rsa::Padding;
 use serde_json::json;
 
+use super::extract::Segments;
+use super::extract::query_param;
 use super::pipeline::{GET_JSON, admit};
 use super::{ApiError, AppState};
 use crate::auth::Rule;
@@ -20,53 +22,10 @@ use crate::channel::decode_ccpk;
 const OFFLINE_THRESHOLD: u32 = 3;
 const ONLINE_THRESHOLD: u32 = 2;
 
-fn ccpk_param(query: Option<&str>) -> Option<String> {
-    let query = query?;
-    url_pairs(query).find(|(k, _)| k == "ccpk").map(|(_, v)| v)
-}
-
-/// `application/x-www-form-urlencoded` pairs, as CGI-escaped by the client.
-fn url_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k), percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let decoded = match bytes[i] {
-            b'%' if i + 2 < bytes.len() => hex(bytes[i + 1])
-                .zip(hex(bytes[i + 2]))
-                .map(|(h, l)| h << 4 | l),
-            _ => None,
-        };
-        match (decoded, bytes[i]) {
-            (Some(b), _) => {
-                out.push(b);
-                i += 3;
-            }
-            (None, b'+') => {
-                out.push(b' ');
-                i += 1;
-            }
-            (None, b) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The config document.
 pub(super) async fn config(
     State(state): State<AppState>,
-    Path((org, node)): Path<(String, String)>,
+    Segments((org, node)): Segments<(String, String)>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let pushy = &state.config.pushy;
@@ -79,7 +38,7 @@ pub(super) async fn config(
         if !curve_required {
             return Ok(None);
         }
-        let text = ccpk_param(parts.uri.query()).ok_or(ApiError::MissingCcpk)?;
+        let text = query_param(parts.uri.query(), "ccpk").ok_or(ApiError::MissingCcpk)?;
         decode_ccpk(&text).map(Some).ok_or(ApiError::BadCcpk)
     })
     .await?;
@@ -125,20 +84,4 @@ pub(super) async fn config(
         "incarnation_id": &*state.incarnation,
     });
     Ok(axum::Json(body).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ccpk_is_cgi_unescaped() {
-        assert_eq!(
-            ccpk_param(Some("ccpk=a%2Bb%3D&version=2.0")).as_deref(),
-            Some("a+b=")
-        );
-        assert_eq!(ccpk_param(Some("version=2.0")), None);
-        assert_eq!(ccpk_param(None), None);
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
-    }
 }

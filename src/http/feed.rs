@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -14,6 +14,7 @@ use futures::StreamExt as _;
 use pushy_protocol::job::JobId;
 use serde_json::{Map, Value};
 
+use super::extract::Segments;
 use super::jobs::named_job;
 use super::pipeline::{Endpoint, admit};
 use super::{ApiError, AppState};
@@ -56,7 +57,7 @@ fn last_event_id(headers: &HeaderMap) -> Option<&str> {
 /// `GET .../job_status_feed/JOBID`.
 pub(super) async fn job_feed(
     State(state): State<AppState>,
-    Path((org, job)): Path<(String, String)>,
+    Segments((org, job)): Segments<(String, String)>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let (ok, ()) = admit(&state, req, &FEED, &org, Rule::Read, |_, _| Ok(())).await?;
@@ -74,7 +75,7 @@ pub(super) async fn job_feed(
 /// `GET .../job_status_feed`: stays open until the client leaves or the server stops.
 pub(super) async fn org_feed(
     State(state): State<AppState>,
-    Path(org): Path<String>,
+    Segments(org): Segments<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let (ok, ()) = admit(&state, req, &FEED, &org, Rule::Read, |_, _| Ok(())).await?;

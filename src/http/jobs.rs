@@ -1,13 +1,13 @@
 //! The job routes (http.md §1.4.2–1.4.5): list, create, read one, read output, and our
 //! abort route.
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pushy_protocol::job::{JobId, NodeStatus};
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::extract::{Segments, query_param};
 use super::pipeline::{Endpoint, GET_JSON, admit, content_type_is};
 use super::{ApiError, AppState};
 use crate::auth::Rule;
@@ -117,7 +117,7 @@ fn base_url(headers: &HeaderMap) -> String {
 /// `GET` lists the org's jobs; `POST` creates one.
 pub(super) async fn collection(
     State(state): State<AppState>,
-    Path(org): Path<String>,
+    Segments(org): Segments<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let creating = req.method() == Method::POST;
@@ -159,16 +159,10 @@ pub(super) async fn collection(
         .into_response())
 }
 
-#[derive(Deserialize)]
-pub(super) struct JobQuery {
-    include_file: Option<String>,
-}
-
 /// One job with its node breakdown; 404 for another org's job (§8.2 item 17, fixed).
 pub(super) async fn named(
     State(state): State<AppState>,
-    Path((org, job)): Path<(String, String)>,
-    Query(q): Query<JobQuery>,
+    Segments((org, job)): Segments<(String, String)>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let (ok, ()) = admit(&state, req, &GET_JSON, &org, Rule::Read, |_, _| Ok(())).await?;
@@ -178,14 +172,14 @@ pub(super) async fn named(
         .find_job(&ok.who.org_guid, &id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let include_file = q.include_file.as_deref() == Some("true");
+    let include_file = query_param(ok.parts.uri.query(), "include_file").as_deref() == Some("true");
     Ok(axum::Json(Value::Object(named_job(&record, include_file))).into_response())
 }
 
 /// Stops a job that has not finished (writers only). Not in the original.
 pub(super) async fn abort(
     State(state): State<AppState>,
-    Path((org, job)): Path<(String, String)>,
+    Segments((org, job)): Segments<(String, String)>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let (ok, ()) = admit(&state, req, &ABORT, &org, Rule::Write, |_, _| Ok(())).await?;
@@ -204,7 +198,7 @@ pub(super) async fn abort(
 /// Captured stdout or stderr of one node, byte for byte.
 pub(super) async fn output(
     State(state): State<AppState>,
-    Path((org, job, node, channel)): Path<(String, String, String, String)>,
+    Segments((org, job, node, channel)): Segments<(String, String, String, String)>,
     req: Request,
 ) -> Result<Response, ApiError> {
     // Any other channel name is no route at all (§1.1).

@@ -3,6 +3,7 @@
 
 mod config;
 mod error;
+mod extract;
 mod feed;
 mod jobs;
 mod node_states;

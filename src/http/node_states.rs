@@ -1,9 +1,10 @@
 //! `GET .../node_states` and `.../node_states/NODE` (http.md §1.4.6–1.4.7).
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::extract::Segments;
 use super::pipeline::{GET_JSON, admit};
 use super::{ApiError, AppState};
 use crate::auth::Rule;
@@ -11,7 +12,7 @@ use crate::auth::Rule;
 /// Every tracked node of the org with its availability.
 pub(super) async fn list(
     State(state): State<AppState>,
-    Path(org): Path<String>,
+    Segments(org): Segments<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let (ok, ()) = admit(&state, req, &GET_JSON, &org, Rule::Read, |_, _| Ok(())).await?;
@@ -27,7 +28,7 @@ pub(super) async fn list(
 /// One node: never 404; an unknown node is offline and unavailable.
 pub(super) async fn named(
     State(state): State<AppState>,
-    Path((org, node)): Path<(String, String)>,
+    Segments((org, node)): Segments<(String, String)>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let (ok, ()) = admit(&state, req, &GET_JSON, &org, Rule::Read, |_, _| Ok(())).await?;

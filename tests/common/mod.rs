@@ -83,7 +83,10 @@ pub fn populate(tmp: &Path) {
 }
 
 pub fn config_for(tmp: &Path) -> Config {
-    Config { data_dir: tmp.to_path_buf(), ..Config::default() }
+    Config {
+        data_dir: tmp.to_path_buf(),
+        ..Config::default()
+    }
 }
 
 impl Harness {
