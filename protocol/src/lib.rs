@@ -3,5 +3,6 @@
 #![warn(missing_docs)]
 
 pub mod chef_auth;
+pub mod frame;
 pub mod job;
 pub mod keys;
