@@ -6,3 +6,4 @@ pub mod chef_auth;
 pub mod frame;
 pub mod job;
 pub mod keys;
+pub mod message;
