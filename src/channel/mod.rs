@@ -5,6 +5,10 @@
 //! The ZeroMQ sockets themselves (ROUTER, PUB, ZAP) consult these structures from their
 //! own thread.
 
+#[cfg(test)]
+mod tests;
+pub mod thread;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,11 +70,14 @@ pub struct ClientKeys {
 }
 
 impl ClientKeys {
-    /// Allows `key` for [`CCPK_TTL`] from `now`; expired entries are dropped on the way.
-    pub fn allow(&self, key: [u8; 32], now: Instant) {
+    /// Allows `key` for `ttl` from `now` (at least [`CCPK_TTL`]); expired entries are
+    /// dropped on the way. The config endpoint passes the config `lifetime`, so a client
+    /// whose connection libzmq re-establishes is still admitted for as long as its config
+    /// is valid (fixes the original's 60-second ZAP livelock, zmq.md §1.4).
+    pub fn allow(&self, key: [u8; 32], now: Instant, ttl: Duration) {
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         keys.retain(|_, until| *until > now);
-        keys.insert(key, now + CCPK_TTL);
+        keys.insert(key, now + ttl.max(CCPK_TTL));
     }
 
     /// Whether `key` may connect at `now`.
@@ -80,21 +87,28 @@ impl ClientKeys {
     }
 }
 
-/// A node within its organization.
-type NodeKey = (OrgGuid, String);
-
-/// One random HMAC-SHA256 key per (org, node), made on first request and kept for the
-/// process lifetime (http.md §1.4.1).
+/// One random HMAC-SHA256 key per node, made on its first config request and kept for
+/// the process lifetime (http.md §1.4.1). Nodes name their organization in messages, so
+/// keys are found by org name too; the config request is where the name and the GUID
+/// meet.
 #[derive(Clone, Debug, Default)]
 pub struct SessionKeys {
-    keys: Arc<Mutex<HashMap<NodeKey, [u8; 32]>>>,
+    inner: Arc<Mutex<SessionKeyMaps>>,
+}
+
+#[derive(Debug, Default)]
+struct SessionKeyMaps {
+    by_guid: HashMap<(OrgGuid, String), [u8; 32]>,
+    guid_of_org: HashMap<String, OrgGuid>,
 }
 
 impl SessionKeys {
-    /// The node's session key, created if it has none.
-    pub fn get_or_create(&self, org: &OrgGuid, node: &str) -> [u8; 32] {
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        *keys
+    /// The node's session key, created if it has none; remembers `org_name`'s GUID.
+    pub fn get_or_create(&self, org_name: &str, org: &OrgGuid, node: &str) -> [u8; 32] {
+        let mut maps = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        maps.guid_of_org.insert(org_name.to_owned(), org.clone());
+        *maps
+            .by_guid
             .entry((org.clone(), node.to_owned()))
             .or_insert_with(|| {
                 let mut k = [0u8; 32];
@@ -105,13 +119,21 @@ impl SessionKeys {
 
     /// The node's session key, if it has fetched its config.
     pub fn get(&self, org: &OrgGuid, node: &str) -> Option<[u8; 32]> {
-        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        keys.get(&(org.clone(), node.to_owned())).copied()
+        let maps = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        maps.by_guid.get(&(org.clone(), node.to_owned())).copied()
+    }
+
+    /// The GUID and session key of a node named by org name, as messages name it.
+    pub fn lookup(&self, org_name: &str, node: &str) -> Option<(OrgGuid, [u8; 32])> {
+        let maps = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let guid = maps.guid_of_org.get(org_name)?;
+        let key = maps.by_guid.get(&(guid.clone(), node.to_owned()))?;
+        Some((guid.clone(), *key))
     }
 }
 
 #[cfg(test)]
-mod tests {
+mod unit_tests {
     use super::*;
 
     #[test]
@@ -132,7 +154,7 @@ mod tests {
     fn allow_list_expires() {
         let keys = ClientKeys::default();
         let t0 = Instant::now();
-        keys.allow([7; 32], t0);
+        keys.allow([7; 32], t0, Duration::ZERO);
         assert!(keys.is_allowed(&[7; 32], t0 + Duration::from_secs(59)));
         assert!(!keys.is_allowed(&[7; 32], t0 + CCPK_TTL));
         assert!(!keys.is_allowed(&[8; 32], t0));

@@ -3,7 +3,7 @@
 //! put on the allow-list after authentication and authorization succeed (§8.2 item 18,
 //! fixed: an unauthenticated caller can no longer register keys).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -43,10 +43,16 @@ pub(super) async fn config(
     })
     .await?;
     if let Some(key) = ccpk {
-        state.client_keys.allow(key, Instant::now());
+        state.client_keys.allow(
+            key,
+            Instant::now(),
+            Duration::from_secs(pushy.config_lifetime),
+        );
     }
 
-    let session_key = state.session_keys.get_or_create(&ok.who.org_guid, &node);
+    let session_key = state
+        .session_keys
+        .get_or_create(&org, &ok.who.org_guid, &node);
     let rsa = ok
         .who
         .public_key

@@ -4,6 +4,7 @@
 //! Every node's availability comes from [`NodesHandle`]; a node that is not tracked as
 //! available is `down` at creation and ends `unavailable` (http.md §5.5 step 1.4).
 
+mod event;
 mod spec;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tracing::Instrument as _;
 use crate::nodes::NodesHandle;
 use crate::store::{self, JobOptions, JobRecord, Store};
 
+pub use event::{JobEvent, RunStatus, StartInfo, VoteStatus};
 pub use spec::{JobSpec, MAX_FILE_SIZE, SpecError, parse as parse_spec};
 
 /// The 32-zero `last_updated_by` the original writes when it cleans up at start-up.

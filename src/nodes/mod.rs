@@ -3,6 +3,7 @@
 //! The command channel (the ZeroMQ side) reports heartbeats here; HTTP and jobs read
 //! snapshots. Until a node has heartbeated it is simply absent: offline and unavailable.
 
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

@@ -1,0 +1,243 @@
+//! The ZeroMQ thread over real loopback sockets with CURVE.
+
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use openssl::pkey::PKey;
+use pushy_protocol::frame::{self, SignKey, VerifyKey};
+use pushy_protocol::job::OrgGuid;
+use pushy_protocol::message::{ClientMessage, ClientMessageType, JobRef, ServerMessage};
+use tokio::sync::mpsc;
+
+use super::thread::{ChannelConfig, ChannelHandle, Inbound, Outbound, spawn};
+use super::{ClientKeys, CurveIdentity, SessionKeys};
+
+struct Rig {
+    handle: ChannelHandle,
+    inbound: mpsc::Receiver<Inbound>,
+    session_keys: SessionKeys,
+    client_keys: ClientKeys,
+    server_public: String,
+    server_key: PKey<openssl::pkey::Private>,
+    org: OrgGuid,
+}
+
+fn rig(heartbeat: Duration) -> Rig {
+    let curve = CurveIdentity::generate().unwrap();
+    let server_public = curve.public_z85.clone();
+    let server_key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+    let (tx, rx) = mpsc::channel(64);
+    let session_keys = SessionKeys::default();
+    let client_keys = ClientKeys::default();
+    let config = ChannelConfig {
+        listen: "tcp://127.0.0.1".into(),
+        heartbeat_port: 0,
+        command_port: 0,
+        heartbeat_interval: heartbeat,
+        max_body_size: 65_536,
+        max_time_skew: TimeDelta::seconds(300),
+        curve: Some(curve),
+        io_threads: 1,
+        server_key: server_key.clone(),
+        incarnation: "server-incarnation".into(),
+    };
+    let handle = spawn(config, session_keys.clone(), client_keys.clone(), tx).unwrap();
+    Rig {
+        handle,
+        inbound: rx,
+        session_keys,
+        client_keys,
+        server_public,
+        server_key,
+        org: OrgGuid("0123456789abcdef0123456789abcdef".into()),
+    }
+}
+
+struct Node {
+    dealer: zmq::Socket,
+    _ctx: zmq::Context,
+    key: [u8; 32],
+}
+
+impl Rig {
+    /// A node that fetched its config (session key made, Curve key announced).
+    fn node(&self, name: &str, announce: bool) -> Node {
+        let ctx = zmq::Context::new();
+        let pair = zmq::CurveKeyPair::new().unwrap();
+        if announce {
+            self.client_keys
+                .allow(pair.public_key, Instant::now(), Duration::from_secs(3600));
+        }
+        let key = self.session_keys.get_or_create("acme", &self.org, name);
+        let dealer = ctx.socket(zmq::DEALER).unwrap();
+        dealer.set_linger(0).unwrap();
+        dealer
+            .set_curve_serverkey(&zmq::z85_decode(&self.server_public).unwrap())
+            .unwrap();
+        dealer.set_curve_publickey(&pair.public_key).unwrap();
+        dealer.set_curve_secretkey(&pair.secret_key).unwrap();
+        dealer.connect(&self.handle.command_endpoint).unwrap();
+        Node {
+            dealer,
+            _ctx: ctx,
+            key,
+        }
+    }
+
+    fn next_inbound(&mut self, within: Duration) -> Option<Inbound> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(m) = self.inbound.try_recv() {
+                return Some(m);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+fn heartbeat(node: &str, at: chrono::DateTime<Utc>) -> ClientMessage {
+    ClientMessage {
+        node: node.into(),
+        client: node.into(),
+        protocol_version: Some("2.0".into()),
+        org: "acme".into(),
+        kind: ClientMessageType::Heartbeat,
+        sequence: 1,
+        timestamp: at,
+        incarnation_id: "client-incarnation".into(),
+        job_state: Some("idle".into()),
+        job_id: JobRef::None,
+        stdout: None,
+        stderr: None,
+    }
+}
+
+impl Node {
+    fn send(&self, msg: &ClientMessage) {
+        let body = msg.to_body();
+        let header = frame::sign(&body, SignKey::Hmac(&self.key)).unwrap();
+        self.dealer
+            .send_multipart([header.as_bytes(), &body], 0)
+            .unwrap();
+    }
+
+    fn recv(&self, within: Duration) -> Option<Vec<Vec<u8>>> {
+        if self
+            .dealer
+            .poll(zmq::POLLIN, within.as_millis() as i64)
+            .unwrap()
+            > 0
+        {
+            Some(self.dealer.recv_multipart(0).unwrap())
+        } else {
+            None
+        }
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(5);
+
+#[test]
+fn a_signed_heartbeat_over_curve_arrives_and_a_reply_reaches_the_node() {
+    let mut r = rig(Duration::from_secs(60));
+    let node = r.node("web1", true);
+    node.send(&heartbeat("web1", Utc::now()));
+    let got = r.next_inbound(WAIT).expect("the heartbeat arrives");
+    assert_eq!(got.org, r.org);
+    assert_eq!(got.message.node, "web1");
+    assert_eq!(got.message.kind, ClientMessageType::Heartbeat);
+
+    r.handle.send(Outbound::ToNode {
+        routing_id: got.routing_id.clone(),
+        org: r.org.clone(),
+        node: "web1".into(),
+        message: ServerMessage::Abort,
+    });
+    let frames = node.recv(WAIT).expect("the abort arrives");
+    assert_eq!(frames.len(), 2);
+    frame::verify(&frames[0], &frames[1], 65_536, VerifyKey::Hmac(&node.key))
+        .expect("HMAC-signed with the session key");
+    let body: serde_json::Value = serde_json::from_slice(&frames[1]).unwrap();
+    assert_eq!(body["type"], "abort");
+    assert_eq!(body["sequence"], 1);
+}
+
+#[test]
+fn an_unannounced_curve_key_is_refused_by_zap() {
+    let mut r = rig(Duration::from_secs(60));
+    let node = r.node("web1", false);
+    node.send(&heartbeat("web1", Utc::now()));
+    assert!(r.next_inbound(Duration::from_millis(1500)).is_none());
+    assert!(
+        r.handle
+            .drops
+            .zap_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+}
+
+#[test]
+fn bad_messages_are_counted_and_dropped_and_the_channel_keeps_working() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut r = rig(Duration::from_secs(60));
+    let node = r.node("web1", true);
+    // One frame only.
+    node.dealer.send(&b"garbage"[..], 0).unwrap();
+    // Garbage header and body.
+    node.dealer
+        .send_multipart([&b"\xff\xfe"[..], b"not json"], 0)
+        .unwrap();
+    // Valid JSON, unknown node.
+    let mut stranger = heartbeat("stranger", Utc::now());
+    let body = stranger.to_body();
+    let header = frame::sign(&body, SignKey::Hmac(&node.key)).unwrap();
+    node.dealer
+        .send_multipart([header.as_bytes(), &body], 0)
+        .unwrap();
+    // Bad signature.
+    stranger.node = "web1".into();
+    let body = stranger.to_body();
+    let header = frame::sign(&body, SignKey::Hmac(&[0; 32])).unwrap();
+    node.dealer
+        .send_multipart([header.as_bytes(), &body], 0)
+        .unwrap();
+    // Stale timestamp, correctly signed.
+    node.send(&heartbeat("web1", Utc::now() - TimeDelta::seconds(301)));
+    // Oversized body.
+    node.dealer
+        .send_multipart([&b"Version:2.0"[..], &vec![b'x'; 70_000]], 0)
+        .unwrap();
+    // Then a good one still gets through.
+    node.send(&heartbeat("web1", Utc::now()));
+    let got = r.next_inbound(WAIT).expect("the good message arrives");
+    assert_eq!(got.message.node, "web1");
+    let d = &r.handle.drops;
+    assert_eq!(d.runt.load(Relaxed), 1);
+    assert_eq!(d.malformed.load(Relaxed), 1);
+    assert_eq!(d.unknown_node.load(Relaxed), 1);
+    assert_eq!(d.bad_signature.load(Relaxed), 1);
+    assert_eq!(d.skew.load(Relaxed), 1);
+    assert_eq!(d.too_big.load(Relaxed), 1);
+}
+
+#[test]
+fn server_heartbeats_are_rsa_signed_on_pub() {
+    let r = rig(Duration::from_millis(100));
+    let ctx = zmq::Context::new();
+    let sub = ctx.socket(zmq::SUB).unwrap();
+    sub.set_subscribe(b"").unwrap();
+    sub.connect(&r.handle.heartbeat_endpoint).unwrap();
+    assert!(
+        sub.poll(zmq::POLLIN, 5000).unwrap() > 0,
+        "a heartbeat arrives"
+    );
+    let frames = sub.recv_multipart(0).unwrap();
+    let public = PKey::public_key_from_pem(&r.server_key.public_key_to_pem().unwrap()).unwrap();
+    frame::verify(&frames[0], &frames[1], 65_536, VerifyKey::Rsa(&public))
+        .expect("RSA-signed with the server key");
+    let body: serde_json::Value = serde_json::from_slice(&frames[1]).unwrap();
+    assert_eq!(body["type"], "heartbeat");
+    assert_eq!(body["incarnation_id"], "server-incarnation");
+}
