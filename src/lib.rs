@@ -12,6 +12,7 @@ pub mod auth;
 pub mod channel;
 pub mod chef;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod jobs;
 pub mod nodes;
@@ -51,6 +52,9 @@ pub enum Error {
     /// The Chef Server client could not be built.
     #[error("setting up the Chef Server client")]
     Chef(#[from] chef::Error),
+    /// The command channel could not bind its sockets.
+    #[error("starting the command channel")]
+    Channel(#[from] channel::thread::Error),
     /// libzmq could not make Curve keys (built without CURVE?).
     #[error("libzmq cannot make CURVE keys (is libzmq built with libsodium?)")]
     Curve(#[source] zmq::Error),
@@ -146,6 +150,8 @@ pub async fn build_state(config: Config, shutdown: CancellationToken) -> Result<
 }
 
 /// As [`build_state`] with a store the caller opened (tests pick SQLite or PostgreSQL).
+/// Starts the command channel (its ZeroMQ thread) and the node registry, then resumes
+/// jobs a previous process left unfinished.
 ///
 /// # Errors
 /// Whatever prevents start-up.
@@ -158,14 +164,77 @@ pub async fn build_state_with(
     let private = load_or_create_server_key(&config.pushy_priv_key())?;
     let public_pem = pushy_protocol::keys::public_pem(&private);
     let curve = CurveIdentity::generate().map_err(Error::Curve)?;
+    let incarnation: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+    let p = &config.pushy;
+    let session_keys = SessionKeys::default();
+    let client_keys = ClientKeys::default();
+    // Inbound depth: when the async side falls behind, the ZeroMQ thread waits here and
+    // libzmq's high-water marks push back on the nodes.
+    let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(4096);
+    let channel = channel::thread::spawn(
+        channel::thread::ChannelConfig {
+            listen: p.zeromq_listen_address.clone(),
+            heartbeat_port: p.server_heartbeat_port,
+            command_port: p.command_port,
+            heartbeat_interval: config.heartbeat_interval(),
+            max_body_size: usize::try_from(p.max_body_size).unwrap_or(usize::MAX),
+            max_time_skew: chrono::TimeDelta::seconds(p.max_time_skew as i64),
+            curve: (!p.disable_curve_encryption).then(|| curve.clone()),
+            io_threads: p.zmq_io_processes as i32,
+            server_key: private.clone(),
+            incarnation: incarnation.to_string(),
+        },
+        session_keys.clone(),
+        client_keys.clone(),
+        inbound_tx,
+    )?;
+    let ports = BoundPorts {
+        heartbeat: endpoint_port(&channel.heartbeat_endpoint).unwrap_or(p.server_heartbeat_port),
+        command: endpoint_port(&channel.command_endpoint).unwrap_or(p.command_port),
+    };
+    let tracker = tokio_util::task::TaskTracker::new();
     let nodes = NodesHandle::new();
-    let default_timeout = u32::try_from(config.pushy.default_running_timeout).unwrap_or(u32::MAX);
-    let jobs = JobsHandle::new(store.clone(), nodes.clone(), default_timeout);
-    let crashed = jobs.recover().await?;
-    if crashed > 0 {
-        tracing::warn!(
-            jobs = crashed,
-            "marked jobs interrupted by the last stop as crashed"
+    let registry = nodes::registry::spawn(
+        nodes::registry::RegistryParams {
+            node: nodes::machine::Params {
+                rehab_timer: std::time::Duration::from_millis(p.rehab_timer),
+                liveness: nodes::liveness::Params {
+                    heartbeat_interval: config.heartbeat_interval(),
+                    decay_window: p.decay_window,
+                    down_threshold: p.down_threshold,
+                },
+            },
+            scan_interval: config.heartbeat_interval() * p.detect_offline_nodes_interval as u32,
+        },
+        nodes.clone(),
+        channel,
+        inbound_rx,
+        shutdown.clone(),
+        &tracker,
+    );
+    let events = crate::events::Events::new(crate::events::EventsConfig {
+        keep_alive: std::time::Duration::from_secs(p.keep_alive_time),
+        org_feed_expiration: std::time::Duration::from_secs(p.org_feed_expiration),
+        wait_complete_time: std::time::Duration::from_secs(p.wait_complete_time),
+    });
+    let jobs = JobsHandle::new(
+        store.clone(),
+        registry,
+        events.clone(),
+        jobs::JobsConfig {
+            default_run_timeout: u32::try_from(p.default_running_timeout).unwrap_or(u32::MAX),
+            voting_timeout: std::time::Duration::from_secs(p.voting_timeout),
+            wait_complete_time: std::time::Duration::from_secs(p.wait_complete_time),
+            server_name: p.server_name.clone(),
+        },
+        shutdown.clone(),
+        tracker.clone(),
+    );
+    let resumed = jobs.resume_unfinished().await?;
+    if resumed > 0 {
+        tracing::info!(
+            jobs = resumed,
+            "resumed jobs left unfinished by the last stop"
         );
     }
     Ok(AppState {
@@ -179,11 +248,28 @@ pub async fn build_state_with(
             public_pem,
         }),
         curve: Arc::new(curve),
-        client_keys: ClientKeys::default(),
-        session_keys: SessionKeys::default(),
-        incarnation: uuid::Uuid::new_v4().to_string().into(),
+        client_keys,
+        session_keys,
+        events,
+        ports,
+        incarnation,
         shutdown,
+        tracker,
     })
+}
+
+/// The ports the command channel actually bound (differs from the config when it asks
+/// for port 0).
+#[derive(Clone, Copy, Debug)]
+pub struct BoundPorts {
+    /// Heartbeat PUB.
+    pub heartbeat: u16,
+    /// Command ROUTER.
+    pub command: u16,
+}
+
+fn endpoint_port(endpoint: &str) -> Option<u16> {
+    endpoint.rsplit(':').next()?.parse().ok()
 }
 
 /// The whole HTTP service: path clean-up, then the router.
@@ -208,9 +294,18 @@ pub fn service(
 /// When the listener fails.
 pub async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
     let token = state.shutdown.clone();
+    let tracker = state.tracker.clone();
     let svc = service(state);
     axum::serve(listener, tower::make::Shared::new(svc))
         .with_graceful_shutdown(token.cancelled_owned())
         .await?;
+    // Job tasks and the registry end on the same token; the drain is bounded.
+    tracker.close();
+    if tokio::time::timeout(std::time::Duration::from_secs(10), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not stop within 10 s");
+    }
     Ok(())
 }

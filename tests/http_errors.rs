@@ -814,11 +814,56 @@ async fn config_response_shape() {
     assert_eq!(k.len(), 32);
 }
 
-/// §3: a finished job's feed is one `summary` event with id `job-1`, ending in a blank
-/// line (§8.6 item 42 fixed), with the SSE headers; JSON-only Accept is 406.
+/// §3.3 "node offline at creation", read live within `wait_complete_time`: the whole
+/// sequence, each event ending in a blank line, and a resume with `Last-Event-ID` gives
+/// exactly the later events.
+#[tokio::test]
+async fn job_feed_of_a_just_finished_job_replays_its_events() {
+    let h = Harness::new().await;
+    let job = h.create_job(JOB, ADMIN_USER).await;
+    let id = job.rsplit('/').next().unwrap().to_owned();
+    let url = format!("/organizations/{ORG}/pushy/job_status_feed/{id}");
+    let get = |last: Option<&'static str>| {
+        let mut b = h.signed("GET", &url, "", ADMIN_USER);
+        b = b.header("accept", "text/event-stream");
+        if let Some(l) = last {
+            b = b.header("last-event-id", l);
+        }
+        h.send(b.body(Body::empty()).unwrap())
+    };
+    let r = get(None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let names: Vec<&str> = r
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names, ["start", "quorum_vote", "rehab", "job_complete"]);
+    assert!(
+        r.text.contains(r#""node":"DONKEY","status":"down""#),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains(r#""status":"quorum_failed""#), "{}", r.text);
+    assert!(r.text.ends_with("\n\n"));
+    let resumed = get(Some("job-2")).await;
+    let tail = r
+        .text
+        .split("event: ")
+        .skip(3)
+        .map(|e| format!("event: {e}"))
+        .collect::<String>();
+    assert_eq!(resumed.text, tail);
+}
+
+/// §3: a job's feed after it stopped being live is one `summary` event with id `job-1`,
+/// ending in a blank line (§8.6 item 42 fixed), with the SSE headers; JSON-only Accept
+/// is 406.
 #[tokio::test]
 async fn job_feed_of_finished_job_is_one_summary_event() {
-    let h = Harness::new().await;
+    let store: std::sync::Arc<dyn pushy_server::store::Store> =
+        std::sync::Arc::new(pushy_server::store::SqliteStore::in_memory().await.unwrap());
+    let h = Harness::with_store(store, |c| c.pushy.wait_complete_time = 0).await;
     let job = h.create_job(JOB, ADMIN_USER).await;
     let id = job.rsplit('/').next().unwrap().to_owned();
     let url = format!("/organizations/{ORG}/pushy/job_status_feed/{id}");

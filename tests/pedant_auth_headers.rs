@@ -478,13 +478,7 @@ fn config_success(r: &Reply) -> Result<(), String> {
         "public_key",
         &b,
     )?;
-    let hb = json!({
-        "out_addr": "tcp://127.0.0.1:10000",
-        "command_addr": "tcp://127.0.0.1:10002",
-        "interval": 10.0,
-        "offline_threshold": 3,
-        "online_threshold": 2,
-    });
+    let hb = r.expected_heartbeat();
     check(b["push_jobs"]["heartbeat"] == hb, "heartbeat", &b)?;
     check(
         b["encoded_session_key"]["method"] == "hmac_sha256",

@@ -25,16 +25,7 @@ fn check_config_doc(r: &Reply, node: &str) {
     assert_eq!(b["organization"], ORG);
     let pk = b["public_key"].as_str().unwrap();
     assert!(pk.starts_with("-----BEGIN PUBLIC KEY-----"), "{pk}");
-    assert_eq!(
-        b["push_jobs"]["heartbeat"],
-        json!({
-            "out_addr": "tcp://127.0.0.1:10000",
-            "command_addr": "tcp://127.0.0.1:10002",
-            "interval": 10.0,
-            "offline_threshold": 3,
-            "online_threshold": 2,
-        })
-    );
+    assert_eq!(b["push_jobs"]["heartbeat"], r.expected_heartbeat());
     assert_eq!(b["encoded_session_key"]["method"], "hmac_sha256");
     assert!(
         b["encoded_session_key"]["key"]

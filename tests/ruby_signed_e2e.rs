@@ -302,7 +302,12 @@ async fn bad_requests(tmp: &Path, server: &Server) {
 fn write_config(tmp: &Path, database: &str) -> PathBuf {
     let path = tmp.join("server.toml");
     let mut f = std::fs::File::create(&path).unwrap();
-    writeln!(f, "data_dir = {:?}\n{database}", tmp.to_str().unwrap()).unwrap();
+    writeln!(
+        f,
+        "data_dir = {:?}\n[pushy]\nzeromq_listen_address = \"tcp://127.0.0.1\"\nserver_heartbeat_port = 0\ncommand_port = 0\n{database}",
+        tmp.to_str().unwrap()
+    )
+    .unwrap();
     path
 }
 

@@ -69,8 +69,8 @@ pub(super) async fn config(
         "type": "config",
         "host": host,
         "push_jobs": {"heartbeat": {
-            "out_addr": format!("tcp://{host}:{}", pushy.server_heartbeat_port),
-            "command_addr": format!("tcp://{host}:{}", pushy.command_port),
+            "out_addr": format!("tcp://{host}:{}", state.ports.heartbeat),
+            "command_addr": format!("tcp://{host}:{}", state.ports.command),
             "interval": pushy.heartbeat_interval as f64 / 1000.0,
             "offline_threshold": OFFLINE_THRESHOLD,
             "online_threshold": ONLINE_THRESHOLD,

@@ -1,43 +1,30 @@
-//! The Server-Sent Event feeds (http.md §3). A job's feed answers with its `summary`
-//! event (§3.4 case 3); the org feed stays open with keepalives and, when the client
-//! resumes from an id this process never issued, starts with `start_of_history`
-//! (§3.5). Live job events are added by the job machinery.
+//! The Server-Sent Event feeds (http.md §3). A live job's feed streams its events from
+//! [`crate::events::Events`] (§3.4 cases 1–2); any other job of the org answers with its
+//! `summary` event (case 3). The org feed (§3.5) stays open with keepalives. Streams end
+//! when the server shuts down (STYLE.md §2.5).
 
-use std::time::Duration;
+use std::convert::Infallible;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
-use futures::StreamExt as _;
+use chrono::Utc;
+use futures::{Stream, StreamExt as _};
 use pushy_protocol::job::JobId;
-use serde_json::{Map, Value};
 
 use super::extract::Segments;
 use super::jobs::named_job;
 use super::pipeline::{Endpoint, admit};
 use super::{ApiError, AppState};
 use crate::auth::Rule;
+use crate::events::render;
 
 const FEED: Endpoint = Endpoint {
     methods: &[Method::GET],
     allow: "GET",
     produces: "text/event-stream",
 };
-
-/// `2014-07-10 05:17:44.995958Z`: the SSE data timestamp (§3.2).
-pub(super) fn sse_timestamp(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S%.6fZ").to_string()
-}
-
-/// One event, always ending with a blank line (§8.6 item 42, fixed).
-pub(super) fn event(name: &str, id: &str, at: DateTime<Utc>, fields: Map<String, Value>) -> String {
-    let mut data = Map::new();
-    data.insert("timestamp".into(), sse_timestamp(at).into());
-    data.extend(fields);
-    format!("event: {name}\nid: {id}\ndata: {}\n\n", Value::Object(data))
-}
 
 fn sse_headers(body: Body) -> Response {
     (
@@ -48,6 +35,14 @@ fn sse_headers(body: Body) -> Response {
         body,
     )
         .into_response()
+}
+
+/// A chunked body that also ends when the server shuts down.
+fn streamed(state: &AppState, events: impl Stream<Item = Bytes> + Send + 'static) -> Response {
+    let body = events
+        .map(Ok::<_, Infallible>)
+        .take_until(state.shutdown.clone().cancelled_owned());
+    sse_headers(Body::from_stream(body))
 }
 
 fn last_event_id(headers: &HeaderMap) -> Option<&str> {
@@ -62,13 +57,27 @@ pub(super) async fn job_feed(
 ) -> Result<Response, ApiError> {
     let (ok, ()) = admit(&state, req, &FEED, &org, Rule::Read, |_, _| Ok(())).await?;
     let id = JobId::parse(&job).ok_or(ApiError::NotFound)?;
+    // Scoped to the org (§8 fixed): another org's job is unknown here, live or not.
     let record = state
         .store
         .find_job(&ok.who.org_guid, &id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    // The summary reuses id job-1 and ignores Last-Event-ID (§8.6 item 43).
-    let text = event("summary", "job-1", Utc::now(), named_job(&record, false));
+    if let Some(events) = state
+        .events
+        .job_stream(&id, last_event_id(&ok.parts.headers))
+    {
+        return Ok(streamed(&state, events));
+    }
+    // Not live: the summary reuses id job-1 and ignores Last-Event-ID (§8.6 item 43),
+    // and ends with a blank line (item 42, fixed).
+    let text = render(
+        "summary",
+        "job-1",
+        Utc::now(),
+        None,
+        &named_job(&record, false),
+    );
     Ok(sse_headers(Body::from(text)))
 }
 
@@ -79,42 +88,8 @@ pub(super) async fn org_feed(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (ok, ()) = admit(&state, req, &FEED, &org, Rule::Read, |_, _| Ok(())).await?;
-    let pushy = &state.config.pushy;
-    let mut backlog = String::new();
-    if last_event_id(&ok.parts.headers).is_some() {
-        // No org event is retained by this process, so any id is unknown here.
-        let horizon = Utc::now() - chrono::TimeDelta::seconds(pushy.org_feed_expiration as i64);
-        backlog = event("start_of_history", "start_id", horizon, Map::new());
-    }
-    let keepalive = Duration::from_secs(pushy.keep_alive_time);
-    let ticks = futures::stream::unfold((), move |()| async move {
-        tokio::time::sleep(keepalive).await;
-        Some((
-            Ok::<_, std::convert::Infallible>(Bytes::from_static(b":keepalive\n")),
-            (),
-        ))
-    });
-    let first = futures::stream::iter((!backlog.is_empty()).then(|| Ok(Bytes::from(backlog))));
-    let stream = first
-        .chain(ticks)
-        .take_until(state.shutdown.clone().cancelled_owned());
-    Ok(sse_headers(Body::from_stream(stream)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamp_has_a_space_and_six_fraction_digits() {
-        let t = DateTime::parse_from_rfc3339("2014-07-10T05:17:44.995958Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(sse_timestamp(t), "2014-07-10 05:17:44.995958Z");
-        let e = event("start_of_history", "start_id", t, Map::new());
-        assert_eq!(
-            e,
-            "event: start_of_history\nid: start_id\ndata: {\"timestamp\":\"2014-07-10 05:17:44.995958Z\"}\n\n"
-        );
-    }
+    let events = state
+        .events
+        .org_stream(&ok.who.org_guid, last_event_id(&ok.parts.headers));
+    Ok(streamed(&state, events))
 }

@@ -57,10 +57,16 @@ pub struct AppState {
     pub client_keys: ClientKeys,
     /// Per-node HMAC session keys.
     pub session_keys: SessionKeys,
+    /// Job and org event feeds.
+    pub events: crate::events::Events,
+    /// The command channel's bound ports (advertised in node configs).
+    pub ports: crate::BoundPorts,
     /// This process's incarnation id (a v4 UUID).
     pub incarnation: Arc<str>,
     /// Cancelled at shutdown; long streams end on it.
     pub shutdown: CancellationToken,
+    /// Every job and registry task, so shutdown can wait for them.
+    pub tracker: tokio_util::task::TaskTracker,
 }
 
 /// The API's routes. Every path is registered for any method: each handler runs the

@@ -1,33 +1,57 @@
-//! Jobs: creating them from a validated request, deciding their quorum, and the abort
-//! and start-up recovery paths (http.md §5.5, zmq.md §5).
-//!
-//! Every node's availability comes from [`NodesHandle`]; a node that is not tracked as
-//! available is `down` at creation and ends `unavailable` (http.md §5.5 step 1.4).
+//! Jobs (zmq.md §5): creation from a validated request, one driver task per live job
+//! ([`task`]) around the pure machine ([`machine`]), user aborts, and resuming unfinished
+//! jobs after a restart.
 
 mod event;
+pub mod machine;
 mod spec;
+mod task;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Timelike, Utc};
 use pushy_protocol::job::{JobId, JobStatus, NodeStatus, OrgGuid};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use crate::nodes::NodesHandle;
+use crate::events::Events;
+use crate::nodes::registry::{JOB_INBOX_CAPACITY, RegistryHandle, Request};
 use crate::store::{self, JobOptions, JobRecord, Store};
+use machine::Job;
+use task::JobContext;
+pub use task::TaskMsg;
 
 pub use event::{JobEvent, RunStatus, StartInfo, VoteStatus};
 pub use spec::{JobSpec, MAX_FILE_SIZE, SpecError, parse as parse_spec};
 
-/// The 32-zero `last_updated_by` the original writes when it cleans up at start-up.
-pub const CLEANUP_UPDATER: &str = "00000000000000000000000000000000";
+/// Settings the job machinery needs (http.md §6.1).
+#[derive(Clone, Debug)]
+pub struct JobsConfig {
+    /// `run_timeout` of jobs that give none, seconds.
+    pub default_run_timeout: u32,
+    /// Time allowed for commits.
+    pub voting_timeout: Duration,
+    /// How long a finished job's task lingers.
+    pub wait_complete_time: Duration,
+    /// `server_name`, sent in `commit`.
+    pub server_name: String,
+}
 
-/// Starts, aborts and recovers jobs. Cheap to clone.
+/// Starts, aborts and resumes jobs. Cheap to clone.
 #[derive(Clone)]
 pub struct JobsHandle {
     store: Arc<dyn Store>,
-    nodes: NodesHandle,
-    default_run_timeout: u32,
+    registry: RegistryHandle,
+    events: Events,
+    config: Arc<JobsConfig>,
+    /// The inboxes of live job tasks (short sections, no `.await` inside).
+    live: Arc<Mutex<HashMap<JobId, mpsc::Sender<TaskMsg>>>>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
 }
 
 /// What an abort request found.
@@ -38,6 +62,9 @@ pub enum AbortOutcome {
     /// The job had already finished with this status.
     AlreadyFinished(JobStatus),
 }
+
+/// How long an abort request waits for the job task to record the abort.
+const ABORT_WAIT: Duration = Duration::from_secs(10);
 
 fn now_seconds() -> DateTime<Utc> {
     let now = Utc::now();
@@ -60,20 +87,39 @@ pub fn new_job_id(org: &OrgGuid) -> JobId {
 }
 
 impl JobsHandle {
-    /// Jobs over this store and node registry; `default_run_timeout` in seconds.
-    pub fn new(store: Arc<dyn Store>, nodes: NodesHandle, default_run_timeout: u32) -> Self {
+    /// Jobs over this store, node registry and event feeds.
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: RegistryHandle,
+        events: Events,
+        config: JobsConfig,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
         JobsHandle {
             store,
-            nodes,
-            default_run_timeout,
+            registry,
+            events,
+            config: Arc::new(config),
+            live: Arc::default(),
+            shutdown,
+            tracker,
         }
     }
 
-    /// Creates and starts a job; returns once it is persisted and voting has begun, as
-    /// the original does before answering 201.
+    /// Ids of jobs whose task is alive.
+    pub fn live_jobs(&self) -> Vec<JobId> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ids: Vec<JobId> = live.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Creates and starts a job; returns once it is persisted and its commits are sent,
+    /// as the original does before answering 201.
     ///
     /// # Errors
-    /// When the store fails; nothing is left half-written (one transaction).
+    /// When the store fails; job creation itself is one transaction.
     pub async fn create(
         &self,
         org: &OrgGuid,
@@ -83,7 +129,7 @@ impl JobsHandle {
         let id = new_job_id(org);
         let span = tracing::info_span!("job", job_id = %id, org = %org);
         self.create_inner(id, org, requestor, spec)
-            .instrument(span)
+            .instrument(span.clone())
             .await
     }
 
@@ -96,12 +142,13 @@ impl JobsHandle {
     ) -> Result<JobId, store::Error> {
         let now = now_seconds();
         let quorum = spec.quorum.unwrap_or(spec.nodes.len() as u32);
+        let run_timeout = spec.run_timeout.unwrap_or(self.config.default_run_timeout);
         let record = JobRecord {
             id: id.clone(),
             org_id: org.clone(),
             command: spec.command,
             quorum: quorum as i32,
-            run_timeout: spec.run_timeout.unwrap_or(self.default_run_timeout) as i32,
+            run_timeout: run_timeout as i32,
             status: JobStatus::New,
             created_at: now,
             updated_at: now,
@@ -120,38 +167,121 @@ impl JobsHandle {
         };
         self.store.create_job(&record).await?;
         tracing::info!(requestor, nodes = spec.nodes.len(), quorum, "job created");
-        self.store
-            .update_job_status(&id, JobStatus::Voting, now_seconds())
-            .await?;
-
-        // No command channel drives this registry yet, so no node can be asked to
-        // commit: each is down at creation and ends `unavailable` (http.md §5.5 1.4).
-        for node in &spec.nodes {
-            let (presence, _) = self.nodes.state(org, node);
-            self.store
-                .update_job_node(org, &id, node, NodeStatus::Unavailable, now_seconds())
-                .await?;
-            tracing::debug!(node, ?presence, "node down at job start");
-        }
-        // Quorum check (§5.5 step 3) with no node ready: only a quorum of 0 runs, and
-        // with no node ready or running it is complete at once.
-        let status = if quorum == 0 {
-            self.store
-                .update_job_status(&id, JobStatus::Running, now_seconds())
-                .await?;
-            JobStatus::Complete
-        } else {
-            JobStatus::QuorumFailed
+        self.events.begin_job(org, &id);
+        let start = StartInfo {
+            command: record.command.clone(),
+            run_timeout,
+            quorum,
+            node_count: spec.nodes.len(),
+            user: requestor.to_owned(),
+            job_user: record.options.user.clone(),
+            dir: record.options.dir.clone(),
+            env: record.options.env.clone(),
+            file_specified: record.options.file.is_some(),
+            capture: record.options.capture,
         };
-        self.store
-            .update_job_status(&id, status, now_seconds())
-            .await?;
-        tracing::info!(%status, "job finished");
+        self.events
+            .emit(org, &id, &JobEvent::Start(start), Utc::now());
+
+        let mut job = Job::new(
+            id.clone(),
+            spec.nodes.clone(),
+            quorum,
+            Duration::from_secs(run_timeout.into()),
+            self.config.voting_timeout,
+        );
+        let (ctx, inbox) = self.context(&id, org, &record);
+        let available = self.watch(&id, org, spec.nodes.clone(), &ctx).await;
+        let effects = job.start(Instant::now(), |n| {
+            spec.nodes
+                .iter()
+                .position(|x| x == n)
+                .is_some_and(|i| available[i])
+        });
+        ctx.apply(effects).await?;
+        self.spawn(ctx, job, inbox);
         Ok(id)
     }
 
-    /// Aborts a job that has not finished: the job becomes `aborted` and every node not
-    /// yet in a terminal state becomes `aborted` too.
+    fn context(
+        &self,
+        id: &JobId,
+        org: &OrgGuid,
+        record: &JobRecord,
+    ) -> (JobContext, mpsc::Receiver<TaskMsg>) {
+        let (tx, rx) = mpsc::channel(JOB_INBOX_CAPACITY);
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), tx);
+        let ctx = JobContext {
+            id: id.clone(),
+            org: org.clone(),
+            store: self.store.clone(),
+            registry: self.registry.clone(),
+            events: self.events.clone(),
+            commit: JobContext::commit_message(
+                id,
+                &self.config.server_name,
+                &record.command,
+                &record.options,
+            ),
+            wait_complete_time: self.config.wait_complete_time,
+            shutdown: self.shutdown.clone(),
+        };
+        (ctx, rx)
+    }
+
+    /// Registers the job's nodes with the registry; returns their availability.
+    async fn watch(
+        &self,
+        id: &JobId,
+        org: &OrgGuid,
+        nodes: Vec<String>,
+        _ctx: &JobContext,
+    ) -> Vec<bool> {
+        let inbox = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned();
+        let Some(inbox) = inbox else {
+            return vec![false; nodes.len()];
+        };
+        let (tx, rx) = oneshot::channel();
+        let n = nodes.len();
+        let sent = self
+            .registry
+            .request(Request::Watch {
+                job: id.clone(),
+                org: org.clone(),
+                nodes,
+                inbox,
+                reply: tx,
+            })
+            .await;
+        if !sent {
+            return vec![false; n];
+        }
+        rx.await.unwrap_or_else(|_| vec![false; n])
+    }
+
+    fn spawn(&self, ctx: JobContext, job: Job, inbox: mpsc::Receiver<TaskMsg>) {
+        let live = self.live.clone();
+        let id = ctx.id.clone();
+        let span = tracing::info_span!("job", job_id = %ctx.id, org = %ctx.org);
+        self.tracker.spawn(
+            async move {
+                task::run(ctx, job, inbox).await;
+                live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Aborts a job that has not finished: its unfinished nodes are reset and marked
+    /// `aborted`, and the job ends `aborted`.
     ///
     /// # Errors
     /// When the store fails. `Ok(None)` when there is no such job in the org.
@@ -166,49 +296,90 @@ impl JobsHandle {
         if job.status.is_terminal() {
             return Ok(Some(AbortOutcome::AlreadyFinished(job.status)));
         }
-        let now = now_seconds();
-        for (node, status) in &job.nodes {
-            if !status.is_terminal() {
+        let inbox = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned();
+        match inbox {
+            Some(inbox) => {
+                let (tx, rx) = oneshot::channel();
+                if inbox.send(TaskMsg::Abort(tx)).await.is_ok() {
+                    // The task answers once the abort is recorded; on timeout the store
+                    // still tells the truth below.
+                    let _ = tokio::time::timeout(ABORT_WAIT, rx).await;
+                }
+            }
+            None => {
+                // No task drives this job (its server stopped and it was never resumed):
+                // record the abort directly.
+                let now = now_seconds();
+                for (node, status) in &job.nodes {
+                    if !status.is_terminal() {
+                        self.store
+                            .update_job_node(org, id, node, NodeStatus::Aborted, now)
+                            .await?;
+                    }
+                }
                 self.store
-                    .update_job_node(org, id, node, NodeStatus::Aborted, now)
+                    .update_job_status(id, JobStatus::Aborted, now)
                     .await?;
             }
         }
-        self.store
-            .update_job_status(id, JobStatus::Aborted, now)
-            .await?;
         tracing::info!(job_id = %id, org = %org, "job aborted");
         let job = self
             .store
             .find_job(org, id)
             .await?
             .expect("the job was just read");
+        if job.status != JobStatus::Aborted && job.status.is_terminal() {
+            return Ok(Some(AbortOutcome::AlreadyFinished(job.status)));
+        }
         Ok(Some(AbortOutcome::Aborted(Box::new(job))))
     }
 
-    /// At start-up: jobs left `new`, `voting` or `running` by a previous process have no
-    /// driver any more; mark them `crashed` and their running nodes `crashed`
-    /// (http.md §5.5 step 8). Returns how many jobs were marked.
+    /// At start-up: resumes every job a previous process left `new`, `voting` or
+    /// `running` with fresh timers, instead of marking it `crashed` as the original does.
+    /// Nodes come back on their own: those still on the job report to it, the others are
+    /// resolved by the job's voting or run timeout. Returns how many jobs were resumed.
     ///
     /// # Errors
     /// When the store fails.
-    pub async fn recover(&self) -> Result<usize, store::Error> {
+    pub async fn resume_unfinished(&self) -> Result<usize, store::Error> {
         let incomplete = self.store.incomplete_jobs().await?;
-        let now = now_seconds();
-        for job in &incomplete {
-            if let Some(record) = self.store.find_job(&job.org_id, &job.id).await? {
-                for (node, status) in &record.nodes {
-                    if *status == NodeStatus::Running {
-                        self.store
-                            .update_job_node(&job.org_id, &job.id, node, NodeStatus::Crashed, now)
-                            .await?;
-                    }
-                }
+        for j in &incomplete {
+            let Some(record) = self.store.find_job(&j.org_id, &j.id).await? else {
+                continue;
+            };
+            let run_timeout = Duration::from_secs(record.run_timeout.max(0) as u64);
+            let nodes: Vec<String> = record.nodes.iter().map(|(n, _)| n.clone()).collect();
+            let (mut job, effects) = Job::resume(
+                record.id.clone(),
+                record.nodes.clone(),
+                record.quorum.max(0) as u32,
+                record.status,
+                Instant::now(),
+                run_timeout,
+                self.config.voting_timeout,
+            );
+            self.events.begin_job(&record.org_id, &record.id);
+            let (ctx, inbox) = self.context(&record.id, &record.org_id, &record);
+            let available = self
+                .watch(&record.id, &record.org_id, nodes.clone(), &ctx)
+                .await;
+            ctx.apply(effects).await?;
+            if record.status == JobStatus::New {
+                let fx = job.start(Instant::now(), |n| {
+                    nodes
+                        .iter()
+                        .position(|x| x == n)
+                        .is_some_and(|i| available[i])
+                });
+                ctx.apply(fx).await?;
             }
-            self.store
-                .update_job_status(&job.id, JobStatus::Crashed, now)
-                .await?;
-            tracing::warn!(job_id = %job.id, org = %job.org_id, was = %job.status, "job interrupted by a restart marked crashed");
+            tracing::info!(job_id = %record.id, org = %record.org_id, status = %record.status, "resumed an unfinished job");
+            self.spawn(ctx, job, inbox);
         }
         Ok(incomplete.len())
     }

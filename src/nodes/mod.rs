@@ -3,6 +3,9 @@
 //! The command channel (the ZeroMQ side) reports heartbeats here; HTTP and jobs read
 //! snapshots. Until a node has heartbeated it is simply absent: offline and unavailable.
 
+pub mod liveness;
+pub mod machine;
+pub mod registry;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

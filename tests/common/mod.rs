@@ -83,10 +83,15 @@ pub fn populate(tmp: &Path) {
 }
 
 pub fn config_for(tmp: &Path) -> Config {
-    Config {
+    let mut config = Config {
         data_dir: tmp.to_path_buf(),
         ..Config::default()
-    }
+    };
+    // Loopback and free ports: tests run in parallel.
+    config.pushy.zeromq_listen_address = "tcp://127.0.0.1".into();
+    config.pushy.server_heartbeat_port = 0;
+    config.pushy.command_port = 0;
+    config
 }
 
 impl Harness {
@@ -178,7 +183,9 @@ impl Harness {
     pub async fn send(&self, req: Request<Body>) -> Reply {
         let svc = pushy_server::service(self.state.clone());
         let resp: Response<Body> = svc.oneshot(req).await.unwrap();
-        Reply::read(resp).await
+        let mut reply = Reply::read(resp).await;
+        reply.ports = Some(self.state.ports);
+        reply
     }
 
     /// Signs and sends.
@@ -207,6 +214,9 @@ impl Harness {
 }
 
 pub struct Reply {
+    /// The command channel's bound ports of the server that answered (configs advertise
+    /// them; tests bind port 0).
+    pub ports: Option<pushy_server::BoundPorts>,
     pub status: u16,
     pub headers: axum::http::HeaderMap,
     pub text: String,
@@ -218,6 +228,7 @@ impl Reply {
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         Reply {
+            ports: None,
             status,
             headers,
             text: String::from_utf8_lossy(&bytes).into_owned(),
@@ -312,5 +323,19 @@ impl Drop for PgDb {
             });
         })
         .join();
+    }
+}
+
+impl Reply {
+    /// The `push_jobs.heartbeat` object a config from this server must carry.
+    pub fn expected_heartbeat(&self) -> serde_json::Value {
+        let p = self.ports.expect("a reply from the harness");
+        serde_json::json!({
+            "out_addr": format!("tcp://127.0.0.1:{}", p.heartbeat),
+            "command_addr": format!("tcp://127.0.0.1:{}", p.command),
+            "interval": 10.0,
+            "offline_threshold": 3,
+            "online_threshold": 2,
+        })
     }
 }

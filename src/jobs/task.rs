@@ -1,0 +1,220 @@
+//! The driver of one job: the only loop that awaits on its behalf. It owns the pure
+//! [`Job`] machine, feeds it node messages, timer expiries and aborts, and applies the
+//! effects in order — persist before the send that depends on it, so after a restart the
+//! database knows every command a node may be running.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use pushy_protocol::job::{JobId, JobStatus, OrgGuid};
+use pushy_protocol::message::{CommitOptions, ServerMessage};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::machine::{Command, Effect, Input, Job};
+use crate::events::Events;
+use crate::nodes::registry::{RegistryHandle, Request};
+use crate::store::{self, Store};
+
+/// What a job task's inbox carries.
+pub enum TaskMsg {
+    /// A node message or node down, routed by the registry.
+    Input(Input),
+    /// A user abort; answered once the job has finished.
+    Abort(oneshot::Sender<()>),
+}
+
+/// Everything a job task needs besides its machine.
+pub(crate) struct JobContext {
+    pub id: JobId,
+    pub org: OrgGuid,
+    pub store: Arc<dyn Store>,
+    pub registry: RegistryHandle,
+    pub events: Events,
+    /// The `commit` sent to every node.
+    pub commit: ServerMessage,
+    pub wait_complete_time: Duration,
+    pub shutdown: CancellationToken,
+}
+
+impl JobContext {
+    /// The commit message for a job.
+    pub fn commit_message(
+        id: &JobId,
+        server: &str,
+        command: &str,
+        options: &store::JobOptions,
+    ) -> ServerMessage {
+        let env = options
+            .env
+            .as_deref()
+            .and_then(|e| {
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(e).ok()
+            })
+            .map(|m| {
+                m.into_iter()
+                    .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            });
+        ServerMessage::Commit {
+            job_id: id.to_string(),
+            server: server.to_owned(),
+            command: command.to_owned(),
+            options: CommitOptions {
+                user: options.user.clone(),
+                dir: options.dir.clone(),
+                env,
+                file: options.file.clone(),
+                capture: options.capture,
+            },
+        }
+    }
+
+    /// Applies effects in order. Returns the final status once the job finished.
+    pub async fn apply(&self, effects: Vec<Effect>) -> Result<Option<JobStatus>, store::Error> {
+        let mut finished = None;
+        for effect in effects {
+            match effect {
+                Effect::PersistJob(status) => {
+                    self.store
+                        .update_job_status(&self.id, status, now_seconds())
+                        .await?;
+                }
+                Effect::PersistNode { node, status } => {
+                    self.store
+                        .update_job_node(&self.org, &self.id, &node, status, now_seconds())
+                        .await?;
+                }
+                Effect::StoreOutput {
+                    node,
+                    stdout,
+                    stderr,
+                } => {
+                    if !self
+                        .store
+                        .insert_output(&self.id, &node, &stdout, &stderr)
+                        .await?
+                    {
+                        tracing::warn!(node, "output already stored for this node; kept the first");
+                    }
+                }
+                Effect::Send { node, command } => {
+                    let message = match command {
+                        Command::Commit => self.commit.clone(),
+                        Command::Run => ServerMessage::Run {
+                            job_id: self.id.to_string(),
+                        },
+                    };
+                    self.registry
+                        .request(Request::Send {
+                            org: self.org.clone(),
+                            node,
+                            message,
+                        })
+                        .await;
+                }
+                Effect::Rehab { node } => {
+                    self.registry
+                        .request(Request::Rehab {
+                            org: self.org.clone(),
+                            node,
+                        })
+                        .await;
+                }
+                Effect::Emit(event) => {
+                    tracing::debug!(event = event.name(), "job event");
+                    self.events.emit(&self.org, &self.id, &event, Utc::now());
+                }
+                Effect::Finished(status) => {
+                    tracing::info!(%status, "job finished");
+                    finished = Some(status);
+                }
+            }
+        }
+        Ok(finished)
+    }
+}
+
+fn now_seconds() -> chrono::DateTime<Utc> {
+    let now = Utc::now();
+    chrono::Timelike::with_nanosecond(&now, 0).unwrap_or(now)
+}
+
+/// Runs a started job until it finishes, then unwatches its nodes. On shutdown it stops
+/// without touching the job's stored state, so a restart can resume it.
+pub(crate) async fn run(ctx: JobContext, mut job: Job, mut inbox: mpsc::Receiver<TaskMsg>) {
+    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut finished = matches!(job.phase(), super::machine::Phase::Done(_));
+    while !finished {
+        let deadline = job.next_deadline();
+        let effects = tokio::select! {
+            msg = inbox.recv() => match msg {
+                Some(TaskMsg::Input(input)) => job.handle(Instant::now(), input),
+                Some(TaskMsg::Abort(done)) => {
+                    waiters.push(done);
+                    job.handle(Instant::now(), Input::Abort)
+                }
+                None => break,
+            },
+            _ = sleep_until(deadline) => job.handle_timeout(Instant::now()),
+            _ = ctx.shutdown.cancelled() => {
+                tracing::info!("server stopping; job left for the next start to resume");
+                ctx.registry.request(Request::Unwatch { job: ctx.id.clone() }).await;
+                return;
+            }
+        };
+        match ctx.apply(effects).await {
+            Ok(Some(_)) => finished = true,
+            Ok(None) => {}
+            Err(e) => {
+                // The store failed: the job cannot keep its record straight. Mark it
+                // crashed (best effort) and reset its nodes, as the original's job monitor.
+                tracing::error!(error = %e, "store failed; job crashed");
+                let _ = ctx
+                    .store
+                    .update_job_status(&ctx.id, JobStatus::Crashed, now_seconds())
+                    .await;
+                for (node, _) in job.nodes() {
+                    ctx.registry
+                        .request(Request::Rehab {
+                            org: ctx.org.clone(),
+                            node: node.clone(),
+                        })
+                        .await;
+                }
+                ctx.events.abandon_job(&ctx.id);
+                finished = true;
+            }
+        }
+    }
+    ctx.registry
+        .request(Request::Unwatch {
+            job: ctx.id.clone(),
+        })
+        .await;
+    for w in waiters {
+        // The aborting request may have given up waiting; nothing to do then.
+        let _ = w.send(());
+    }
+    // Late aborts get their answer too while the job lingers.
+    let linger = tokio::time::sleep(ctx.wait_complete_time);
+    tokio::pin!(linger);
+    loop {
+        tokio::select! {
+            _ = &mut linger => break,
+            msg = inbox.recv() => match msg {
+                Some(TaskMsg::Abort(done)) => { let _ = done.send(()); }
+                Some(TaskMsg::Input(_)) => {}
+                None => break,
+            },
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,389 @@
+//! The registry: the one task that owns every node machine (zmq.md §4) and routes node
+//! messages to live jobs. It reads verified messages from the ZeroMQ thread, commands
+//! from job tasks, and its own timers (rehab resends, the liveness scan), and publishes
+//! each node's availability to [`NodesHandle`] for HTTP to read.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use pushy_protocol::job::{JobId, OrgGuid};
+use pushy_protocol::message::{ClientMessageType, JobRef, ServerMessage};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::machine::{self, Incarnation, JobLink, Node, RoutingId, ServerCommand, State};
+use super::{Liveness, NodesHandle};
+use crate::channel::thread::{ChannelHandle, Inbound, Outbound};
+use crate::jobs::TaskMsg;
+use crate::jobs::machine::{Input as JobInput, Reply};
+
+/// What job tasks (and the jobs handle) ask of the registry.
+pub enum Request {
+    /// A job starts watching its nodes; the reply says which are available (idle) now.
+    Watch {
+        /// The job.
+        job: JobId,
+        /// Its organization.
+        org: OrgGuid,
+        /// Its nodes.
+        nodes: Vec<String>,
+        /// Where node messages and downs for this job go.
+        inbox: mpsc::Sender<TaskMsg>,
+        /// Availability of each node, in order.
+        reply: oneshot::Sender<Vec<bool>>,
+    },
+    /// The job is over: its messages are no longer routed.
+    Unwatch {
+        /// The job.
+        job: JobId,
+    },
+    /// Send a command to a node (dropped silently if the node is not connected, as the
+    /// original drops messages to nodes without a machine).
+    Send {
+        /// The organization.
+        org: OrgGuid,
+        /// The node.
+        node: String,
+        /// The message.
+        message: ServerMessage,
+    },
+    /// Reset a node (`do_rehab`).
+    Rehab {
+        /// The organization.
+        org: OrgGuid,
+        /// The node.
+        node: String,
+    },
+    /// The ids of live jobs.
+    LiveJobs(oneshot::Sender<Vec<JobId>>),
+}
+
+/// Cheap handle to the registry task.
+#[derive(Clone)]
+pub struct RegistryHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+/// Queue depth of registry requests. Job tasks wait when it is full, which slows job
+/// traffic down to what the registry can route rather than dropping commands.
+const REQUEST_CAPACITY: usize = 4096;
+
+/// Queue depth of each job's inbox; see [`Registry::forward`].
+pub const JOB_INBOX_CAPACITY: usize = 1024;
+
+impl RegistryHandle {
+    /// Sends a request; false when the registry has stopped (server shutting down).
+    pub async fn request(&self, r: Request) -> bool {
+        self.tx.send(r).await.is_ok()
+    }
+
+    /// Live job ids (empty if the registry is gone).
+    pub async fn live_jobs(&self) -> Vec<JobId> {
+        let (tx, rx) = oneshot::channel();
+        if !self.request(Request::LiveJobs(tx)).await {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+/// Timing of the registry.
+#[derive(Clone, Copy, Debug)]
+pub struct RegistryParams {
+    /// Node machine tuning.
+    pub node: machine::Params,
+    /// How often every node's liveness is checked.
+    pub scan_interval: Duration,
+}
+
+struct WatchedJob {
+    org: OrgGuid,
+    nodes: HashSet<String>,
+    inbox: mpsc::Sender<TaskMsg>,
+}
+
+struct Registry {
+    params: RegistryParams,
+    nodes: HashMap<(OrgGuid, String), Node>,
+    jobs: HashMap<JobId, WatchedJob>,
+    snapshot: NodesHandle,
+    channel: ChannelHandle,
+}
+
+/// Starts the registry task. It ends when `token` is cancelled or the channel stops.
+pub fn spawn(
+    params: RegistryParams,
+    snapshot: NodesHandle,
+    channel: ChannelHandle,
+    inbound: mpsc::Receiver<Inbound>,
+    token: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> RegistryHandle {
+    let (tx, rx) = mpsc::channel(REQUEST_CAPACITY);
+    let registry = Registry {
+        params,
+        nodes: HashMap::new(),
+        jobs: HashMap::new(),
+        snapshot,
+        channel,
+    };
+    tracker.spawn(registry.run(inbound, rx, token));
+    RegistryHandle { tx }
+}
+
+impl Registry {
+    async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut requests: mpsc::Receiver<Request>,
+        token: CancellationToken,
+    ) {
+        let mut next_scan = Instant::now() + self.params.scan_interval;
+        loop {
+            let deadline = self
+                .nodes
+                .values()
+                .filter_map(Node::next_deadline)
+                .min()
+                .map_or(next_scan, |d| d.min(next_scan));
+            tokio::select! {
+                msg = inbound.recv() => match msg {
+                    Some(m) => self.handle_inbound(m),
+                    None => break,
+                },
+                req = requests.recv() => match req {
+                    Some(r) => self.handle_request(r),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let now = Instant::now();
+                    if now >= next_scan {
+                        self.scan(now);
+                        next_scan = now + self.params.scan_interval;
+                    }
+                    self.fire_timers(now);
+                }
+                _ = token.cancelled() => break,
+            }
+        }
+        // Dropping the channel handle stops the ZeroMQ thread and closes its sockets.
+        tracing::debug!("node registry stopped");
+    }
+
+    fn job_link(&self, job: &JobRef) -> (JobLink, Option<JobId>) {
+        match job {
+            JobRef::None => (JobLink::None, None),
+            JobRef::Invalid => (JobLink::NotLive, None),
+            JobRef::Id(s) => match JobId::parse(s).filter(|id| self.jobs.contains_key(id)) {
+                Some(id) => (JobLink::Live, Some(id)),
+                None => (JobLink::NotLive, None),
+            },
+        }
+    }
+
+    fn handle_inbound(&mut self, m: Inbound) {
+        let now = Instant::now();
+        let key = (m.org.clone(), m.message.node.clone());
+        let span = tracing::debug_span!("node", org = %m.org, node = %m.message.node);
+        let _entered = span.enter();
+        let routing = RoutingId(m.routing_id);
+        let mut effects = Vec::new();
+        if !self.nodes.contains_key(&key) {
+            let (node, fx) = Node::new(
+                now,
+                self.params.node,
+                Incarnation(m.message.incarnation_id.clone()),
+                routing.clone(),
+            );
+            tracing::info!("node online");
+            self.nodes.insert(key.clone(), node);
+            self.snapshot.set(&key.0, &key.1, Liveness::Busy);
+            effects.extend(fx);
+        } else if let Some(node) = self.nodes.get_mut(&key) {
+            effects.extend(node.handle(now, machine::Input::NewRoutingId(routing)));
+        }
+        let (link, job) = self.job_link(&m.message.job_id);
+        let input = match m.message.kind {
+            ClientMessageType::Heartbeat => machine::Input::Heartbeat {
+                incarnation: Incarnation(m.message.incarnation_id.clone()),
+                job: link,
+            },
+            ClientMessageType::Aborted => machine::Input::Aborted,
+            _ => machine::Input::JobMessage { job: link },
+        };
+        if let Some(node) = self.nodes.get_mut(&key) {
+            effects.extend(node.handle(now, input));
+        }
+        if let Some(job) = job {
+            let reply = match m.message.kind {
+                ClientMessageType::Heartbeat => None,
+                ClientMessageType::AckCommit => Some(Reply::AckCommit),
+                ClientMessageType::NackCommit => Some(Reply::NackCommit),
+                ClientMessageType::AckRun => Some(Reply::AckRun),
+                ClientMessageType::NackRun => Some(Reply::NackRun),
+                ClientMessageType::Succeeded => Some(Reply::Succeeded {
+                    stdout: m.message.stdout.clone(),
+                    stderr: m.message.stderr.clone(),
+                }),
+                ClientMessageType::Failed => Some(Reply::Failed {
+                    stdout: m.message.stdout.clone(),
+                    stderr: m.message.stderr.clone(),
+                }),
+                ClientMessageType::Aborted => Some(Reply::Aborted),
+            };
+            if let Some(reply) = reply {
+                self.forward(
+                    &job,
+                    JobInput::Reply {
+                        node: key.1.clone(),
+                        reply,
+                    },
+                );
+            }
+        }
+        self.apply(&key, effects);
+    }
+
+    /// Hands a node's input to its job. The job's inbox is bounded; a job so far behind
+    /// that it is full loses the message (logged) rather than stalling every node.
+    fn forward(&mut self, job: &JobId, input: JobInput) {
+        let Some(w) = self.jobs.get(job) else { return };
+        match w.inbox.try_send(TaskMsg::Input(input)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::error!(job_id = %job, "job inbox full; node message lost")
+            }
+            // The task ended without unwatching (it panicked): stop routing to it.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.jobs.remove(job);
+            }
+        }
+    }
+
+    fn apply(&mut self, key: &(OrgGuid, String), effects: Vec<machine::Effect>) {
+        for effect in effects {
+            match effect {
+                machine::Effect::Send { to, command } => {
+                    let message = match command {
+                        ServerCommand::Abort => ServerMessage::Abort,
+                        ServerCommand::Ack => ServerMessage::Ack,
+                    };
+                    self.channel.send(Outbound::ToNode {
+                        routing_id: to.0,
+                        org: key.0.clone(),
+                        node: key.1.clone(),
+                        message,
+                    });
+                }
+                machine::Effect::Transition { to, .. } => {
+                    let liveness = if to == State::Idle {
+                        Liveness::Available
+                    } else {
+                        Liveness::Busy
+                    };
+                    self.snapshot.set(&key.0, &key.1, liveness);
+                }
+                machine::Effect::Stop(reason) => {
+                    tracing::info!(org = %key.0, node = %key.1, ?reason, "node offline");
+                    self.nodes.remove(key);
+                    self.snapshot.remove(&key.0, &key.1);
+                    let watching: Vec<JobId> = self
+                        .jobs
+                        .iter()
+                        .filter(|(_, w)| w.org == key.0 && w.nodes.contains(&key.1))
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    for job in watching {
+                        self.forward(
+                            &job,
+                            JobInput::NodeDown {
+                                node: key.1.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle_request(&mut self, r: Request) {
+        match r {
+            Request::Watch {
+                job,
+                org,
+                nodes,
+                inbox,
+                reply,
+            } => {
+                let available: Vec<bool> = nodes
+                    .iter()
+                    .map(|n| {
+                        self.nodes
+                            .get(&(org.clone(), n.clone()))
+                            .is_some_and(|m| m.state() == State::Idle)
+                    })
+                    .collect();
+                self.jobs.insert(
+                    job,
+                    WatchedJob {
+                        org,
+                        nodes: nodes.into_iter().collect(),
+                        inbox,
+                    },
+                );
+                // The job task waits for this; if it is gone there is nobody to tell.
+                let _ = reply.send(available);
+            }
+            Request::Unwatch { job } => {
+                self.jobs.remove(&job);
+            }
+            Request::Send { org, node, message } => {
+                if let Some(n) = self.nodes.get(&(org.clone(), node.clone())) {
+                    self.channel.send(Outbound::ToNode {
+                        routing_id: n.routing_id().0.clone(),
+                        org,
+                        node,
+                        message,
+                    });
+                }
+            }
+            Request::Rehab { org, node } => {
+                let key = (org, node);
+                if let Some(n) = self.nodes.get_mut(&key) {
+                    let fx = n.handle(Instant::now(), machine::Input::DoRehab);
+                    self.apply(&key, fx);
+                }
+            }
+            Request::LiveJobs(reply) => {
+                let mut ids: Vec<JobId> = self.jobs.keys().cloned().collect();
+                ids.sort();
+                let _ = reply.send(ids);
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        let due: Vec<(OrgGuid, String)> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.next_deadline().is_some_and(|d| d <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            if let Some(n) = self.nodes.get_mut(&key) {
+                let fx = n.handle_timeout(now);
+                self.apply(&key, fx);
+            }
+        }
+    }
+
+    fn scan(&mut self, now: Instant) {
+        let keys: Vec<(OrgGuid, String)> = self.nodes.keys().cloned().collect();
+        for key in keys {
+            if let Some(n) = self.nodes.get_mut(&key) {
+                let fx = n.handle(now, machine::Input::LivenessScan);
+                self.apply(&key, fx);
+            }
+        }
+    }
+}
