@@ -2,6 +2,8 @@
 //! pedant suite's actors (http.md §7 "How to read this list"), and signed requests.
 #![allow(dead_code)]
 
+pub mod node;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -117,6 +119,40 @@ impl Harness {
     pub fn key(&self, who: &str) -> PKey<Private> {
         let pem = std::fs::read_to_string(key(self.tmp.path(), who)).unwrap();
         pushy_protocol::keys::private_key_from_pem(&pem).unwrap()
+    }
+
+    /// Adds a client (a node) to the org, its key under the temporary directory.
+    pub fn add_client(&self, name: &str) {
+        local_admin::create_client(
+            &chef_dir(self.tmp.path()),
+            ORG,
+            name,
+            false,
+            &key(self.tmp.path(), name),
+        )
+        .unwrap();
+    }
+
+    /// Polls a job until it has `status` (panics after `within`); returns its body.
+    pub async fn wait_for_job(
+        &self,
+        path: &str,
+        status: &str,
+        within: std::time::Duration,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let r = self.call("GET", path, "", ADMIN_USER).await;
+            let body = r.json();
+            if body["status"] == status {
+                return body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job never reached {status}: {body}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     pub fn key_path(&self, who: &str) -> PathBuf {

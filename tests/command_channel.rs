@@ -1,0 +1,277 @@
+//! Jobs over the real command channel: scripted nodes speak the protocol over loopback
+//! sockets with CURVE and HMAC (zmq.md), the server runs its registry and job tasks,
+//! and the HTTP API and event feeds report what happened.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use common::node::{Script, ScriptedNode};
+use common::*;
+use pushy_server::store::{SqliteStore, Store};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A server with fast heartbeats (100 ms, liveness scan every 400 ms), a short voting
+/// timeout and linger, so failures show in seconds.
+async fn fast_harness() -> Harness {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let h = Harness::with_store(store, |c| {
+        c.pushy.heartbeat_interval = 100;
+        c.pushy.decay_window = 4;
+        c.pushy.down_threshold = 0.25;
+        c.pushy.voting_timeout = 2;
+        c.pushy.wait_complete_time = 2;
+    })
+    .await;
+    for n in ["DONKEY", "FIONA"] {
+        h.add_client(n);
+    }
+    h
+}
+
+async fn events(h: &Harness, job_path: &str) -> Vec<(String, serde_json::Value)> {
+    let id = job_path.rsplit('/').next().unwrap();
+    let url = format!("/organizations/{ORG}/pushy/job_status_feed/{id}");
+    let req = h
+        .signed("GET", &url, "", ADMIN_USER)
+        .header("accept", "text/event-stream")
+        .body(Body::empty())
+        .unwrap();
+    let r = h.send(req).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut out = Vec::new();
+    let mut name = String::new();
+    for line in r.text.lines() {
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = n.to_owned();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            out.push((name.clone(), serde_json::from_str(d).unwrap()));
+        }
+    }
+    out
+}
+
+fn names(evs: &[(String, serde_json::Value)]) -> Vec<&str> {
+    evs.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_two_nodes_run_and_their_output_is_stored() {
+    let h = fast_harness().await;
+    let donkey = ScriptedNode::start(
+        &h,
+        "DONKEY",
+        Script::Succeed {
+            stdout: "hello\n".into(),
+            stderr: "".into(),
+        },
+    )
+    .await;
+    let _fiona = ScriptedNode::start(
+        &h,
+        "FIONA",
+        Script::Succeed {
+            stdout: "hi\n".into(),
+            stderr: "warn\n".into(),
+        },
+    )
+    .await;
+
+    let r = h
+        .call(
+            "GET",
+            &format!("/organizations/{ORG}/pushy/node_states/DONKEY"),
+            "",
+            ADMIN_USER,
+        )
+        .await;
+    r.expect(
+        200,
+        json!({"node_name": "DONKEY", "status": "online", "availability": "available"}),
+    );
+
+    let job = h
+        .create_job(r#"{"command":"echo","nodes":["DONKEY","FIONA"],"capture_output":true,"env":{"A":"1"}}"#, ADMIN_USER)
+        .await;
+    let body = h.wait_for_job(&job, "complete", WAIT).await;
+    assert_eq!(body["nodes"], json!({"succeeded": ["DONKEY", "FIONA"]}));
+
+    let out = |node: &'static str, ch: &'static str| {
+        let path = format!("{job}/output/{node}/{ch}");
+        let req = h
+            .signed("GET", &path, "", ADMIN_USER)
+            .header("accept", "application/octet-stream")
+            .body(Body::empty())
+            .unwrap();
+        h.send(req)
+    };
+    assert_eq!(out("DONKEY", "stdout").await.text, "hello\n");
+    assert_eq!(out("FIONA", "stderr").await.text, "warn\n");
+
+    let commit = donkey.seen.lock().unwrap().commits[0].clone();
+    assert_eq!(commit["command"], "echo");
+    assert_eq!(commit["capture"], true);
+    assert_eq!(commit["env"], json!({"A": "1"}));
+
+    let evs = events(&h, &job).await;
+    assert_eq!(evs.len(), 9, "{:?}", names(&evs));
+    assert_eq!(evs[0].0, "start");
+    assert_eq!(evs[0].1["node_count"], 2);
+    assert_eq!(evs[3].0, "quorum_succeeded");
+    assert_eq!(evs[8], ("job_complete".to_owned(), evs[8].1.clone()));
+    assert_eq!(evs[8].1["status"], "complete");
+    let timestamps: Vec<&str> = evs
+        .iter()
+        .map(|(_, d)| d["timestamp"].as_str().unwrap())
+        .collect();
+    assert!(timestamps.windows(2).all(|w| w[0] < w[1]), "{timestamps:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_command_is_failed_and_the_job_still_completes() {
+    let h = fast_harness().await;
+    let _d = ScriptedNode::start(&h, "DONKEY", Script::Fail).await;
+    let job = h
+        .create_job(r#"{"command":"false","nodes":["DONKEY"]}"#, ADMIN_USER)
+        .await;
+    let body = h.wait_for_job(&job, "complete", WAIT).await;
+    assert_eq!(body["nodes"], json!({"failed": ["DONKEY"]}));
+    let evs = events(&h, &job).await;
+    assert_eq!(
+        names(&evs),
+        [
+            "start",
+            "quorum_vote",
+            "quorum_succeeded",
+            "run_start",
+            "run_complete",
+            "job_complete"
+        ]
+    );
+    assert_eq!(evs[4].1["status"], "failure");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nacked_commit_fails_the_quorum() {
+    let h = fast_harness().await;
+    let _d = ScriptedNode::start(&h, "DONKEY", Script::NackCommit).await;
+    let _f = ScriptedNode::start(
+        &h,
+        "FIONA",
+        Script::Succeed {
+            stdout: String::new(),
+            stderr: String::new(),
+        },
+    )
+    .await;
+    let job = h
+        .create_job(r#"{"command":"x","nodes":["DONKEY","FIONA"]}"#, ADMIN_USER)
+        .await;
+    let body = h.wait_for_job(&job, "quorum_failed", WAIT).await;
+    assert_eq!(
+        body["nodes"],
+        json!({"nacked": ["DONKEY"], "was_ready": ["FIONA"]})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_votes_times_out() {
+    let h = fast_harness().await;
+    let _d = ScriptedNode::start(&h, "DONKEY", Script::IgnoreCommit).await;
+    let job = h
+        .create_job(r#"{"command":"x","nodes":["DONKEY"]}"#, ADMIN_USER)
+        .await;
+    let body = h.wait_for_job(&job, "quorum_failed", WAIT).await;
+    assert_eq!(body["nodes"], json!({"unavailable": ["DONKEY"]}));
+    let evs = events(&h, &job).await;
+    assert_eq!(names(&evs), ["start", "quorum_vote", "job_complete"]);
+    assert_eq!(evs[1].1["status"], "voting_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_never_acknowledged_times_out() {
+    let h = fast_harness().await;
+    let _d = ScriptedNode::start(&h, "DONKEY", Script::IgnoreRun).await;
+    let job = h
+        .create_job(
+            r#"{"command":"x","nodes":["DONKEY"],"run_timeout":1}"#,
+            ADMIN_USER,
+        )
+        .await;
+    let body = h.wait_for_job(&job, "timed_out", WAIT).await;
+    assert_eq!(body["nodes"], json!({"timed_out": ["DONKEY"]}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_stops_a_running_job_and_resets_its_nodes() {
+    let h = fast_harness().await;
+    let d = ScriptedNode::start(&h, "DONKEY", Script::Hang).await;
+    let job = h
+        .create_job(r#"{"command":"sleep 100","nodes":["DONKEY"]}"#, ADMIN_USER)
+        .await;
+    h.wait_for_job(&job, "running", WAIT).await;
+    let aborts_before = d
+        .seen
+        .lock()
+        .unwrap()
+        .types
+        .iter()
+        .filter(|t| *t == "abort")
+        .count();
+    let r = h
+        .call("POST", &format!("{job}/abort"), "", ADMIN_USER)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["status"], "aborted");
+    assert_eq!(r.json()["nodes"], json!({"aborted": ["DONKEY"]}));
+    let deadline = std::time::Instant::now() + WAIT;
+    while d
+        .seen
+        .lock()
+        .unwrap()
+        .types
+        .iter()
+        .filter(|t| *t == "abort")
+        .count()
+        == aborts_before
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node was never told to abort"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = h
+        .call("POST", &format!("{job}/abort"), "", ADMIN_USER)
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_vanishes_mid_run_is_crashed_and_goes_offline() {
+    let h = fast_harness().await;
+    let d = ScriptedNode::start(&h, "DONKEY", Script::Hang).await;
+    let job = h
+        .create_job(r#"{"command":"sleep 100","nodes":["DONKEY"]}"#, ADMIN_USER)
+        .await;
+    h.wait_for_job(&job, "running", WAIT).await;
+    d.silent.store(true, std::sync::atomic::Ordering::Relaxed);
+    let body = h.wait_for_job(&job, "complete", WAIT).await;
+    assert_eq!(body["nodes"], json!({"crashed": ["DONKEY"]}));
+    let r = h
+        .call(
+            "GET",
+            &format!("/organizations/{ORG}/pushy/node_states/DONKEY"),
+            "",
+            ADMIN_USER,
+        )
+        .await;
+    r.expect(
+        200,
+        json!({"node_name": "DONKEY", "status": "offline", "availability": "unavailable"}),
+    );
+}
