@@ -275,3 +275,128 @@ async fn a_node_that_vanishes_mid_run_is_crashed_and_goes_offline() {
         json!({"node_name": "DONKEY", "status": "offline", "availability": "unavailable"}),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_restart_mid_run_crashes_its_node_and_the_new_process_is_reset() {
+    let h = fast_harness().await;
+    let first = ScriptedNode::start(&h, "DONKEY", Script::Hang).await;
+    let job = h
+        .create_job(r#"{"command":"sleep 100","nodes":["DONKEY"]}"#, ADMIN_USER)
+        .await;
+    h.wait_for_job(&job, "running", WAIT).await;
+    drop(first);
+    // A new process: new incarnation, new connection. Its first heartbeat ends the old
+    // node record (the job sees it go down); the next one starts a fresh record, which
+    // resets the new process with `abort` (zmq.md §4.3).
+    let second = ScriptedNode::start(
+        &h,
+        "DONKEY",
+        Script::Succeed {
+            stdout: String::new(),
+            stderr: String::new(),
+        },
+    )
+    .await;
+    let body = h.wait_for_job(&job, "complete", WAIT).await;
+    assert_eq!(body["nodes"], json!({"crashed": ["DONKEY"]}));
+    assert!(second.saw("abort"));
+    // The new process takes the next job.
+    let next = h
+        .create_job(r#"{"command":"x","nodes":["DONKEY"]}"#, ADMIN_USER)
+        .await;
+    let body = h.wait_for_job(&next, "complete", WAIT).await;
+    assert_eq!(body["nodes"], json!({"succeeded": ["DONKEY"]}));
+}
+
+/// Both feeds read over a real socket with a real HTTP client, including a resume with
+/// `Last-Event-ID`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feeds_over_real_http_with_resume() {
+    use pushy_protocol::chef_auth::{ProtocolVersion, Request, format_timestamp, sign_request};
+
+    let h = fast_harness().await;
+    let _d = ScriptedNode::start(
+        &h,
+        "DONKEY",
+        Script::Succeed {
+            stdout: String::new(),
+            stderr: String::new(),
+        },
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(pushy_server::run(h.state.clone(), listener));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let get = |path: String, last: Option<String>| {
+        let ts = format_timestamp(chrono::Utc::now());
+        let req = Request {
+            method: "GET",
+            path: &path,
+            body: b"",
+            user_id: ADMIN_USER,
+            timestamp: &ts,
+            server_api_version: None,
+        };
+        let mut rb = client
+            .get(format!("{base}{path}"))
+            .header("accept", "text/event-stream");
+        for (k, v) in sign_request(&h.key(ADMIN_USER), ProtocolVersion::V1_3, &req).unwrap() {
+            rb = rb.header(k, v);
+        }
+        if let Some(l) = last {
+            rb = rb.header("last-event-id", l);
+        }
+        rb.send()
+    };
+
+    // The org feed, opened before the job exists, sees its start and job_complete.
+    let org_feed = get(format!("/organizations/{ORG}/pushy/job_status_feed"), None)
+        .await
+        .unwrap();
+    assert_eq!(org_feed.status(), 200);
+    assert_eq!(org_feed.headers()["content-type"], "text/event-stream");
+    let job = h
+        .create_job(r#"{"command":"x","nodes":["DONKEY"]}"#, ADMIN_USER)
+        .await;
+    let id = job.rsplit('/').next().unwrap().to_owned();
+    let mut org_feed = org_feed;
+    let mut text = String::new();
+    while !text.contains("event: job_complete") {
+        let chunk = tokio::time::timeout(WAIT, org_feed.chunk())
+            .await
+            .expect("org events arrive")
+            .unwrap()
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(text.contains("event: start\nid: org-1\n"), "{text}");
+    assert!(text.contains(&format!(r#""job":"{id}""#)), "{text}");
+
+    // The job feed in full, then resumed after its second event.
+    h.wait_for_job(&job, "complete", WAIT).await;
+    let full = get(
+        format!("/organizations/{ORG}/pushy/job_status_feed/{id}"),
+        None,
+    )
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let events: Vec<&str> = full.split_inclusive("\n\n").collect();
+    assert_eq!(events.len(), 6, "{full}");
+    let resumed = get(
+        format!("/organizations/{ORG}/pushy/job_status_feed/{id}"),
+        Some("job-2".into()),
+    )
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert_eq!(resumed, events[2..].concat());
+}

@@ -209,8 +209,15 @@ fn bad_messages_are_counted_and_dropped_and_the_channel_keeps_working() {
     node.dealer
         .send_multipart([&b"Version:2.0"[..], &vec![b'x'; 70_000]], 0)
         .unwrap();
-    // Then a good one still gets through.
-    node.send(&heartbeat("web1", Utc::now()));
+    // A replay of a good message: the first copy passes, the second is dropped.
+    let good = heartbeat("web1", Utc::now());
+    node.send(&good);
+    node.send(&good);
+    assert!(r.next_inbound(WAIT).is_some());
+    // Then a good one (a new sequence number, as every real message has) still gets through.
+    let mut next = heartbeat("web1", Utc::now());
+    next.sequence = 2;
+    node.send(&next);
     let got = r.next_inbound(WAIT).expect("the good message arrives");
     assert_eq!(got.message.node, "web1");
     let d = &r.handle.drops;
@@ -220,6 +227,7 @@ fn bad_messages_are_counted_and_dropped_and_the_channel_keeps_working() {
     assert_eq!(d.bad_signature.load(Relaxed), 1);
     assert_eq!(d.skew.load(Relaxed), 1);
     assert_eq!(d.too_big.load(Relaxed), 1);
+    assert_eq!(d.replay.load(Relaxed), 1);
 }
 
 #[test]

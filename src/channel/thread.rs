@@ -68,6 +68,8 @@ pub struct Drops {
     pub bad_signature: AtomicU64,
     /// Timestamp outside the skew window.
     pub skew: AtomicU64,
+    /// The exact message was already received (a replay).
+    pub replay: AtomicU64,
     /// ZAP handshakes refused.
     pub zap_refused: AtomicU64,
 }
@@ -257,6 +259,7 @@ pub fn spawn(
         client_keys,
         drops: drops.clone(),
         sequences: HashMap::new(),
+        seen: ReplayWindow::default(),
         heartbeat_sequence: 0,
         hostname: short_hostname(),
         config,
@@ -315,6 +318,10 @@ struct Worker {
     drops: Arc<Drops>,
     /// Per-node counters of messages sent, from 1 (zmq.md §2.5).
     sequences: HashMap<(OrgGuid, String), u64>,
+    /// Signatures of messages received within the skew window: a message whose exact
+    /// bytes come again is a replay. (The original relies on CURVE alone; a node's own
+    /// messages always differ, since each carries a new sequence number.)
+    seen: ReplayWindow,
     heartbeat_sequence: u64,
     hostname: String,
     config: ChannelConfig,
@@ -457,6 +464,19 @@ impl Worker {
             tracing::warn!(node, "dropped a message outside the timestamp window");
             return true;
         }
+        // Past the skew window a replay is refused by the timestamp check above, so the
+        // window only needs to remember that long.
+        let window = self
+            .config
+            .max_time_skew
+            .to_std()
+            .unwrap_or(Duration::from_secs(300))
+            * 2;
+        if !self.seen.insert(&header, Instant::now(), window) {
+            Drops::count(&self.drops.replay);
+            tracing::warn!(node, "dropped a replayed message");
+            return true;
+        }
         self.inbound
             .blocking_send(Inbound {
                 routing_id,
@@ -523,6 +543,32 @@ impl Worker {
             }
             Err(e) => tracing::error!(error = %e, "signing the heartbeat failed"),
         }
+    }
+}
+
+/// Header frames (which carry the body's MAC) seen recently, oldest first.
+#[derive(Default)]
+struct ReplayWindow {
+    set: std::collections::HashSet<Vec<u8>>,
+    order: std::collections::VecDeque<(Instant, Vec<u8>)>,
+}
+
+impl ReplayWindow {
+    /// Records `header`; false when it was already there.
+    fn insert(&mut self, header: &[u8], now: Instant, keep: Duration) -> bool {
+        while let Some((at, _)) = self.order.front() {
+            if now.duration_since(*at) < keep {
+                break;
+            }
+            if let Some((_, old)) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        if !self.set.insert(header.to_vec()) {
+            return false;
+        }
+        self.order.push_back((now, header.to_vec()));
+        true
     }
 }
 
