@@ -15,18 +15,19 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A server with fast heartbeats (100 ms, liveness scan every 400 ms), a short voting
-/// timeout and linger, so failures show in seconds.
+/// Fast heartbeats (100 ms, liveness scan every 400 ms), a short voting timeout and
+/// linger, so failures show in seconds.
+fn fast(c: &mut pushy_server::config::Config) {
+    c.pushy.heartbeat_interval = 100;
+    c.pushy.decay_window = 4;
+    c.pushy.down_threshold = 0.25;
+    c.pushy.voting_timeout = 2;
+    c.pushy.wait_complete_time = 2;
+}
+
 async fn fast_harness() -> Harness {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
-    let h = Harness::with_store(store, |c| {
-        c.pushy.heartbeat_interval = 100;
-        c.pushy.decay_window = 4;
-        c.pushy.down_threshold = 0.25;
-        c.pushy.voting_timeout = 2;
-        c.pushy.wait_complete_time = 2;
-    })
-    .await;
+    let h = Harness::with_store(store, fast).await;
     for n in ["DONKEY", "FIONA"] {
         h.add_client(n);
     }
@@ -399,4 +400,64 @@ async fn feeds_over_real_http_with_resume() {
     .await
     .unwrap();
     assert_eq!(resumed, events[2..].concat());
+}
+
+/// DESIGN.md: a restart does not kill in-flight jobs. The job is resumed from the store;
+/// the node, still running it, fetches its config from the new server, reconnects with
+/// the same process incarnation and reports the job: it is adopted without a reset and
+/// its result completes the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_mid_run_keeps_the_job() {
+    let mut h = Harness::with_file_store(fast).await;
+    h.add_client("DONKEY");
+    let d = ScriptedNode::start(&h, "DONKEY", Script::Hold).await;
+    let job = h
+        .create_job(r#"{"command":"sleep 5","nodes":["DONKEY"]}"#, ADMIN_USER)
+        .await;
+    h.wait_for_job(&job, "running", WAIT).await;
+    h.restart(fast).await;
+    h.wait_for_job(&job, "running", WAIT).await;
+    let aborts_before = d
+        .seen
+        .lock()
+        .unwrap()
+        .types
+        .iter()
+        .filter(|t| *t == "abort")
+        .count();
+    d.reconnect(&h).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.release();
+    let body = h.wait_for_job(&job, "complete", WAIT).await;
+    assert_eq!(body["nodes"], json!({"succeeded": ["DONKEY"]}));
+    let aborts_after = d
+        .seen
+        .lock()
+        .unwrap()
+        .types
+        .iter()
+        .filter(|t| *t == "abort")
+        .count();
+    assert_eq!(aborts_before, aborts_after, "the node was not reset");
+    assert!(d.saw("ack"));
+}
+
+/// A node that does not come back after a restart is resolved by the resumed job's own
+/// timer, not left running forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_with_a_lost_node_times_the_job_out() {
+    let mut h = Harness::with_file_store(fast).await;
+    h.add_client("DONKEY");
+    let d = ScriptedNode::start(&h, "DONKEY", Script::Hang).await;
+    let job = h
+        .create_job(
+            r#"{"command":"sleep 100","nodes":["DONKEY"],"run_timeout":2}"#,
+            ADMIN_USER,
+        )
+        .await;
+    h.wait_for_job(&job, "running", WAIT).await;
+    drop(d);
+    h.restart(fast).await;
+    let body = h.wait_for_job(&job, "timed_out", WAIT).await;
+    assert_eq!(body["nodes"], json!({"timed_out": ["DONKEY"]}));
 }

@@ -173,6 +173,28 @@ impl Node {
         (node, effects)
     }
 
+    /// Creates the machine for a node whose first message names a live job it is part
+    /// of: after a server restart, the node kept running a resumed job. Resetting it
+    /// would throw its work away, so it starts idle and is only sent `ack`, which is
+    /// also the "your encrypted channel works" signal (zmq.md §3.5). If the job no
+    /// longer wants the node, the job sends it to rehab as usual.
+    pub fn adopt(
+        now: Instant,
+        params: Params,
+        incarnation: Incarnation,
+        routing_id: RoutingId,
+    ) -> (Node, Vec<Effect>) {
+        let node = Node {
+            phase: Phase::Idle,
+            incarnation,
+            routing_id,
+            liveness: Liveness::new(now, params.liveness),
+            rehab_timer: params.rehab_timer,
+        };
+        let effects = vec![node.send(ServerCommand::Ack)];
+        (node, effects)
+    }
+
     /// The current state.
     pub fn state(&self) -> State {
         match self.phase {

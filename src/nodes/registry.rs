@@ -188,21 +188,31 @@ impl Registry {
         let _entered = span.enter();
         let routing = RoutingId(m.routing_id);
         let mut effects = Vec::new();
+        let (link, job) = self.job_link(&m.message.job_id);
         if !self.nodes.contains_key(&key) {
-            let (node, fx) = Node::new(
-                now,
-                self.params.node,
-                Incarnation(m.message.incarnation_id.clone()),
-                routing.clone(),
-            );
-            tracing::info!("node online");
+            let incarnation = Incarnation(m.message.incarnation_id.clone());
+            let on_live_job = job
+                .as_ref()
+                .and_then(|j| self.jobs.get(j))
+                .is_some_and(|w| w.org == key.0 && w.nodes.contains(&key.1));
+            let (node, fx) = if on_live_job {
+                tracing::info!("node online, still on a live job: adopted without a reset");
+                Node::adopt(now, self.params.node, incarnation, routing.clone())
+            } else {
+                tracing::info!("node online");
+                Node::new(now, self.params.node, incarnation, routing.clone())
+            };
+            let liveness = if node.state() == State::Idle {
+                Liveness::Available
+            } else {
+                Liveness::Busy
+            };
             self.nodes.insert(key.clone(), node);
-            self.snapshot.set(&key.0, &key.1, Liveness::Busy);
+            self.snapshot.set(&key.0, &key.1, liveness);
             effects.extend(fx);
         } else if let Some(node) = self.nodes.get_mut(&key) {
             effects.extend(node.handle(now, machine::Input::NewRoutingId(routing)));
         }
-        let (link, job) = self.job_link(&m.message.job_id);
         let input = match m.message.kind {
             ClientMessageType::Heartbeat => machine::Input::Heartbeat {
                 incarnation: Incarnation(m.message.incarnation_id.clone()),

@@ -116,6 +116,40 @@ impl Harness {
         Harness { tmp, state, token }
     }
 
+    /// A server on a SQLite file in its temporary directory, so it can be restarted.
+    pub async fn with_file_store(tweak: impl Fn(&mut Config)) -> Harness {
+        let tmp = tempfile::tempdir().unwrap();
+        populate(tmp.path());
+        let state = Harness::boot(tmp.path(), &tweak).await;
+        let token = state.shutdown.clone();
+        Harness { tmp, state, token }
+    }
+
+    async fn boot(dir: &Path, tweak: &impl Fn(&mut Config)) -> pushy_server::http::AppState {
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.join("pushy.sqlite")).await.unwrap());
+        let mut config = config_for(dir);
+        tweak(&mut config);
+        pushy_server::build_state_with(config, store, CancellationToken::new())
+            .await
+            .unwrap()
+    }
+
+    /// Stops this server (its tasks end; jobs stay as stored) and starts a new one on the
+    /// same directory and database, as a process restart does.
+    pub async fn restart(&mut self, tweak: impl Fn(&mut Config)) {
+        self.token.cancel();
+        self.state.tracker.close();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            self.state.tracker.wait(),
+        )
+        .await
+        .expect("the old server's tasks stop");
+        self.state = Harness::boot(self.tmp.path(), &tweak).await;
+        self.token = self.state.shutdown.clone();
+    }
+
     pub fn key(&self, who: &str) -> PKey<Private> {
         let pem = std::fs::read_to_string(key(self.tmp.path(), who)).unwrap();
         pushy_protocol::keys::private_key_from_pem(&pem).unwrap()

@@ -31,6 +31,8 @@ pub enum Script {
     IgnoreRun,
     /// Commit, acknowledge the run, never finish (until aborted).
     Hang,
+    /// Commit, acknowledge the run, and succeed once [`ScriptedNode::release`] is called.
+    Hold,
 }
 
 /// What the node saw, for assertions.
@@ -40,10 +42,20 @@ pub struct Seen {
     pub commits: Vec<serde_json::Value>,
 }
 
+/// Where and how to connect: what a config fetch yields.
+struct Connection {
+    addr: String,
+    server_curve: Vec<u8>,
+    session_key: [u8; 32],
+}
+
 pub struct ScriptedNode {
     pub name: String,
+    public_key: [u8; 32],
+    reconnect: mpsc::Sender<Connection>,
+    release: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
-    /// Stop heartbeating but keep the sockets (a node that vanished).
+    /// Stop heartbeating and answering (a node that vanished).
     pub silent: Arc<AtomicBool>,
     pub seen: Arc<Mutex<Seen>>,
     thread: Option<JoinHandle<()>>,
@@ -69,67 +81,93 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// Fetches the node's config as client `name` and decrypts its session key.
+async fn fetch_config(h: &Harness, name: &str, public_key: &[u8; 32]) -> (Connection, Duration) {
+    let ccpk = zmq::z85_encode(public_key).unwrap();
+    let path = format!(
+        "/organizations/{ORG}/pushy/config/{name}?ccpk={}&version=2.0",
+        urlencode(&ccpk)
+    );
+    let r = h.call("GET", &path, "", name).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let config = r.json();
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(config["encoded_session_key"]["key"].as_str().unwrap())
+        .unwrap();
+    let rsa = h.key(name).rsa().unwrap();
+    let mut out = vec![0; rsa.size() as usize];
+    let n = rsa
+        .private_decrypt(&sealed, &mut out, Padding::PKCS1)
+        .unwrap();
+    let session_key: [u8; 32] = out[..n].try_into().unwrap();
+    let server_curve = zmq::z85_decode(config["curve_public_key"].as_str().unwrap()).unwrap();
+    let heartbeat = &config["push_jobs"]["heartbeat"];
+    let addr = heartbeat["command_addr"].as_str().unwrap().to_owned();
+    let interval = Duration::from_secs_f64(heartbeat["interval"].as_f64().unwrap());
+    (
+        Connection {
+            addr,
+            server_curve,
+            session_key,
+        },
+        interval,
+    )
+}
+
 impl ScriptedNode {
     /// Fetches the node's config as client `name` (which must exist in the org) and
     /// connects. Returns once the node is idle (it answered the server's first abort).
     pub async fn start(h: &Harness, name: &str, script: Script) -> ScriptedNode {
         let pair = zmq::CurveKeyPair::new().unwrap();
-        let ccpk = zmq::z85_encode(&pair.public_key).unwrap();
-        let path = format!(
-            "/organizations/{ORG}/pushy/config/{name}?ccpk={}&version=2.0",
-            urlencode(&ccpk)
-        );
-        let r = h.call("GET", &path, "", name).await;
-        assert_eq!(r.status, 200, "{}", r.text);
-        let config = r.json();
-        let sealed = base64::engine::general_purpose::STANDARD
-            .decode(config["encoded_session_key"]["key"].as_str().unwrap())
-            .unwrap();
-        let rsa = h.key(name).rsa().unwrap();
-        let mut out = vec![0; rsa.size() as usize];
-        let n = rsa
-            .private_decrypt(&sealed, &mut out, Padding::PKCS1)
-            .unwrap();
-        let session_key: [u8; 32] = out[..n].try_into().unwrap();
-        let server_curve = zmq::z85_decode(config["curve_public_key"].as_str().unwrap()).unwrap();
-        let command_addr = config["push_jobs"]["heartbeat"]["command_addr"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let interval = Duration::from_secs_f64(
-            config["push_jobs"]["heartbeat"]["interval"]
-                .as_f64()
-                .unwrap(),
-        );
-
+        let (conn, interval) = fetch_config(h, name, &pair.public_key).await;
         let stop = Arc::new(AtomicBool::new(false));
         let silent = Arc::new(AtomicBool::new(false));
+        let release = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (ready_tx, ready_rx) = mpsc::channel();
+        let (reconnect_tx, reconnect_rx) = mpsc::channel();
+        let public_key = pair.public_key;
         let node = NodeLoop {
             name: name.to_owned(),
-            key: session_key,
+            key: conn.session_key,
             script,
             interval,
             incarnation: uuid::Uuid::new_v4().to_string(),
             sequence: 0,
             job: None,
+            running: None,
             stop: stop.clone(),
             silent: silent.clone(),
+            release: release.clone(),
             seen: seen.clone(),
         };
-        let thread =
-            std::thread::spawn(move || node.run(&command_addr, &server_curve, &pair, ready_tx));
+        let thread = std::thread::spawn(move || node.run(conn, pair, ready_tx, reconnect_rx));
         ready_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("the node became idle");
         ScriptedNode {
             name: name.to_owned(),
+            public_key,
+            reconnect: reconnect_tx,
+            release,
             stop,
             silent,
             seen,
             thread: Some(thread),
         }
+    }
+
+    /// As a client does after a server restart: fetch the config again (new session key,
+    /// new CURVE server key, maybe new ports) and reconnect, keeping the same process
+    /// incarnation and whatever job it is running.
+    pub async fn reconnect(&self, h: &Harness) {
+        let (conn, _) = fetch_config(h, &self.name, &self.public_key).await;
+        self.reconnect.send(conn).unwrap();
+    }
+
+    /// Lets a [`Script::Hold`] node finish its job.
+    pub fn release(&self) {
+        self.release.store(true, Ordering::Relaxed);
     }
 
     pub fn saw(&self, kind: &str) -> bool {
@@ -144,15 +182,34 @@ struct NodeLoop {
     interval: Duration,
     incarnation: String,
     sequence: u64,
+    /// The job committed to (reported in heartbeats).
     job: Option<String>,
+    /// A held job waiting for release.
+    running: Option<String>,
     stop: Arc<AtomicBool>,
     silent: Arc<AtomicBool>,
+    release: Arc<AtomicBool>,
     seen: Arc<Mutex<Seen>>,
+}
+
+fn connect(ctx: &zmq::Context, conn: &Connection, pair: &zmq::CurveKeyPair) -> zmq::Socket {
+    let dealer = ctx.socket(zmq::DEALER).unwrap();
+    dealer.set_linger(0).unwrap();
+    dealer.set_curve_serverkey(&conn.server_curve).unwrap();
+    dealer.set_curve_publickey(&pair.public_key).unwrap();
+    dealer.set_curve_secretkey(&pair.secret_key).unwrap();
+    dealer.connect(&conn.addr).unwrap();
+    dealer
 }
 
 impl NodeLoop {
     fn message(&mut self, kind: ClientMessageType, job: Option<&str>) -> ClientMessage {
         self.sequence += 1;
+        let state = if self.job.is_some() {
+            "running"
+        } else {
+            "idle"
+        };
         ClientMessage {
             node: self.name.clone(),
             client: self.name.clone(),
@@ -162,14 +219,7 @@ impl NodeLoop {
             sequence: self.sequence,
             timestamp: Utc::now(),
             incarnation_id: self.incarnation.clone(),
-            job_state: (kind == ClientMessageType::Heartbeat).then(|| {
-                if self.job.is_some() {
-                    "running"
-                } else {
-                    "idle"
-                }
-                .to_owned()
-            }),
+            job_state: (kind == ClientMessageType::Heartbeat).then(|| state.to_owned()),
             job_id: job.map_or(JobRef::None, |j| JobRef::Id(j.to_owned())),
             stdout: None,
             stderr: None,
@@ -186,21 +236,28 @@ impl NodeLoop {
 
     fn run(
         mut self,
-        addr: &str,
-        server_curve: &[u8],
-        pair: &zmq::CurveKeyPair,
+        conn: Connection,
+        pair: zmq::CurveKeyPair,
         ready: mpsc::Sender<()>,
+        reconnect: mpsc::Receiver<Connection>,
     ) {
         let ctx = zmq::Context::new();
-        let dealer = ctx.socket(zmq::DEALER).unwrap();
-        dealer.set_linger(0).unwrap();
-        dealer.set_curve_serverkey(server_curve).unwrap();
-        dealer.set_curve_publickey(&pair.public_key).unwrap();
-        dealer.set_curve_secretkey(&pair.secret_key).unwrap();
-        dealer.connect(addr).unwrap();
+        let mut dealer = connect(&ctx, &conn, &pair);
         let mut next_beat = Instant::now();
         let mut ready = Some(ready);
         while !self.stop.load(Ordering::Relaxed) {
+            if let Ok(conn) = reconnect.try_recv() {
+                self.key = conn.session_key;
+                dealer = connect(&ctx, &conn, &pair);
+                next_beat = Instant::now();
+            }
+            if self.release.load(Ordering::Relaxed)
+                && let Some(job) = self.running.take()
+            {
+                let done = self.message(ClientMessageType::Succeeded, Some(&job));
+                self.job = None;
+                self.send(&dealer, &done);
+            }
             if Instant::now() >= next_beat && !self.silent.load(Ordering::Relaxed) {
                 let job = self.job.clone();
                 let m = self.message(ClientMessageType::Heartbeat, job.as_deref());
@@ -226,6 +283,7 @@ impl NodeLoop {
             match kind.as_str() {
                 "abort" => {
                     let job = self.job.take();
+                    self.running = None;
                     let m = self.message(ClientMessageType::Aborted, job.as_deref());
                     self.send(&dealer, &m);
                     if let Some(r) = ready.take() {
@@ -235,55 +293,61 @@ impl NodeLoop {
                         let _ = r.send(());
                     }
                 }
-                "commit" if matches!(self.script, Script::IgnoreCommit) => {
-                    self.seen.lock().unwrap().commits.push(body.clone());
-                }
-                "commit" => {
-                    self.seen.lock().unwrap().commits.push(body.clone());
-                    let job = body["job_id"].as_str().unwrap().to_owned();
-                    let (kind, take) = match (&self.script, &self.job) {
-                        (_, Some(_)) | (Script::NackCommit, None) => {
-                            (ClientMessageType::NackCommit, false)
-                        }
-                        _ => (ClientMessageType::AckCommit, true),
-                    };
-                    if take {
-                        self.job = Some(job.clone());
-                    }
-                    let m = self.message(kind, Some(&job));
-                    self.send(&dealer, &m);
-                }
-                "run" => {
-                    let job = body["job_id"].as_str().unwrap().to_owned();
-                    match self.script.clone() {
-                        Script::IgnoreRun => {}
-                        Script::Hang => {
-                            let m = self.message(ClientMessageType::AckRun, Some(&job));
-                            self.send(&dealer, &m);
-                        }
-                        Script::Succeed { stdout, stderr } => {
-                            let m = self.message(ClientMessageType::AckRun, Some(&job));
-                            self.send(&dealer, &m);
-                            let mut done = self.message(ClientMessageType::Succeeded, Some(&job));
-                            done.stdout = Some(stdout);
-                            done.stderr = Some(stderr);
-                            self.job = None;
-                            self.send(&dealer, &done);
-                        }
-                        Script::Fail => {
-                            let m = self.message(ClientMessageType::AckRun, Some(&job));
-                            self.send(&dealer, &m);
-                            let done = self.message(ClientMessageType::Failed, Some(&job));
-                            self.job = None;
-                            self.send(&dealer, &done);
-                        }
-                        Script::NackCommit | Script::IgnoreCommit => {
-                            let m = self.message(ClientMessageType::NackRun, Some(&job));
-                            self.send(&dealer, &m);
-                        }
-                    }
-                }
+                "commit" => self.commit(&dealer, body),
+                "run" => self.run_job(&dealer, body["job_id"].as_str().unwrap().to_owned()),
                 _ => {}
+            }
+        }
+    }
+
+    fn commit(&mut self, dealer: &zmq::Socket, body: serde_json::Value) {
+        self.seen.lock().unwrap().commits.push(body.clone());
+        if matches!(self.script, Script::IgnoreCommit) {
+            return;
+        }
+        let job = body["job_id"].as_str().unwrap().to_owned();
+        let accept = self.job.is_none() && !matches!(self.script, Script::NackCommit);
+        if accept {
+            self.job = Some(job.clone());
+        }
+        let kind = if accept {
+            ClientMessageType::AckCommit
+        } else {
+            ClientMessageType::NackCommit
+        };
+        let m = self.message(kind, Some(&job));
+        self.send(dealer, &m);
+    }
+
+    fn run_job(&mut self, dealer: &zmq::Socket, job: String) {
+        let ack = |me: &mut Self| {
+            let m = me.message(ClientMessageType::AckRun, Some(&job));
+            me.send(dealer, &m);
+        };
+        match self.script.clone() {
+            Script::IgnoreRun => {}
+            Script::Hang => ack(self),
+            Script::Hold => {
+                ack(self);
+                self.running = Some(job.clone());
+            }
+            Script::Succeed { stdout, stderr } => {
+                ack(self);
+                let mut done = self.message(ClientMessageType::Succeeded, Some(&job));
+                done.stdout = Some(stdout);
+                done.stderr = Some(stderr);
+                self.job = None;
+                self.send(dealer, &done);
+            }
+            Script::Fail => {
+                ack(self);
+                let done = self.message(ClientMessageType::Failed, Some(&job));
+                self.job = None;
+                self.send(dealer, &done);
+            }
+            Script::NackCommit | Script::IgnoreCommit => {
+                let m = self.message(ClientMessageType::NackRun, Some(&job));
+                self.send(dealer, &m);
             }
         }
     }
