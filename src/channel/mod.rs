@@ -151,6 +151,18 @@ mod unit_tests {
     }
 
     #[test]
+    fn fixes_zap_livelock_keys_last_the_config_lifetime() {
+        let keys = ClientKeys::default();
+        let t0 = Instant::now();
+        keys.allow([7; 32], t0, Duration::from_secs(3600));
+        assert!(
+            keys.is_allowed(&[7; 32], t0 + Duration::from_secs(61)),
+            "a reconnect after 60 s is still admitted"
+        );
+        assert!(!keys.is_allowed(&[7; 32], t0 + Duration::from_secs(3600)));
+    }
+
+    #[test]
     fn allow_list_expires() {
         let keys = ClientKeys::default();
         let t0 = Instant::now();

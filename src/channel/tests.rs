@@ -23,6 +23,10 @@ struct Rig {
 }
 
 fn rig(heartbeat: Duration) -> Rig {
+    rig_with(heartbeat, true)
+}
+
+fn rig_with(heartbeat: Duration, with_curve: bool) -> Rig {
     let curve = CurveIdentity::generate().unwrap();
     let server_public = curve.public_z85.clone();
     let server_key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
@@ -36,7 +40,7 @@ fn rig(heartbeat: Duration) -> Rig {
         heartbeat_interval: heartbeat,
         max_body_size: 65_536,
         max_time_skew: TimeDelta::seconds(300),
-        curve: Some(curve),
+        curve: with_curve.then_some(curve),
         io_threads: 1,
         server_key: server_key.clone(),
         incarnation: "server-incarnation".into(),
@@ -248,4 +252,22 @@ fn server_heartbeats_are_rsa_signed_on_pub() {
     let body: serde_json::Value = serde_json::from_slice(&frames[1]).unwrap();
     assert_eq!(body["type"], "heartbeat");
     assert_eq!(body["incarnation_id"], "server-incarnation");
+}
+
+#[test]
+fn disable_curve_encryption_runs_a_plain_channel() {
+    let mut r = rig_with(Duration::from_secs(60), false);
+    let ctx = zmq::Context::new();
+    let dealer = ctx.socket(zmq::DEALER).unwrap();
+    dealer.set_linger(0).unwrap();
+    dealer.connect(&r.handle.command_endpoint).unwrap();
+    let key = r.session_keys.get_or_create("acme", &r.org, "web1");
+    let node = Node {
+        dealer,
+        _ctx: ctx,
+        key,
+    };
+    node.send(&heartbeat("web1", Utc::now()));
+    let got = r.next_inbound(WAIT).expect("a plain message arrives");
+    assert_eq!(got.message.node, "web1");
 }
