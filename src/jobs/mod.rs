@@ -191,7 +191,7 @@ impl JobsHandle {
             self.config.voting_timeout,
         );
         let (ctx, inbox) = self.context(&id, org, &record);
-        let available = self.watch(&id, org, spec.nodes.clone(), &ctx).await;
+        let available = self.watch(&id, org, spec.nodes.clone()).await;
         let effects = job.start(Instant::now(), |n| {
             spec.nodes
                 .iter()
@@ -232,20 +232,18 @@ impl JobsHandle {
         (ctx, rx)
     }
 
-    /// Registers the job's nodes with the registry; returns their availability.
-    async fn watch(
-        &self,
-        id: &JobId,
-        org: &OrgGuid,
-        nodes: Vec<String>,
-        _ctx: &JobContext,
-    ) -> Vec<bool> {
-        let inbox = self
-            .live
+    /// The inbox of a live job's task.
+    fn inbox(&self, id: &JobId) -> Option<mpsc::Sender<TaskMsg>> {
+        self.live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
-            .cloned();
+            .cloned()
+    }
+
+    /// Registers the job's nodes with the registry; returns their availability.
+    async fn watch(&self, id: &JobId, org: &OrgGuid, nodes: Vec<String>) -> Vec<bool> {
+        let inbox = self.inbox(id);
         let Some(inbox) = inbox else {
             return vec![false; nodes.len()];
         };
@@ -296,12 +294,7 @@ impl JobsHandle {
         if job.status.is_terminal() {
             return Ok(Some(AbortOutcome::AlreadyFinished(job.status)));
         }
-        let inbox = self
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned();
+        let inbox = self.inbox(id);
         match inbox {
             Some(inbox) => {
                 let (tx, rx) = oneshot::channel();
@@ -365,9 +358,7 @@ impl JobsHandle {
             );
             self.events.begin_job(&record.org_id, &record.id);
             let (ctx, inbox) = self.context(&record.id, &record.org_id, &record);
-            let available = self
-                .watch(&record.id, &record.org_id, nodes.clone(), &ctx)
-                .await;
+            let available = self.watch(&record.id, &record.org_id, nodes.clone()).await;
             ctx.apply(effects).await?;
             if record.status == JobStatus::New {
                 let fx = job.start(Instant::now(), |n| {
