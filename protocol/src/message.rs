@@ -224,6 +224,10 @@ pub struct ClientMessage {
     pub stdout: Option<String>,
     /// Captured stderr.
     pub stderr: Option<String>,
+    /// Ours: the agent kept only the tail of the output because it did not fit
+    /// `max_body_size` (the Ruby client drops both streams instead). Sent as
+    /// `"output_truncated": true` only when set; other servers ignore unknown keys.
+    pub output_truncated: bool,
 }
 
 /// Why a client body was refused.
@@ -289,6 +293,10 @@ impl ClientMessage {
             job_id,
             stdout: m.get("stdout").and_then(Value::as_str).map(str::to_owned),
             stderr: m.get("stderr").and_then(Value::as_str).map(str::to_owned),
+            output_truncated: m
+                .get("output_truncated")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         })
     }
 
@@ -320,6 +328,9 @@ impl ClientMessage {
         }
         if let Some(s) = &self.stderr {
             m.insert("stderr".into(), s.clone().into());
+        }
+        if self.output_truncated {
+            m.insert("output_truncated".into(), true.into());
         }
         Value::Object(m).to_string().into_bytes()
     }

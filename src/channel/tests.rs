@@ -114,6 +114,7 @@ fn heartbeat(node: &str, at: chrono::DateTime<Utc>) -> ClientMessage {
         job_id: JobRef::None,
         stdout: None,
         stderr: None,
+        output_truncated: false,
     }
 }
 

@@ -223,6 +223,7 @@ impl NodeLoop {
             job_id: job.map_or(JobRef::None, |j| JobRef::Id(j.to_owned())),
             stdout: None,
             stderr: None,
+            output_truncated: false,
         }
     }
 

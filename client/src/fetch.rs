@@ -1,0 +1,191 @@
+//! Fetching the node's configuration from the push server (zmq.md §1.3): a Chef-signed
+//! `GET <chef_server_url>/pushy/config/<node>?ccpk=<key>&version=2.0`, then decrypting the
+//! session key with the node's private key.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use openssl::pkey::{PKey, Private, Public};
+use openssl::rsa::Padding;
+use pushy_protocol::chef_auth::{ProtocolVersion, Request, format_timestamp, sign_request};
+use serde_json::Value;
+
+/// The client's HTTP timeout (the original's `rest_timeout`).
+pub const REST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the server told the node.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Heartbeat PUB address.
+    pub out_addr: String,
+    /// Command ROUTER address.
+    pub command_addr: String,
+    /// Heartbeat period.
+    pub interval: Duration,
+    /// Missed server heartbeats before the server is considered offline.
+    pub offline_threshold: u32,
+    /// Server heartbeats before it is considered online again.
+    pub online_threshold: u32,
+    /// The server's RSA key (verifies its heartbeats).
+    pub server_key: PKey<Public>,
+    /// The server's CURVE key; `None` means a 1.x server.
+    pub curve_server_key: Option<[u8; 32]>,
+    /// The node's HMAC session key.
+    pub session_key: [u8; 32],
+    /// Seconds before the config must be fetched again.
+    pub lifetime: Duration,
+    /// Allowed message timestamp skew.
+    pub max_message_skew: Duration,
+    /// Largest message the server accepts.
+    pub max_body_size: Option<usize>,
+    /// The server process's incarnation.
+    pub incarnation_id: String,
+}
+
+/// Why the config could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request failed or timed out.
+    #[error("fetching {url}: {source}")]
+    Http {
+        /// The URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered with an error status.
+    #[error("fetching {url}: HTTP {status}: {body}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The status.
+        status: u16,
+        /// The body, for the log.
+        body: String,
+    },
+    /// The answer is not a config document this client understands.
+    #[error("bad config document: {0}")]
+    Document(String),
+    /// Signing the request failed.
+    #[error("signing the config request")]
+    Sign(#[from] pushy_protocol::chef_auth::SignError),
+}
+
+fn doc(what: &str) -> Error {
+    Error::Document(what.to_owned())
+}
+
+fn form_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_owned(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Fetches and decodes the config.
+///
+/// # Errors
+/// Transport, status, signing or document errors.
+pub async fn fetch(
+    http: &reqwest::Client,
+    chef_server_url: &str,
+    node: &str,
+    key: &PKey<Private>,
+    ccpk_z85: &str,
+) -> Result<ServerConfig, Error> {
+    let base = chef_server_url.trim_end_matches('/');
+    let url = format!(
+        "{base}/pushy/config/{node}?ccpk={}&version=2.0",
+        form_escape(ccpk_z85)
+    );
+    let parsed =
+        reqwest::Url::parse(&url).map_err(|e| Error::Document(format!("bad URL {url}: {e}")))?;
+    let ts = format_timestamp(chrono::Utc::now());
+    let path = parsed.path().to_owned();
+    let req = Request {
+        method: "GET",
+        path: &path,
+        body: b"",
+        user_id: node,
+        timestamp: &ts,
+        server_api_version: None,
+    };
+    let mut rb = http
+        .get(parsed)
+        .timeout(REST_TIMEOUT)
+        .header("Accept", "application/json")
+        .header("X-Chef-Version", "12.0.0");
+    for (k, v) in sign_request(key, ProtocolVersion::V1_1, &req)? {
+        rb = rb.header(k, v);
+    }
+    let resp = rb.send().await.map_err(|source| Error::Http {
+        url: url.clone(),
+        source,
+    })?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|source| Error::Http {
+        url: url.clone(),
+        source,
+    })?;
+    if !status.is_success() {
+        return Err(Error::Status {
+            url,
+            status: status.as_u16(),
+            body: text.chars().take(500).collect(),
+        });
+    }
+    parse(&text, key)
+}
+
+/// Decodes a config document (http.md §1.4.1).
+///
+/// # Errors
+/// When a needed field is missing or malformed.
+pub fn parse(text: &str, key: &PKey<Private>) -> Result<ServerConfig, Error> {
+    let v: Value = serde_json::from_str(text).map_err(|e| Error::Document(e.to_string()))?;
+    let hb = &v["push_jobs"]["heartbeat"];
+    let s = |x: &Value, what: &str| x.as_str().map(str::to_owned).ok_or_else(|| doc(what));
+    let server_key = pushy_protocol::keys::public_key_from_pem(&s(&v["public_key"], "public_key")?)
+        .map_err(|e| Error::Document(format!("public_key: {e}")))?;
+    let curve_server_key = match v.get("curve_public_key").and_then(Value::as_str) {
+        None => None,
+        Some(z) => Some(
+            zmq::z85_decode(z)
+                .ok()
+                .and_then(|k| <[u8; 32]>::try_from(k).ok())
+                .ok_or_else(|| doc("curve_public_key"))?,
+        ),
+    };
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(s(&v["encoded_session_key"]["key"], "encoded_session_key")?)
+        .map_err(|_| doc("encoded_session_key"))?;
+    let rsa = key.rsa().map_err(|_| doc("client key is not RSA"))?;
+    let mut out = vec![0; rsa.size() as usize];
+    let n = rsa
+        .private_decrypt(&sealed, &mut out, Padding::PKCS1)
+        .map_err(|_| doc("session key does not decrypt with the client key"))?;
+    let session_key: [u8; 32] = out[..n]
+        .try_into()
+        .map_err(|_| doc("session key is not 32 bytes"))?;
+    let secs = |x: &Value, default: f64| x.as_f64().unwrap_or(default);
+    Ok(ServerConfig {
+        out_addr: s(&hb["out_addr"], "out_addr")?,
+        command_addr: s(&hb["command_addr"], "command_addr")?,
+        interval: Duration::from_secs_f64(secs(&hb["interval"], 10.0).max(0.01)),
+        offline_threshold: hb["offline_threshold"].as_u64().unwrap_or(3) as u32,
+        online_threshold: hb["online_threshold"].as_u64().unwrap_or(2) as u32,
+        server_key,
+        curve_server_key,
+        session_key,
+        lifetime: Duration::from_secs_f64(secs(&v["lifetime"], 3600.0).max(1.0)),
+        max_message_skew: Duration::from_secs_f64(secs(&v["max_message_skew"], 300.0).max(1.0)),
+        max_body_size: v["max_body_size"].as_u64().map(|n| n as usize),
+        incarnation_id: s(&v["incarnation_id"], "incarnation_id")?,
+    })
+}
