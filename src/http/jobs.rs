@@ -214,7 +214,19 @@ pub(super) async fn output(
         .fetch_output(&ok.who.org_guid, &id, &node, channel)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], text).into_response())
+    // Ours: the agent kept only the tail of this output (it did not fit a message).
+    let truncated = if text.truncated { "true" } else { "false" };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (
+                header::HeaderName::from_static("x-push-output-truncated"),
+                truncated,
+            ),
+        ],
+        text.text,
+    )
+        .into_response())
 }
 
 #[cfg(test)]

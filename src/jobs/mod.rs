@@ -190,7 +190,7 @@ impl JobsHandle {
             Duration::from_secs(run_timeout.into()),
             self.config.voting_timeout,
         );
-        let (ctx, inbox) = self.context(&id, org, &record);
+        let (mut ctx, inbox) = self.context(&id, org, &record);
         let available = self.watch(&id, org, spec.nodes.clone()).await;
         let effects = job.start(Instant::now(), |n| {
             spec.nodes
@@ -228,6 +228,7 @@ impl JobsHandle {
             ),
             wait_complete_time: self.config.wait_complete_time,
             shutdown: self.shutdown.clone(),
+            truncated: Default::default(),
         };
         (ctx, rx)
     }
@@ -357,7 +358,7 @@ impl JobsHandle {
                 self.config.voting_timeout,
             );
             self.events.begin_job(&record.org_id, &record.id);
-            let (ctx, inbox) = self.context(&record.id, &record.org_id, &record);
+            let (mut ctx, inbox) = self.context(&record.id, &record.org_id, &record);
             let available = self.watch(&record.id, &record.org_id, nodes.clone()).await;
             ctx.apply(effects).await?;
             if record.status == JobStatus::New {

@@ -3,6 +3,7 @@
 //! effects in order — persist before the send that depends on it, so after a restart the
 //! database knows every command a node may be running.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,11 @@ pub enum TaskMsg {
     Input(Input),
     /// A user abort; answered once the job has finished.
     Abort(oneshot::Sender<()>),
+    /// The node's next result carries output it had to cut to its tail (ours).
+    OutputTruncated {
+        /// The node.
+        node: String,
+    },
 }
 
 /// Everything a job task needs besides its machine.
@@ -36,6 +42,8 @@ pub(crate) struct JobContext {
     pub commit: ServerMessage,
     pub wait_complete_time: Duration,
     pub shutdown: CancellationToken,
+    /// Nodes whose output arrived cut to its tail.
+    pub truncated: HashSet<String>,
 }
 
 impl JobContext {
@@ -72,7 +80,7 @@ impl JobContext {
     }
 
     /// Applies effects in order. Returns the final status once the job finished.
-    pub async fn apply(&self, effects: Vec<Effect>) -> Result<Option<JobStatus>, store::Error> {
+    pub async fn apply(&mut self, effects: Vec<Effect>) -> Result<Option<JobStatus>, store::Error> {
         let mut finished = None;
         for effect in effects {
             match effect {
@@ -93,7 +101,13 @@ impl JobContext {
                 } => {
                     if !self
                         .store
-                        .insert_output(&self.id, &node, &stdout, &stderr)
+                        .insert_output(
+                            &self.id,
+                            &node,
+                            &stdout,
+                            &stderr,
+                            self.truncated.contains(&node),
+                        )
                         .await?
                     {
                         tracing::warn!(node, "output already stored for this node; kept the first");
@@ -143,7 +157,7 @@ fn now_seconds() -> chrono::DateTime<Utc> {
 
 /// Runs a started job until it finishes, then unwatches its nodes. On shutdown it stops
 /// without touching the job's stored state, so a restart can resume it.
-pub(crate) async fn run(ctx: JobContext, mut job: Job, mut inbox: mpsc::Receiver<TaskMsg>) {
+pub(crate) async fn run(mut ctx: JobContext, mut job: Job, mut inbox: mpsc::Receiver<TaskMsg>) {
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut finished = matches!(job.phase(), super::machine::Phase::Done(_));
     while !finished {
@@ -154,6 +168,10 @@ pub(crate) async fn run(ctx: JobContext, mut job: Job, mut inbox: mpsc::Receiver
                 Some(TaskMsg::Abort(done)) => {
                     waiters.push(done);
                     job.handle(Instant::now(), Input::Abort)
+                }
+                Some(TaskMsg::OutputTruncated { node }) => {
+                    ctx.truncated.insert(node);
+                    continue;
                 }
                 None => break,
             },
@@ -205,7 +223,7 @@ pub(crate) async fn run(ctx: JobContext, mut job: Job, mut inbox: mpsc::Receiver
             _ = &mut linger => break,
             msg = inbox.recv() => match msg {
                 Some(TaskMsg::Abort(done)) => { let _ = done.send(()); }
-                Some(TaskMsg::Input(_)) => {}
+                Some(TaskMsg::Input(_) | TaskMsg::OutputTruncated { .. }) => {}
                 None => break,
             },
         }

@@ -241,6 +241,14 @@ impl Registry {
                 }),
                 ClientMessageType::Aborted => Some(Reply::Aborted),
             };
+            if m.message.output_truncated {
+                self.forward_msg(
+                    &job,
+                    TaskMsg::OutputTruncated {
+                        node: key.1.clone(),
+                    },
+                );
+            }
             if let Some(reply) = reply {
                 self.forward(
                     &job,
@@ -257,8 +265,12 @@ impl Registry {
     /// Hands a node's input to its job. The job's inbox is bounded; a job so far behind
     /// that it is full loses the message (logged) rather than stalling every node.
     fn forward(&mut self, job: &JobId, input: JobInput) {
+        self.forward_msg(job, TaskMsg::Input(input));
+    }
+
+    fn forward_msg(&mut self, job: &JobId, msg: TaskMsg) {
         let Some(w) = self.jobs.get(job) else { return };
-        match w.inbox.try_send(TaskMsg::Input(input)) {
+        match w.inbox.try_send(msg) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::error!(job_id = %job, "job inbox full; node message lost")

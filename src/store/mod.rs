@@ -101,6 +101,15 @@ pub enum OutputChannel {
     Stderr,
 }
 
+/// One captured stream as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredOutput {
+    /// The stream's text, byte for byte.
+    pub text: String,
+    /// The node kept only the tail of its output (rows written by the original: false).
+    pub truncated: bool,
+}
+
 /// A job and node the server was in the middle of running when it stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IncompleteJob {
@@ -144,14 +153,15 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<(), Error>;
 
-    /// Stores a node's captured output. Returns false (and changes nothing) when output
-    /// for that node is already stored.
+    /// Stores a node's captured output; `truncated` when the node kept only its tail.
+    /// Returns false (and changes nothing) when output for that node is already stored.
     async fn insert_output(
         &self,
         id: &JobId,
         node: &str,
         stdout: &str,
         stderr: &str,
+        truncated: bool,
     ) -> Result<bool, Error>;
 
     /// One captured stream of a node, if stored, for a job of `org`.
@@ -161,7 +171,7 @@ pub trait Store: Send + Sync + 'static {
         id: &JobId,
         node: &str,
         channel: OutputChannel,
-    ) -> Result<Option<String>, Error>;
+    ) -> Result<Option<StoredOutput>, Error>;
 
     /// Jobs in `new`, `voting` or `running` (http.md §5.2 `find_incomplete_jobs`).
     async fn incomplete_jobs(&self) -> Result<Vec<IncompleteJob>, Error>;

@@ -14,7 +14,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Executor, Postgres, Row};
 
 use super::rows::{self, EmbeddedMigration, JobRow};
-use super::{Error, IncompleteJob, JobRecord, OutputChannel, Store};
+use super::{Error, IncompleteJob, JobRecord, OutputChannel, Store, StoredOutput};
 
 /// The sqitch plan's five changes, re-runnable so they adopt a database it deployed, then
 /// ours.
@@ -48,6 +48,11 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
         6,
         "node position and org index",
         include_str!("../../migrations/postgres/0006_node_position_and_org_index.sql"),
+    ),
+    (
+        7,
+        "output truncated flag",
+        include_str!("../../migrations/postgres/0007_output_truncated.sql"),
     ),
 ];
 
@@ -269,16 +274,18 @@ impl Store for PostgresStore {
         node: &str,
         stdout: &str,
         stderr: &str,
+        truncated: bool,
     ) -> Result<bool, Error> {
         // ON CONFLICT instead of catching the unique violation: nothing logged server-side.
         let done = sqlx::query(
-            "INSERT INTO job_output (job_id, node_name, stdout, stderr) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (job_id, node_name) DO NOTHING",
+            "INSERT INTO job_output (job_id, node_name, stdout, stderr, truncated) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_id, node_name) DO NOTHING",
         )
         .bind(id.as_str())
         .bind(node)
         .bind(stdout)
         .bind(stderr)
+        .bind(truncated)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -290,14 +297,14 @@ impl Store for PostgresStore {
         id: &JobId,
         node: &str,
         channel: OutputChannel,
-    ) -> Result<Option<String>, Error> {
+    ) -> Result<Option<StoredOutput>, Error> {
         let sql = match channel {
             OutputChannel::Stdout => {
-                "SELECT o.stdout FROM job_output o JOIN jobs j ON j.id = o.job_id \
+                "SELECT o.stdout, o.truncated FROM job_output o JOIN jobs j ON j.id = o.job_id \
                  WHERE o.job_id = $1::bpchar AND o.node_name = $2 AND j.org_id = $3::bpchar"
             }
             OutputChannel::Stderr => {
-                "SELECT o.stderr FROM job_output o JOIN jobs j ON j.id = o.job_id \
+                "SELECT o.stderr, o.truncated FROM job_output o JOIN jobs j ON j.id = o.job_id \
                  WHERE o.job_id = $1::bpchar AND o.node_name = $2 AND j.org_id = $3::bpchar"
             }
         };
@@ -307,7 +314,14 @@ impl Store for PostgresStore {
             .bind(org.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|row| row.try_get(0)).transpose()?)
+        row.map(|row| -> Result<StoredOutput, Error> {
+            let truncated: Option<bool> = row.try_get(1)?;
+            Ok(StoredOutput {
+                text: row.try_get(0)?,
+                truncated: truncated.unwrap_or(false),
+            })
+        })
+        .transpose()
     }
 
     async fn incomplete_jobs(&self) -> Result<Vec<IncompleteJob>, Error> {

@@ -17,14 +17,21 @@ use sqlx::sqlite::{
 use sqlx::{Executor, Row, Sqlite};
 
 use super::rows::{self, EmbeddedMigration, JobRow};
-use super::{Error, IncompleteJob, JobRecord, OutputChannel, Store};
+use super::{Error, IncompleteJob, JobRecord, OutputChannel, Store, StoredOutput};
 
-/// One migration: nothing older to adopt.
-const MIGRATIONS: &[EmbeddedMigration] = &[(
-    1,
-    "schema",
-    include_str!("../../migrations/sqlite/0001_schema.sql"),
-)];
+/// Nothing older to adopt: the schema, then our additions.
+const MIGRATIONS: &[EmbeddedMigration] = &[
+    (
+        1,
+        "schema",
+        include_str!("../../migrations/sqlite/0001_schema.sql"),
+    ),
+    (
+        2,
+        "output truncated flag",
+        include_str!("../../migrations/sqlite/0002_output_truncated.sql"),
+    ),
+];
 
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -286,15 +293,17 @@ impl Store for SqliteStore {
         node: &str,
         stdout: &str,
         stderr: &str,
+        truncated: bool,
     ) -> Result<bool, Error> {
         let done = sqlx::query(
-            "INSERT INTO job_output (job_id, node_name, stdout, stderr) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (job_id, node_name) DO NOTHING",
+            "INSERT INTO job_output (job_id, node_name, stdout, stderr, truncated) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_id, node_name) DO NOTHING",
         )
         .bind(id.as_str())
         .bind(node)
         .bind(stdout)
         .bind(stderr)
+        .bind(truncated)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -306,14 +315,14 @@ impl Store for SqliteStore {
         id: &JobId,
         node: &str,
         channel: OutputChannel,
-    ) -> Result<Option<String>, Error> {
+    ) -> Result<Option<StoredOutput>, Error> {
         let sql = match channel {
             OutputChannel::Stdout => {
-                "SELECT o.stdout FROM job_output o JOIN jobs j ON j.id = o.job_id \
+                "SELECT o.stdout, o.truncated FROM job_output o JOIN jobs j ON j.id = o.job_id \
                  WHERE o.job_id = $1 AND o.node_name = $2 AND j.org_id = $3"
             }
             OutputChannel::Stderr => {
-                "SELECT o.stderr FROM job_output o JOIN jobs j ON j.id = o.job_id \
+                "SELECT o.stderr, o.truncated FROM job_output o JOIN jobs j ON j.id = o.job_id \
                  WHERE o.job_id = $1 AND o.node_name = $2 AND j.org_id = $3"
             }
         };
@@ -323,7 +332,14 @@ impl Store for SqliteStore {
             .bind(org.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|row| row.try_get(0)).transpose()?)
+        row.map(|row| -> Result<StoredOutput, Error> {
+            let truncated: Option<bool> = row.try_get(1)?;
+            Ok(StoredOutput {
+                text: row.try_get(0)?,
+                truncated: truncated.unwrap_or(false),
+            })
+        })
+        .transpose()
     }
 
     async fn incomplete_jobs(&self) -> Result<Vec<IncompleteJob>, Error> {

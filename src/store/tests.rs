@@ -152,7 +152,7 @@ async fn jobs_of_another_org_are_invisible(store: &dyn Store) {
     store.create_job(&job).await.unwrap();
     assert!(
         store
-            .insert_output(&job.id, "n1", "out", "err")
+            .insert_output(&job.id, "n1", "out", "err", false)
             .await
             .unwrap()
     );
@@ -290,38 +290,68 @@ async fn output_is_stored_once_per_node(store: &dyn Store) {
 
     assert!(
         store
-            .insert_output(&job.id, "n1", "hello\nwörld\n", "")
+            .insert_output(&job.id, "n1", "hello\nwörld\n", "", false)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .insert_output(&job.id, "n1", "second", "attempt")
+            .insert_output(&job.id, "n1", "second", "attempt", false)
             .await
             .unwrap()
     );
     assert!(
         store
-            .insert_output(&job.id, "n2", "", "boom")
+            .insert_output(&job.id, "n2", "", "boom", true)
             .await
             .unwrap()
     );
 
     assert_eq!(
-        fetch("n1", OutputChannel::Stdout).await.unwrap().as_deref(),
+        fetch("n1", OutputChannel::Stdout)
+            .await
+            .unwrap()
+            .map(|o| o.text)
+            .as_deref(),
         Some("hello\nwörld\n")
     );
     assert_eq!(
-        fetch("n1", OutputChannel::Stderr).await.unwrap().as_deref(),
+        fetch("n1", OutputChannel::Stderr)
+            .await
+            .unwrap()
+            .map(|o| o.text)
+            .as_deref(),
         Some("")
     );
     assert_eq!(
-        fetch("n2", OutputChannel::Stdout).await.unwrap().as_deref(),
+        fetch("n2", OutputChannel::Stdout)
+            .await
+            .unwrap()
+            .map(|o| o.text)
+            .as_deref(),
         Some("")
     );
     assert_eq!(
-        fetch("n2", OutputChannel::Stderr).await.unwrap().as_deref(),
+        fetch("n2", OutputChannel::Stderr)
+            .await
+            .unwrap()
+            .map(|o| o.text)
+            .as_deref(),
         Some("boom")
+    );
+    assert!(
+        !fetch("n1", OutputChannel::Stdout)
+            .await
+            .unwrap()
+            .unwrap()
+            .truncated
+    );
+    assert!(
+        fetch("n2", OutputChannel::Stderr)
+            .await
+            .unwrap()
+            .unwrap()
+            .truncated
     );
     assert_eq!(fetch("n3", OutputChannel::Stdout).await.unwrap(), None);
     let unknown = store
@@ -330,7 +360,9 @@ async fn output_is_stored_once_per_node(store: &dyn Store) {
     assert_eq!(unknown.unwrap(), None);
 
     // Output of a job that does not exist breaks the foreign key.
-    let orphan = store.insert_output(&job_id(89), "n1", "out", "err").await;
+    let orphan = store
+        .insert_output(&job_id(89), "n1", "out", "err", false)
+        .await;
     assert!(matches!(orphan, Err(Error::Database(_))), "{orphan:?}");
 }
 
@@ -562,7 +594,7 @@ async fn postgres_passes_suite() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-        assert_eq!(applied, 6);
+        assert_eq!(applied, 7);
         assert!(find(&store, &org(1), &job_id(1)).await.is_some());
     })
     .await;
@@ -671,7 +703,7 @@ async fn new_job_works_after_adoption(store: &PostgresStore) {
     assert_eq!(find(store, &org, &job.id).await, Some(job.clone()));
     assert!(
         store
-            .insert_output(&job.id, "FIONA", "o", "e")
+            .insert_output(&job.id, "FIONA", "o", "e", false)
             .await
             .unwrap()
     );
@@ -679,7 +711,7 @@ async fn new_job_works_after_adoption(store: &PostgresStore) {
         .fetch_output(&org, &job.id, "FIONA", OutputChannel::Stderr)
         .await
         .unwrap();
-    assert_eq!(out.as_deref(), Some("e"));
+    assert_eq!(out.map(|o| o.text).as_deref(), Some("e"));
 }
 
 #[tokio::test]
@@ -726,7 +758,7 @@ async fn postgres_adopts_original_1x_database() {
             .unwrap();
         assert!(
             store
-                .insert_output(&old.id, "zeta", "out", "")
+                .insert_output(&old.id, "zeta", "out", "", false)
                 .await
                 .unwrap()
         );
@@ -764,17 +796,25 @@ async fn postgres_adopts_original_2x_database() {
         assert_eq!(find(&store, &old.org_id, &old.id).await, Some(old.clone()));
         let fetch = |channel| store.fetch_output(&old.org_id, &old.id, "zeta", channel);
         assert_eq!(
-            fetch(OutputChannel::Stdout).await.unwrap().as_deref(),
+            fetch(OutputChannel::Stdout)
+                .await
+                .unwrap()
+                .map(|o| o.text)
+                .as_deref(),
             Some("all good")
         );
         assert_eq!(
-            fetch(OutputChannel::Stderr).await.unwrap().as_deref(),
+            fetch(OutputChannel::Stderr)
+                .await
+                .unwrap()
+                .map(|o| o.text)
+                .as_deref(),
             Some("a warning")
         );
         // The original's unique constraint still holds.
         assert!(
             !store
-                .insert_output(&old.id, "zeta", "again", "")
+                .insert_output(&old.id, "zeta", "again", "", false)
                 .await
                 .unwrap()
         );
@@ -813,7 +853,7 @@ async fn describe_schema(url: &str) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn postgres_schema_is_the_originals_plus_position_and_org_index() {
+async fn postgres_schema_is_the_originals_plus_position_truncated_and_org_index() {
     with_throwaway_db(|original_url| async move {
         raw(&original_url, ORIGINAL_1X).await;
         raw(&original_url, ORIGINAL_2X_ADDITIONS).await;
@@ -824,6 +864,7 @@ async fn postgres_schema_is_the_originals_plus_position_and_org_index() {
             let ours = describe_schema(&url).await;
             let extra = [
                 "column | job_nodes | position | 7 | integer | YES",
+                "column | job_output | truncated | 5 | boolean | YES",
                 "index | CREATE INDEX jobs_org_id_created_at_idx ON public.jobs USING btree (org_id, created_at)",
             ];
             let mut expected = original.clone();

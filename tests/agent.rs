@@ -1,0 +1,341 @@
+//! Cross-process: our server (in-process, on real sockets) and real `push-jobs-client`
+//! processes on loopback run jobs end to end (zmq.md §6).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use common::*;
+use pushy_server::store::{SqliteStore, Store};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn client_binary() -> PathBuf {
+    let server = PathBuf::from(env!("CARGO_BIN_EXE_opscode-pushy-server"));
+    let path = server.with_file_name("push-jobs-client");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+fn fast(c: &mut pushy_server::config::Config) {
+    c.pushy.heartbeat_interval = 200;
+    c.pushy.decay_window = 4;
+    c.pushy.down_threshold = 0.25;
+    c.pushy.voting_timeout = 5;
+    c.pushy.wait_complete_time = 2;
+}
+
+/// A running agent process, killed on drop.
+struct Agent {
+    child: Child,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Rig {
+    h: Harness,
+    base: String,
+}
+
+async fn rig() -> Rig {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let h = Harness::with_store(store, fast).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(pushy_server::run(h.state.clone(), listener));
+    Rig { h, base }
+}
+
+const WHITELIST: &str = r#"
+[whitelist]
+"hello" = "echo hello; echo oops >&2"
+"envdump" = "echo \"$A-$CHEF_PUSH_NODE_NAME-$CHEF_PUSH_JOB_ID\"; pwd; cat \"$CHEF_PUSH_JOB_FILE\""
+"fail" = "exit 3"
+"big" = "head -c 20000 /dev/zero | tr '\\000' a; echo END"
+"/^sleep (\\d+)$/" = "sleep \\1"
+"#;
+
+impl Rig {
+    fn start_agent(&self, name: &str, extra: &str) -> Agent {
+        self.h.add_client(name);
+        let dir = self.h.tmp.path();
+        let files = dir.join(format!("files-{name}"));
+        let cfg = dir.join(format!("{name}.toml"));
+        let toml = format!(
+            "chef_server_url = \"{}/organizations/{ORG}\"\nnode_name = \"{name}\"\nclient_key = \"{}\"\nfile_dir = \"{}\"\n{extra}\n{WHITELIST}",
+            self.base,
+            self.h.key_path(name).display(),
+            files.display(),
+        );
+        std::fs::write(&cfg, toml).unwrap();
+        let child = Command::new(client_binary())
+            .arg("-c")
+            .arg(&cfg)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Agent { child }
+    }
+
+    async fn wait_available(&self, name: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let r = self
+                .h
+                .call(
+                    "GET",
+                    &format!("/organizations/{ORG}/pushy/node_states/{name}"),
+                    "",
+                    ADMIN_USER,
+                )
+                .await;
+            if r.json()["availability"] == "available" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never became available: {}",
+                r.text
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn output(&self, job: &str, node: &str, channel: &str) -> common::Reply {
+        let path = format!("{job}/output/{node}/{channel}");
+        let req = self
+            .h
+            .signed("GET", &path, "", ADMIN_USER)
+            .header("accept", "application/octet-stream")
+            .body(Body::empty())
+            .unwrap();
+        self.h.send(req).await
+    }
+}
+
+fn processes_matching(pattern: &str) -> usize {
+    let out = Command::new("pgrep")
+        .arg("-f")
+        .arg(pattern)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_run_a_job_with_quorum_and_capture() {
+    let r = rig().await;
+    let _a = r.start_agent("agent-a", "");
+    let _b = r.start_agent("agent-b", "");
+    r.wait_available("agent-a").await;
+    r.wait_available("agent-b").await;
+    let job =
+        r.h.create_job(
+            r#"{"command":"hello","nodes":["agent-a","agent-b"],"quorum":2,"capture_output":true}"#,
+            ADMIN_USER,
+        )
+        .await;
+    let body = r.h.wait_for_job(&job, "complete", WAIT).await;
+    assert_eq!(body["nodes"], json!({"succeeded": ["agent-a", "agent-b"]}));
+    assert_eq!(r.output(&job, "agent-a", "stdout").await.text, "hello\n");
+    assert_eq!(r.output(&job, "agent-b", "stderr").await.text, "oops\n");
+
+    let job =
+        r.h.create_job(r#"{"command":"fail","nodes":["agent-a"]}"#, ADMIN_USER)
+            .await;
+    let body = r.h.wait_for_job(&job, "complete", WAIT).await;
+    assert_eq!(body["nodes"], json!({"failed": ["agent-a"]}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_dir_and_file_reach_the_command() {
+    let r = rig().await;
+    let _a = r.start_agent("agent-env", "");
+    r.wait_available("agent-env").await;
+    let job = r
+        .h
+        .create_job(
+            r#"{"command":"envdump","nodes":["agent-env"],"capture_output":true,"env":{"A":"x"},"dir":"/tmp","file":"base64:ZmlsZSBjb250ZW50"}"#,
+            ADMIN_USER,
+        )
+        .await;
+    let id = job.rsplit('/').next().unwrap().to_owned();
+    r.h.wait_for_job(&job, "complete", WAIT).await;
+    let out = r.output(&job, "agent-env", "stdout").await.text;
+    assert_eq!(out, format!("x-agent-env-{id}\n/tmp\nfile content"));
+    // The job file is removed once the job is done.
+    let files = r.h.tmp.path().join("files-agent-env");
+    let left: Vec<_> = std::fs::read_dir(&files)
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_outside_the_whitelist_is_nacked() {
+    let r = rig().await;
+    let _a = r.start_agent("agent-wl", "");
+    r.wait_available("agent-wl").await;
+    for command in ["rm -rf /", "sleep 1; rm -rf /", "hello; id"] {
+        let job =
+            r.h.create_job(
+                &json!({"command": command, "nodes": ["agent-wl"]}).to_string(),
+                ADMIN_USER,
+            )
+            .await;
+        let body = r.h.wait_for_job(&job, "quorum_failed", WAIT).await;
+        assert_eq!(body["nodes"], json!({"nacked": ["agent-wl"]}), "{command}");
+        r.wait_available("agent-wl").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_kills_the_command_and_leaves_no_process() {
+    let r = rig().await;
+    let _a = r.start_agent("agent-abort", "");
+    r.wait_available("agent-abort").await;
+    let job =
+        r.h.create_job(
+            r#"{"command":"sleep 617","nodes":["agent-abort"]}"#,
+            ADMIN_USER,
+        )
+        .await;
+    r.h.wait_for_job(&job, "running", WAIT).await;
+    let deadline = Instant::now() + WAIT;
+    while processes_matching("sleep 617") == 0 {
+        assert!(Instant::now() < deadline, "the command never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp =
+        r.h.call("POST", &format!("{job}/abort"), "", ADMIN_USER)
+            .await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    let deadline = Instant::now() + WAIT;
+    while processes_matching("sleep 617") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the aborted command is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The node confirms the abort and takes the next job.
+    r.wait_available("agent-abort").await;
+    let job =
+        r.h.create_job(r#"{"command":"hello","nodes":["agent-abort"]}"#, ADMIN_USER)
+            .await;
+    r.h.wait_for_job(&job, "complete", WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_over_the_limit_keeps_its_tail() {
+    let r = rig().await;
+    let _a = r.start_agent("agent-big", "max_body_size = 8000");
+    r.wait_available("agent-big").await;
+    let job =
+        r.h.create_job(
+            r#"{"command":"big","nodes":["agent-big"],"capture_output":true}"#,
+            ADMIN_USER,
+        )
+        .await;
+    let body = r.h.wait_for_job(&job, "complete", WAIT).await;
+    assert_eq!(body["nodes"], json!({"succeeded": ["agent-big"]}));
+    let out = r.output(&job, "agent-big", "stdout").await;
+    assert!(out.text.ends_with("aaaaEND\n"), "the tail is kept");
+    assert!(
+        out.text.len() < 8000 && out.text.len() > 4000,
+        "{}",
+        out.text.len()
+    );
+    assert_eq!(
+        out.headers
+            .get("x-push-output-truncated")
+            .map(|v| v.to_str().unwrap()),
+        Some("true")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_leaves_its_node_crashed() {
+    let r = rig().await;
+    let mut a = r.start_agent("agent-kill", "");
+    r.wait_available("agent-kill").await;
+    let job =
+        r.h.create_job(
+            r#"{"command":"sleep 618","nodes":["agent-kill"]}"#,
+            ADMIN_USER,
+        )
+        .await;
+    r.h.wait_for_job(&job, "running", WAIT).await;
+    // `Child::kill` is SIGKILL: the agent gets no chance to clean up.
+    a.child.kill().unwrap();
+    let _ = a.child.wait();
+    let body = r.h.wait_for_job(&job, "complete", WAIT).await;
+    assert_eq!(body["nodes"], json!({"crashed": ["agent-kill"]}));
+    // The orphaned command is this test's to clean up (the agent was killed with -9).
+    let _ = Command::new("pkill").arg("-f").arg("sleep 618").status();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The server restarts while an agent runs a job: the agent sees the new incarnation,
+/// reconfigures without touching its job, and the job's result completes the resumed job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_mid_job_completes_the_job() {
+    let (hb, cmd) = (free_port(), free_port());
+    let fixed = move |c: &mut pushy_server::config::Config| {
+        fast(c);
+        c.pushy.server_heartbeat_port = hb;
+        c.pushy.command_port = cmd;
+    };
+    let h = Harness::with_file_store(fixed).await;
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    drop(std_listener);
+    let serve = |h: &Harness| {
+        let state = h.state.clone();
+        async move {
+            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+            tokio::spawn(pushy_server::run(state, listener));
+        }
+    };
+    serve(&h).await;
+    let mut r = Rig {
+        h,
+        base: format!("http://{addr}"),
+    };
+    let _a = r.start_agent("agent-restart", "");
+    r.wait_available("agent-restart").await;
+    let job =
+        r.h.create_job(
+            r#"{"command":"sleep 3","nodes":["agent-restart"]}"#,
+            ADMIN_USER,
+        )
+        .await;
+    r.h.wait_for_job(&job, "running", WAIT).await;
+    r.h.restart(fixed).await;
+    serve(&r.h).await;
+    let body = r.h.wait_for_job(&job, "complete", WAIT).await;
+    assert_eq!(body["nodes"], json!({"succeeded": ["agent-restart"]}));
+}
