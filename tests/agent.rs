@@ -67,16 +67,26 @@ const WHITELIST: &str = r#"
 "fail" = "exit 3"
 "big" = "head -c 20000 /dev/zero | tr '\\000' a; echo END"
 "/^sleep (\\d+)$/" = "sleep \\1"
+"whoami" = "id -un"
 "#;
 
 impl Rig {
     fn start_agent(&self, name: &str, extra: &str) -> Agent {
+        self.start_agent_toml(name, &format!("{extra}\n{WHITELIST}"))
+    }
+
+    /// An agent whose whitelist has only the table(s) given.
+    fn start_agent_with_whitelist(&self, name: &str, whitelist: &str) -> Agent {
+        self.start_agent_toml(name, whitelist)
+    }
+
+    fn start_agent_toml(&self, name: &str, extra: &str) -> Agent {
         self.h.add_client(name);
         let dir = self.h.tmp.path();
         let files = dir.join(format!("files-{name}"));
         let cfg = dir.join(format!("{name}.toml"));
         let toml = format!(
-            "chef_server_url = \"{}/organizations/{ORG}\"\nnode_name = \"{name}\"\nclient_key = \"{}\"\nfile_dir = \"{}\"\n{extra}\n{WHITELIST}",
+            "chef_server_url = \"{}/organizations/{ORG}\"\nnode_name = \"{name}\"\nclient_key = \"{}\"\nfile_dir = \"{}\"\n{extra}",
             self.base,
             self.h.key_path(name).display(),
             files.display(),
@@ -338,4 +348,117 @@ async fn a_server_restart_mid_job_completes_the_job() {
     serve(&r.h).await;
     let body = r.h.wait_for_job(&job, "complete", WAIT).await;
     assert_eq!(body["nodes"], json!({"succeeded": ["agent-restart"]}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_as_the_requested_user() {
+    if !is_root() {
+        eprintln!("SKIPPED: user switching needs root");
+        return;
+    }
+    let r = rig().await;
+    let _a = r.start_agent("agent-user", "");
+    r.wait_available("agent-user").await;
+    let job =
+        r.h.create_job(
+            r#"{"command":"whoami","nodes":["agent-user"],"user":"nobody","capture_output":true}"#,
+            ADMIN_USER,
+        )
+        .await;
+    r.h.wait_for_job(&job, "complete", WAIT).await;
+    assert_eq!(
+        r.output(&job, "agent-user", "stdout").await.text,
+        "nobody\n"
+    );
+    // A user that does not exist is refused at commit.
+    let job =
+        r.h.create_job(
+            r#"{"command":"whoami","nodes":["agent-user"],"user":"no-such-user-here"}"#,
+            ADMIN_USER,
+        )
+        .await;
+    let body = r.h.wait_for_job(&job, "quorum_failed", WAIT).await;
+    assert_eq!(body["nodes"], json!({"nacked": ["agent-user"]}));
+}
+
+fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// A `:lock` entry refuses the commit while chef-client's lock is held, runs once it is
+/// free, and never truncates the lock file (zmq.md §6.4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_entry_waits_for_chef_client_and_keeps_the_lock_file() {
+    let r = rig().await;
+    let lock = r.h.tmp.path().join("chef-client-running.pid");
+    std::fs::write(&lock, "4242\n").unwrap();
+    let extra = format!(
+        "[whitelist.chef-client]\ncommand_line = \"true\"\nlock = \"{}\"\n",
+        lock.display()
+    );
+    let _a = r.start_agent_with_whitelist("agent-lock", &extra);
+    r.wait_available("agent-lock").await;
+    let held = hold_lock(&lock);
+    let job =
+        r.h.create_job(
+            r#"{"command":"chef-client","nodes":["agent-lock"]}"#,
+            ADMIN_USER,
+        )
+        .await;
+    let body = r.h.wait_for_job(&job, "quorum_failed", WAIT).await;
+    assert_eq!(body["nodes"], json!({"nacked": ["agent-lock"]}));
+    drop(held);
+    r.wait_available("agent-lock").await;
+    let job =
+        r.h.create_job(
+            r#"{"command":"chef-client","nodes":["agent-lock"]}"#,
+            ADMIN_USER,
+        )
+        .await;
+    let body = r.h.wait_for_job(&job, "complete", WAIT).await;
+    assert_eq!(body["nodes"], json!({"succeeded": ["agent-lock"]}));
+    assert_eq!(std::fs::read_to_string(&lock).unwrap(), "4242\n");
+}
+
+/// Holds an exclusive flock on `path` until dropped, as a running chef-client does
+/// (flock(1) keeps it while its child runs).
+fn hold_lock(path: &std::path::Path) -> impl Drop {
+    struct Held(std::process::Child);
+    impl Drop for Held {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            // With -o the sleeping child never held the lock; it is only reaped here.
+            let _ = Command::new("pkill")
+                .arg("-x")
+                .arg("-f")
+                .arg("sleep 29")
+                .status();
+        }
+    }
+    // -o: the command does not inherit the lock, so killing flock releases it.
+    let child = Command::new("flock")
+        .arg("-o")
+        .arg("-x")
+        .arg(path)
+        .arg("sleep")
+        .arg("29")
+        .spawn()
+        .unwrap();
+    let held = Held(child);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Command::new("flock")
+        .arg("-n")
+        .arg("-x")
+        .arg(path)
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(Instant::now() < deadline, "flock never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    held
 }

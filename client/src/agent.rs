@@ -29,6 +29,8 @@ const MESSAGE_OVERHEAD: usize = 2048;
 /// How long the command channel may stay silent after connecting before the agent
 /// assumes CURVE failed and reconfigures (zmq.md §3.5).
 const COMMAND_SILENCE: Duration = Duration::from_secs(3);
+/// Age past which a leftover job file is removed, and how often to look (zmq.md §6.6).
+const FILE_DIR_EXPIRY: Duration = Duration::from_secs(86_400);
 /// Delay before retrying a failed config fetch (the original uses ~120 s; shorter here
 /// so a node comes back soon after the server does, with jitter).
 const FETCH_RETRY: Duration = Duration::from_secs(30);
@@ -169,6 +171,26 @@ impl Agent {
         mut reconfigure: mpsc::Receiver<()>,
     ) -> anyhow::Result<()> {
         let ccpk = zmq::z85_encode(&self.curve.public_key).context("encoding the CURVE key")?;
+        // Job files are deleted after each job; this catches any left by a crash.
+        let file_dir = self.cfg.file_dir.clone();
+        let cleaner_stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                match runner::clean_file_dir(&file_dir, FILE_DIR_EXPIRY).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(removed = n, dir = %file_dir.display(), "removed stale job files")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, dir = %file_dir.display(), "cleaning the job file directory failed")
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(FILE_DIR_EXPIRY) => {}
+                    _ = cleaner_stop.cancelled() => break,
+                }
+            }
+        });
         loop {
             let server = match fetch::fetch(
                 &self.http,
