@@ -58,6 +58,10 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// The server's own RSA key pair (`pushy_priv_key` / `pushy_pub_key`).
     pub keys: KeysConfig,
+    /// Secrets handed over by `push-jobs-server-ctl` through `CHEF_SECRETS_DATA` (never
+    /// in the file): they take the place of key files and the database password.
+    #[serde(skip)]
+    pub secrets: Option<crate::secrets::Secrets>,
 }
 
 impl Default for Config {
@@ -68,6 +72,7 @@ impl Default for Config {
             chef_server: ChefServerConfig::default(),
             database: DatabaseConfig::default(),
             keys: KeysConfig::default(),
+            secrets: None,
         }
     }
 }
@@ -393,6 +398,21 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("pushy.sqlite"))
     }
 
+    /// A secret handed over by the ctl, if any.
+    pub fn secret(&self, group: &str, name: &str) -> Option<&str> {
+        self.secrets.as_ref()?.get(group, name)
+    }
+
+    /// Takes the handed-over secrets: the database password when the file gives none.
+    pub fn apply_secrets(&mut self, secrets: crate::secrets::Secrets) {
+        if self.database.password.is_empty()
+            && let Some(pw) = secrets.get("push-jobs-server", "sql_password")
+        {
+            self.database.password = pw.to_owned();
+        }
+        self.secrets = Some(secrets);
+    }
+
     /// The server's private key file.
     pub fn pushy_priv_key(&self) -> PathBuf {
         self.keys
@@ -448,8 +468,12 @@ mod tests {
         assert!(Config::from_toml("[pushy]\napi_port = 70000\n", "c").is_err());
         assert!(Config::from_toml("[pushy]\ndown_threshold = 2.0\n", "c").is_err());
         assert!(Config::from_toml("[database]\nengine = \"mysql\"\n", "c").is_err());
-        let e = Config::from_toml("[chef_server]\nmode = \"remote\"\n", "c").unwrap_err();
-        assert!(e.to_string().contains("superuser_key"));
+        let e = Config::from_toml(
+            "[chef_server]\nmode = \"remote\"\nerchef_root_url = \"ftp://x\"\n",
+            "c",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("erchef_root_url"));
     }
 
     #[test]

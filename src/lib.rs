@@ -16,6 +16,7 @@ pub mod events;
 pub mod http;
 pub mod jobs;
 pub mod nodes;
+pub mod secrets;
 pub mod store;
 
 use std::path::Path;
@@ -161,7 +162,13 @@ pub async fn build_state_with(
     shutdown: CancellationToken,
 ) -> Result<AppState, Error> {
     let chef = chef_server(&config)?;
-    let private = load_or_create_server_key(&config.pushy_priv_key())?;
+    let private = match config.secret("push-jobs-server", "pushy_priv_key") {
+        Some(pem) => pushy_protocol::keys::private_key_from_pem(pem).map_err(|e| Error::File {
+            path: "CHEF_SECRETS_DATA push-jobs-server.pushy_priv_key".into(),
+            why: e.to_string(),
+        })?,
+        None => load_or_create_server_key(&config.pushy_priv_key())?,
+    };
     let public_pem = pushy_protocol::keys::public_pem(&private);
     let curve = CurveIdentity::generate().map_err(Error::Curve)?;
     let incarnation: Arc<str> = uuid::Uuid::new_v4().to_string().into();

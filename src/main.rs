@@ -314,15 +314,23 @@ fn report(err: &anyhow::Error) -> std::process::ExitCode {
     std::process::ExitCode::FAILURE
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    match run().await {
+fn main() -> std::process::ExitCode {
+    // Read (and unset) CHEF_SECRETS_DATA before any other thread exists.
+    let secrets = match pushy_server::secrets::Secrets::from_environment() {
+        Ok(s) => s,
+        Err(e) => return report(&anyhow::Error::from(e)),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return report(&anyhow::Error::from(e).context("starting the async runtime")),
+    };
+    match runtime.block_on(run(secrets)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => report(&e),
     }
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run(secrets: Option<pushy_server::secrets::Secrets>) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("warn,pushy_server=info,opscode_pushy_server=info")
     });
@@ -331,7 +339,11 @@ async fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let config = load_config(&cli)?;
+    let mut config = load_config(&cli)?;
+    if let Some(secrets) = secrets {
+        tracing::info!("using secrets from the environment");
+        config.apply_secrets(secrets);
+    }
     match cli.command {
         None => serve(config, None).await,
         Some(Command::Serve { listen }) => serve(config, listen).await,
