@@ -1,0 +1,24 @@
+//! `push-jobs-server-ctl`: configures and controls the Push Jobs server beside Chef Server
+//! (ops.md §1–§6). The binaries are thin; this library is what they and the tests call.
+//!
+//! Layout, in the order reconfigure uses the pieces:
+//! - [`paths`]: every path the ctl touches, under a root prefix (`--root`, `PUSHY_CTL_ROOT`).
+//! - [`chef_server`]: Chef Server's `chef-server-running.json`, and [`chef_server::compute`],
+//!   the original's `generate_config` (topology, vip, PostgreSQL placement).
+//! - [`user_config`]: the operator's `opscode-push-jobs-server.rb` (or `.toml`), typed into
+//!   [`user_config::Attributes`] with the cookbook's defaults.
+//! - [`settings`]: [`settings::load`] runs the original's load order into [`settings::Settings`].
+//! - [`veil`]: Chef Server's consolidated secrets file (legacy, v1, v2), derivation, atomic saves.
+//! - [`secrets`]: the secrets bootstrap of every reconfigure (migration, passwords, key pair) and
+//!   the list of secrets handed to the daemon.
+//! - [`atomic_file`]: replace-by-rename for every file the ctl writes.
+//! - [`cli`]: omnibus-ctl's command table, messages and exit codes; dispatch.
+
+pub mod atomic_file;
+pub mod chef_server;
+pub mod cli;
+pub mod paths;
+pub mod secrets;
+pub mod settings;
+pub mod user_config;
+pub mod veil;

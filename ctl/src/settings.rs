@@ -1,0 +1,162 @@
+//! [`Settings`]: the configuration reconfigure acts on, computed once from Chef Server's running
+//! JSON, the user config and the `bootstrapped` sentinel (ops.md §1.3 load order), and [`load`],
+//! which does exactly that under a [`Paths`] root.
+//!
+//! Serialized, `Settings` is the original's `node['pushy']` tree (`show-config` prints
+//! `{"pushy": …}`; reconfigure writes it into `opscode-push-jobs-server-running.json`), with every
+//! attribute resolved rather than only the user's overrides.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::chef_server::{self, ChefServer, Host};
+use crate::paths::Paths;
+use crate::user_config::{self, Attributes, Daemon, OcChefPedant, Warning};
+
+/// This host's part in Chef Server's topology (ops.md §1.3 "Topology handling").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Standalone (or any topology other than `tier`/`ha`): everything runs here.
+    Standalone,
+    /// Tier/HA backend: everything runs here.
+    Backend,
+    /// Tier/HA frontend: only the database step and the nginx files; no daemon, no bootstrap.
+    Frontend,
+}
+
+/// The computed configuration.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Settings {
+    /// Chef Server's `private_chef['topology']`.
+    #[serde(skip)]
+    pub topology: String,
+    /// This host's role.
+    #[serde(skip)]
+    pub role: Role,
+    /// The original's `is_data_master?`: standalone, or a tier backend. Only then does a config
+    /// change restart the daemon (ops.md §2.3 step 11).
+    #[serde(skip)]
+    pub data_master: bool,
+    /// `install_path`: /opt/opscode-push-jobs-server.
+    pub install_path: PathBuf,
+    /// `chef_base_path`: Chef Server's install path, /opt/opscode.
+    pub chef_base_path: PathBuf,
+    /// `bootstrap[…]`.
+    pub bootstrap: BootstrapSettings,
+    /// `opscode-pushy-server[…]`: the daemon.
+    #[serde(rename = "opscode-pushy-server")]
+    pub server: ServerSettings,
+    /// `postgresql[…]`.
+    pub postgresql: PostgresqlSettings,
+    /// `oc-chef-pedant[…]`.
+    #[serde(rename = "oc-chef-pedant")]
+    pub oc_chef_pedant: OcChefPedant,
+}
+
+/// `bootstrap[…]`, resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BootstrapSettings {
+    /// Explicitly start the daemon and write the `bootstrapped` sentinel.
+    pub enable: bool,
+}
+
+/// `opscode-pushy-server[…]`, resolved.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServerSettings {
+    /// Configure and run the daemon on this host.
+    pub enable: bool,
+    /// Legacy DRBD-HA marker (`topology == 'ha'` on tier/HA).
+    pub ha: bool,
+    /// The push server's address: nginx upstream host, pedant target.
+    pub vip: String,
+    /// The host name clients are told to use for ZeroMQ.
+    pub server_name_advertised: String,
+    /// Everything else, as the user config says.
+    #[serde(flatten)]
+    pub daemon: Daemon,
+}
+
+/// `postgresql[…]`, resolved: placement from Chef Server, names from the user config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PostgresqlSettings {
+    /// The database, `opscode_pushy`.
+    pub database_name: String,
+    /// OS user for local connections.
+    pub username: String,
+    /// The daemon's read-write role.
+    pub sql_user: String,
+    /// The read-only role.
+    pub sql_ro_user: String,
+    /// Chef Server's PostgreSQL host.
+    pub vip: String,
+    /// Chef Server's PostgreSQL port.
+    pub port: u16,
+    /// Chef Server's PostgreSQL superuser (its password is veil `postgresql/db_superuser_password`).
+    pub db_superuser: String,
+    /// Chef Server uses an external PostgreSQL (then our role is granted to the superuser,
+    /// ops.md §4.2).
+    #[serde(skip)]
+    pub external: bool,
+}
+
+impl Settings {
+    /// `{"pushy": {…}}`, the shape `show-config` prints and the running JSON holds.
+    pub fn to_pushy_json(&self) -> Value {
+        json!({ "pushy": self })
+    }
+}
+
+/// Either input could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Chef Server's running JSON, or the topology rules.
+    #[error(transparent)]
+    ChefServer(#[from] chef_server::Error),
+    /// The user config.
+    #[error(transparent)]
+    UserConfig(#[from] user_config::Error),
+}
+
+/// Everything [`load`] read and computed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loaded {
+    /// The computed configuration.
+    pub settings: Settings,
+    /// What Chef Server says (user, nginx dir, install path, …).
+    pub chef_server: ChefServer,
+    /// The user config as typed, before Chef Server's values were applied.
+    pub attributes: Attributes,
+    /// Settings in the user config that have no effect.
+    pub warnings: Vec<Warning>,
+    /// The user config file read, if any.
+    pub user_config: Option<PathBuf>,
+    /// This host.
+    pub host: Host,
+}
+
+/// Computes the settings under `paths` for the host `fqdn`, in the original's load order:
+/// Chef Server's running JSON (it must exist), the user config (whose `node['…']` lookups see
+/// Chef Server's attributes), the `bootstrapped` sentinel, then [`chef_server::compute`].
+///
+/// # Errors
+/// [`Error`], naming the file (and line) at fault.
+pub fn load(paths: &Paths, fqdn: &str) -> Result<Loaded, Error> {
+    let chef_server = ChefServer::load(&paths.chef_server_running_json())?;
+    let node = chef_server.node_view(fqdn);
+    let user = user_config::load(paths, Some(&node))?;
+    let host = Host {
+        fqdn: fqdn.to_owned(),
+        bootstrapped: paths.bootstrapped().exists(),
+    };
+    let settings = chef_server::compute(&user.attributes, &chef_server, &host)?;
+    Ok(Loaded {
+        settings,
+        chef_server,
+        attributes: user.attributes,
+        warnings: user.warnings,
+        user_config: user.source,
+        host,
+    })
+}
