@@ -361,12 +361,8 @@ impl Config {
             return Err(invalid("pushy.zmq_io_processes", "must be at least 1"));
         }
         if self.chef_server.mode == ChefMode::Remote {
-            if self.chef_server.superuser_key.is_none() {
-                return Err(invalid(
-                    "chef_server.superuser_key",
-                    "required when mode = \"remote\"",
-                ));
-            }
+            // The superuser key may also come from CHEF_SECRETS_DATA; that is checked at
+            // start-up, when the secrets are known.
             if !self.chef_server.erchef_root_url.starts_with("http://")
                 && !self.chef_server.erchef_root_url.starts_with("https://")
             {
