@@ -2,6 +2,7 @@
 //! pedant suite's actors (http.md §7 "How to read this list"), and signed requests.
 #![allow(dead_code)]
 
+pub mod agents;
 pub mod node;
 
 use std::path::{Path, PathBuf};

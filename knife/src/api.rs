@@ -1,0 +1,368 @@
+//! Signed requests to the push server (and to Chef Server's search API), the way knife's
+//! REST client makes them (ops.md §7.1): every path is under `chef_server_url`, each request
+//! carries Chef's `X-Ops-*` headers for `node_name`/`client_key`. Error bodies
+//! (`{"error": "..."}` or `{"error": ["..."]}`, http.md §1.3) become [`Error::Status`] with
+//! the server's own message.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use openssl::pkey::{PKey, Private};
+use pushy_protocol::chef_auth::{ProtocolVersion, Request, format_timestamp, sign_request};
+use reqwest::{Method, Url};
+use serde_json::Value;
+
+use crate::config::Config;
+
+/// The `X-Ops-Server-API-Version` we ask for (Chef Server API v1; the push server
+/// ignores it).
+const SERVER_API_VERSION: &str = "1";
+
+/// Bounds every request except the event feed, whose body is open-ended.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error status.
+    #[error("{method} {url}: {status}{}", message_suffix(message))]
+    Status {
+        /// The request method.
+        method: &'static str,
+        /// The request URL.
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+        /// The server's message(s), joined; may be empty.
+        message: String,
+    },
+    /// No answer: connection refused, DNS, TLS, timeout.
+    #[error("{method} {url}: cannot reach the server: {source}")]
+    Connection {
+        /// The request method.
+        method: &'static str,
+        /// The request URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// An answer we cannot use (not JSON, missing fields).
+    #[error("{url}: unexpected answer: {reason}")]
+    Unexpected {
+        /// The request URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The key could not sign.
+    #[error("signing the request: {0}")]
+    Sign(#[from] pushy_protocol::chef_auth::SignError),
+}
+
+fn message_suffix(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
+}
+
+impl Error {
+    /// The HTTP status, when the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The server's message, when it answered with one.
+    pub fn server_message(&self) -> Option<&str> {
+        match self {
+            Error::Status { message, .. } if !message.is_empty() => Some(message),
+            _ => None,
+        }
+    }
+}
+
+/// The server's message from an error body: `{"error": "m"}`, `{"error": ["m", …]}`, or
+/// the text itself when it is short and not JSON.
+pub fn error_message(body: &str) -> String {
+    match serde_json::from_str::<Value>(body) {
+        Ok(v) => match &v["error"] {
+            Value::String(s) => s.clone(),
+            Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join("; "),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        },
+        Err(_) if body.len() <= 200 => body.trim().to_owned(),
+        Err(_) => String::new(),
+    }
+}
+
+/// A signing HTTP client for one user and one organization.
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    user: String,
+    key: PKey<Private>,
+    version: ProtocolVersion,
+}
+
+impl Client {
+    /// A client for `config`, its key loaded.
+    ///
+    /// # Errors
+    /// When the key cannot be read or the HTTP client cannot be built.
+    pub fn new(config: &Config) -> Result<Client, crate::config::Error> {
+        let key = config.client_key.load()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .user_agent(concat!("push-jobs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            // Building fails only when the TLS backend cannot initialise.
+            .expect("the TLS backend initialises");
+        Ok(Client {
+            http,
+            base: config.server_url.clone(),
+            user: config.node_name.clone(),
+            key,
+            version: config.sign_version,
+        })
+    }
+
+    /// `chef_server_url` + `/` + `path` (path segments are joined literally; callers
+    /// pass ids and names that are already URL-safe or use [`Client::url_segments`]).
+    pub fn url(&self, path: &str) -> Url {
+        let mut u = self.base.clone();
+        let joined = format!("{}/{}", u.path().trim_end_matches('/'), path);
+        u.set_path(&joined);
+        u
+    }
+
+    /// `chef_server_url` followed by each of `segments`, each percent-encoded once.
+    pub fn url_segments(&self, segments: &[&str]) -> Url {
+        let mut u = self.base.clone();
+        {
+            // A base with a path (it always has /organizations/ORG) can take segments.
+            let mut s = u.path_segments_mut().expect("an http(s) URL has a path");
+            s.pop_if_empty();
+            s.extend(segments);
+        }
+        u
+    }
+
+    /// A signed request builder. The path signed is the URL's path, as sent.
+    pub fn signed(
+        &self,
+        method: Method,
+        url: Url,
+        body: &[u8],
+        accept: &str,
+    ) -> Result<reqwest::RequestBuilder, Error> {
+        let ts = format_timestamp(Utc::now());
+        // Under 1.3 the API version is part of the signature; under 1.0/1.1 it is a plain
+        // header.
+        let signed_api_version =
+            (self.version == ProtocolVersion::V1_3).then_some(SERVER_API_VERSION);
+        let req = Request {
+            method: method.as_str(),
+            path: url.path(),
+            body,
+            user_id: &self.user,
+            timestamp: &ts,
+            server_api_version: signed_api_version,
+        };
+        let headers = sign_request(&self.key, self.version, &req)?;
+        let mut b = self
+            .http
+            .request(method, url)
+            .header("Accept", accept)
+            .header("X-Chef-Version", "18.0.0");
+        if signed_api_version.is_none() {
+            b = b.header("X-Ops-Server-API-Version", SERVER_API_VERSION);
+        }
+        for (k, v) in headers {
+            b = b.header(k, v);
+        }
+        Ok(b)
+    }
+
+    /// Sends and checks the status; the response is returned for the caller to read.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        accept: &str,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, Error> {
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let name = method_name(&method);
+        let mut b = self.signed(method, url.clone(), &bytes, accept)?;
+        if body.is_some() {
+            b = b.header("Content-Type", "application/json").body(bytes);
+        }
+        if let Some(t) = timeout {
+            b = b.timeout(t);
+        }
+        let resp = b.send().await.map_err(|source| Error::Connection {
+            method: name,
+            url: url.to_string(),
+            source,
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        Err(Error::Status {
+            method: name,
+            url: url.to_string(),
+            status: status.as_u16(),
+            message: error_message(&text),
+        })
+    }
+
+    /// GET a JSON document.
+    pub async fn get_json(&self, url: Url) -> Result<Value, Error> {
+        let resp = self
+            .send(
+                Method::GET,
+                url.clone(),
+                None,
+                "application/json",
+                Some(REQUEST_TIMEOUT),
+            )
+            .await?;
+        json_body(resp, "GET", &url).await
+    }
+
+    /// POST a JSON document and read the JSON answer.
+    pub async fn post_json(&self, url: Url, body: &Value) -> Result<Value, Error> {
+        let resp = self
+            .send(
+                Method::POST,
+                url.clone(),
+                Some(body),
+                "application/json",
+                Some(REQUEST_TIMEOUT),
+            )
+            .await?;
+        json_body(resp, "POST", &url).await
+    }
+
+    /// GET raw bytes (job output) and the response headers.
+    pub async fn get_bytes(
+        &self,
+        url: Url,
+        accept: &str,
+    ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), Error> {
+        let resp = self
+            .send(
+                Method::GET,
+                url.clone(),
+                None,
+                accept,
+                Some(REQUEST_TIMEOUT),
+            )
+            .await?;
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.map_err(|source| Error::Connection {
+            method: "GET",
+            url: url.to_string(),
+            source,
+        })?;
+        Ok((headers, bytes.to_vec()))
+    }
+
+    /// Opens an event stream (no overall timeout: the caller bounds each read).
+    pub async fn open_stream(
+        &self,
+        url: Url,
+        last_event_id: Option<&str>,
+    ) -> Result<reqwest::Response, Error> {
+        let mut b = self.signed(Method::GET, url.clone(), b"", "text/event-stream")?;
+        if let Some(id) = last_event_id {
+            b = b.header("Last-Event-ID", id);
+        }
+        let resp = b.send().await.map_err(|source| Error::Connection {
+            method: "GET",
+            url: url.to_string(),
+            source,
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        Err(Error::Status {
+            method: "GET",
+            url: url.to_string(),
+            status: status.as_u16(),
+            message: error_message(&text),
+        })
+    }
+}
+
+fn method_name(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        _ => "request",
+    }
+}
+
+async fn json_body(
+    resp: reqwest::Response,
+    method: &'static str,
+    url: &Url,
+) -> Result<Value, Error> {
+    let text = resp.text().await.map_err(|source| Error::Connection {
+        method,
+        url: url.to_string(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::Unexpected {
+        url: url.to_string(),
+        reason: format!("not JSON ({e})"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_from_both_body_shapes() {
+        assert_eq!(
+            error_message(r#"{"error":"invalid key supplied"}"#),
+            "invalid key supplied"
+        );
+        assert_eq!(error_message(r#"{"error":["a","b"]}"#), "a; b");
+        assert_eq!(error_message("Bad Gateway"), "Bad Gateway");
+        assert_eq!(error_message("{}"), "");
+    }
+
+    #[test]
+    fn status_errors_show_the_server_message() {
+        let e = Error::Status {
+            method: "POST",
+            url: "http://x/organizations/o/pushy/jobs".into(),
+            status: 400,
+            message: "invalid key supplied".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "POST http://x/organizations/o/pushy/jobs: 400: invalid key supplied"
+        );
+        assert_eq!(e.status(), Some(400));
+    }
+}
