@@ -136,7 +136,10 @@ impl Agent {
             .with_context(|| format!("reading {}", cfg.client_key.display()))?;
         let key = pushy_protocol::keys::private_key_from_pem(&pem)
             .with_context(|| format!("reading {}", cfg.client_key.display()))?;
+        // No pooled connections: a config fetch after a server restart must reach the new
+        // process, not a keep-alive connection to the one that is shutting down.
         let mut http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
             .timeout(fetch::REST_TIMEOUT)
             .tls_danger_accept_invalid_certs(!cfg.verify_tls());
         for cert in trusted_certs(cfg.trusted_certs_dir.as_deref())? {

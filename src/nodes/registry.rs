@@ -197,6 +197,26 @@ impl Registry {
                 .is_some_and(|w| w.org == key.0 && w.nodes.contains(&key.1));
             let (node, fx) = if on_live_job {
                 tracing::info!("node online, still on a live job: adopted without a reset");
+                // A node that says it is running the job, or reports its result, had its
+                // `run` and acknowledged it; the acknowledgement may have been lost with
+                // the previous server process, so it is replayed from the node's own
+                // report (a node already `running` in the job is unaffected, zmq.md §5.4).
+                let ran = match m.message.kind {
+                    ClientMessageType::Heartbeat => {
+                        m.message.job_state.as_deref() == Some("running")
+                    }
+                    ClientMessageType::Succeeded | ClientMessageType::Failed => true,
+                    _ => false,
+                };
+                if ran && let Some(j) = &job {
+                    self.forward(
+                        j,
+                        JobInput::Reply {
+                            node: key.1.clone(),
+                            reply: Reply::AckRun,
+                        },
+                    );
+                }
                 Node::adopt(now, self.params.node, incarnation, routing.clone())
             } else {
                 tracing::info!("node online");

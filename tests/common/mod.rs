@@ -85,7 +85,18 @@ pub fn populate(tmp: &Path) {
     std::fs::write(key(tmp, INVALID_USER), k).unwrap();
 }
 
+/// Server logs for a test run when `PUSHY_TEST_LOG` is set (e.g. `info` or `debug`).
+pub fn init_logs() {
+    if let Ok(filter) = std::env::var("PUSHY_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 pub fn config_for(tmp: &Path) -> Config {
+    init_logs();
     let mut config = Config {
         data_dir: tmp.to_path_buf(),
         ..Config::default()
