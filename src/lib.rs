@@ -122,11 +122,34 @@ pub fn chef_server(config: &Config) -> Result<Arc<dyn ChefServer>, Error> {
     Ok(match c.mode {
         ChefMode::Local => Arc::new(LocalChefServer::new(config.local_chef_dir())),
         ChefMode::Remote => {
-            // Validation guarantees the key path in remote mode.
-            let path = c.superuser_key.clone().unwrap_or_default();
-            let pem = std::fs::read_to_string(&path).map_err(|e| file_error(&path, e))?;
-            let key = pushy_protocol::keys::private_key_from_pem(&pem)
-                .map_err(|e| file_error(&path, e))?;
+            // The handed-over secret wins: the key file is usually root-only while the
+            // daemon runs as Chef Server's user.
+            let (pem, origin) = match (
+                config.secret("chef-server", "superuser_key"),
+                &c.superuser_key,
+            ) {
+                (Some(pem), _) => (
+                    pem.to_owned(),
+                    "CHEF_SECRETS_DATA chef-server.superuser_key".to_owned(),
+                ),
+                (None, Some(path)) => (
+                    std::fs::read_to_string(path).map_err(|e| file_error(path, e))?,
+                    path.display().to_string(),
+                ),
+                (None, None) => {
+                    return Err(Error::File {
+                        path: "chef_server.superuser_key".into(),
+                        why:
+                            "required when mode = \"remote\" (or hand it over in CHEF_SECRETS_DATA)"
+                                .into(),
+                    });
+                }
+            };
+            let key =
+                pushy_protocol::keys::private_key_from_pem(&pem).map_err(|e| Error::File {
+                    path: origin,
+                    why: e.to_string(),
+                })?;
             Arc::new(RemoteChefServer::new(RemoteConfig {
                 root_url: c.erchef_root_url.clone(),
                 principals_url: format!("http://{}:{}", c.erchef_hostname, c.erchef_port),
@@ -315,4 +338,29 @@ pub async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
         tracing::warn!("some tasks did not stop within 10 s");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ops.md §3.4: the Chef superuser key handed over in CHEF_SECRETS_DATA is used in
+    /// remote mode, ahead of a key file the daemon's user may not be able to read.
+    #[test]
+    fn remote_chef_server_takes_the_superuser_key_from_the_secrets() {
+        let pem =
+            String::from_utf8(Rsa::generate(2048).unwrap().private_key_to_pem().unwrap()).unwrap();
+        let data = serde_json::json!({"chef-server": {"superuser_key": pem}}).to_string();
+        let mut config = Config::from_toml(
+            "[chef_server]\nmode = \"remote\"\nsuperuser_key = \"/nonexistent/pivotal.pem\"\n",
+            "test",
+        )
+        .unwrap();
+        assert!(
+            chef_server(&config).is_err(),
+            "the file alone is unreadable"
+        );
+        config.apply_secrets(secrets::Secrets::parse(&data, "test").unwrap());
+        assert!(chef_server(&config).is_ok());
+    }
 }
