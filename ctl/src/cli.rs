@@ -17,6 +17,10 @@ use clap::Parser;
 use crate::chef_server;
 use crate::paths::Paths;
 use crate::settings;
+use crate::{cleanse, launch, reconfigure, service, smoke};
+
+/// omnibus-ctl's display name of the product.
+pub const PRODUCT: &str = "opscode-push-jobs-server";
 
 /// Global options; everything else is the command and its words.
 #[derive(Debug, Parser)]
@@ -120,7 +124,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     cmd(
         "test",
         Category::AddOn,
-        "Run the API test suite against localhost.",
+        "Smoke-test the running server: _status, and a config fetch signed with --org ORG --client NAME --key FILE.",
         true,
     ),
     cmd(
@@ -234,9 +238,21 @@ pub const COMMANDS: &[CommandSpec] = &[
     ),
 ];
 
+/// Commands that work but are not listed in `help`: `launch`, which the service definition
+/// runs (see [`crate::launch`]).
+pub const HIDDEN_COMMANDS: &[CommandSpec] = &[cmd(
+    "launch",
+    Category::General,
+    "Start the daemon with its secrets (run by the service definition).",
+    true,
+)];
+
 /// The command by name.
 pub fn command(name: &str) -> Option<&'static CommandSpec> {
-    COMMANDS.iter().find(|c| c.name == name)
+    COMMANDS
+        .iter()
+        .chain(HIDDEN_COMMANDS)
+        .find(|c| c.name == name)
 }
 
 /// What the words on the command line ask for, by omnibus-ctl's rules.
@@ -376,19 +392,37 @@ pub fn main_from<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     match run(&exe, &cli, command, &args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("{exe}: {e:#}");
+            eprintln!("{exe}: {}", error_text(&e));
             ExitCode::from(1)
         }
     }
 }
 
+/// The error and its causes on one line, each cause once: a cause whose text the message
+/// already quotes (sqlx and io errors repeat their source) is not repeated.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 fn init_tracing(cli: &Cli) {
+    // PostgreSQL's notices ("… already exists, skipping") are noise at info.
     let default = if cli.verbose {
         "debug"
     } else if cli.quiet {
         "error"
     } else {
-        "info"
+        "info,sqlx=warn"
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -403,25 +437,251 @@ fn init_tracing(cli: &Cli) {
 }
 
 /// Runs one command; returns its exit code.
-fn run(exe: &str, cli: &Cli, command: &CommandSpec, _args: &[String]) -> anyhow::Result<u8> {
+fn run(exe: &str, cli: &Cli, command: &CommandSpec, args: &[String]) -> anyhow::Result<u8> {
     let paths = Paths::new(&cli.root);
+    let fqdn = cli.fqdn.as_deref();
     match command.name {
         "help" => {
             print!("{}", help_text(exe));
             Ok(0)
         }
-        "show-config" => show_config(&paths, cli.fqdn.as_deref()),
-        other => anyhow::bail!("the command {other} is not implemented yet"),
+        "show-config" => show_config(&paths, fqdn),
+        "reconfigure" => reconfigure(exe, &paths, fqdn, cli.quiet, args),
+        "cleanse" => cleanse(&paths, fqdn, args, true),
+        "uninstall" => cleanse(&paths, fqdn, args, false),
+        "service-list" => service_list(&paths),
+        "tail" => tail(exe, &paths, fqdn, args),
+        "test" => smoke_test(&paths, fqdn, args),
+        "launch" => launch::launch(&paths, args),
+        name => match service::Verb::from_command(name) {
+            Some(verb) => service_command(exe, &paths, verb, args),
+            None => anyhow::bail!("the command {name} is not implemented"),
+        },
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn fqdn_or_local(fqdn: Option<&str>) -> anyhow::Result<String> {
+    match fqdn {
+        Some(f) => Ok(f.to_owned()),
+        None => chef_server::local_fqdn().context("finding this host's FQDN (use --fqdn)"),
+    }
+}
+
+/// `reconfigure [--accept-license]`: prints "opscode-push-jobs-server Reconfigured!" and exits
+/// 0, or names what failed and exits 1 (omnibus-ctl's messages).
+fn reconfigure(
+    exe: &str,
+    paths: &Paths,
+    fqdn: Option<&str>,
+    quiet: bool,
+    args: &[String],
+) -> anyhow::Result<u8> {
+    let mut options = reconfigure::Options {
+        fqdn: fqdn.map(str::to_owned),
+        accept_license: false,
+        interactive: true,
+    };
+    for arg in args {
+        match arg.as_str() {
+            "--accept-license" => options.accept_license = true,
+            other => tracing::warn!("{exe} reconfigure: ignoring the argument {other:?}"),
+        }
+    }
+    if quiet {
+        println!("Reconfiguring {PRODUCT}.");
+    }
+    let report = runtime()?.block_on(reconfigure::reconfigure(paths, &options))?;
+    let mut stdout = io::stdout().lock();
+    for action in report.actions() {
+        if !matches!(action.execution, service::Execution::Ran { .. }) {
+            writeln!(stdout, "{action}")?;
+        }
+    }
+    if !report.changed_anything() {
+        writeln!(stdout, "Nothing changed.")?;
+    }
+    writeln!(stdout, "{PRODUCT} Reconfigured!")?;
+    Ok(0)
+}
+
+/// `cleanse [yes]` (`remove_data`) and `uninstall`.
+fn cleanse(
+    paths: &Paths,
+    fqdn: Option<&str>,
+    args: &[String],
+    remove_data: bool,
+) -> anyhow::Result<u8> {
+    if remove_data {
+        print!("{}", cleanse::BANNER);
+        io::stdout().flush().ok();
+        if !args.iter().any(|a| a == "yes") {
+            let interrupted = runtime()?.block_on(async {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => true,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => false,
+                }
+            });
+            if interrupted {
+                return Ok(0);
+            }
+        }
+    }
+    let stamp = chrono::Local::now().format("%Y-%m-%dT%H:%M").to_string();
+    let report = cleanse::run(paths, fqdn, remove_data, &stamp)?;
+    let mut stdout = io::stdout().lock();
+    for action in &report.actions {
+        if !matches!(action.execution, service::Execution::Ran { .. }) {
+            writeln!(stdout, "{action}")?;
+        }
+    }
+    if let Some(backup) = &report.backup {
+        writeln!(
+            stdout,
+            "Your config files have been backed up to {}.",
+            backup.display()
+        )?;
+    }
+    Ok(0)
+}
+
+/// The optional `[service]` word of the service commands: only ours is known.
+fn check_service_word(exe: &str, args: &[String]) -> Option<u8> {
+    match args.first().map(String::as_str) {
+        None | Some(service::NAME) => None,
+        Some(other) => {
+            println!(
+                "{exe}: unknown service {other}; the only service is {}",
+                service::NAME
+            );
+            Some(1)
+        }
+    }
+}
+
+/// `service-list`: our one service, with a `*` when enabled.
+fn service_list(paths: &Paths) -> anyhow::Result<u8> {
+    let chef = cleanse::chef_server_or_defaults(paths);
+    let service = service::Service::new(paths, &chef.install_path);
+    if service.defined() || service.enabled() {
+        let star = if service.enabled() { "*" } else { "" };
+        println!("{}{star}", service::NAME);
+    }
+    Ok(0)
+}
+
+/// `status`, `start`, `stop`, `restart`, `once`, signals and `graceful-kill` on the real
+/// service (systemd or Chef Server's runit); the exit code is the tool's.
+fn service_command(
+    exe: &str,
+    paths: &Paths,
+    verb: service::Verb,
+    args: &[String],
+) -> anyhow::Result<u8> {
+    if let Some(code) = check_service_word(exe, args) {
+        return Ok(code);
+    }
+    let chef = cleanse::chef_server_or_defaults(paths);
+    let service = service::Service::new(paths, &chef.install_path);
+    if !service.enabled() {
+        // omnibus-ctl's word for a service that is not set up.
+        println!("{} disabled", service::NAME);
+        return Ok(if verb == service::Verb::Status { 0 } else { 1 });
+    }
+    let action = service.control(verb);
+    match action.execution {
+        service::Execution::Ran { .. } => {}
+        service::Execution::WouldRun { .. } => println!("{action}"),
+        service::Execution::Unavailable { .. } => eprintln!("{exe}: {action}"),
+    }
+    Ok(action.exit_code())
+}
+
+/// `tail [service]`: follows the daemon's log files (`/var/log/opscode/opscode-pushy-server`
+/// by default), skipping omnibus-ctl's excluded names (`lock`, `@…` rotations, `sasl`).
+fn tail(exe: &str, paths: &Paths, fqdn: Option<&str>, args: &[String]) -> anyhow::Result<u8> {
+    if let Some(code) = check_service_word(exe, args) {
+        return Ok(code);
+    }
+    let log_dir = fqdn_or_local(fqdn)
+        .ok()
+        .and_then(|f| settings::load(paths, &f).ok())
+        .map(|l| l.settings.server.daemon.log_directory)
+        .unwrap_or_else(|| crate::user_config::Daemon::default().log_directory);
+    let real = paths.resolve(&log_dir);
+    let mut files = Vec::new();
+    collect_log_files(&real, &mut files);
+    files.sort();
+    if files.is_empty() {
+        files.push(real.join("current"));
+    }
+    let mut argv = vec!["tail".to_owned(), "--follow=name".into(), "--retry".into()];
+    argv.extend(files.iter().map(|f| f.display().to_string()));
+    let action = service::Runner::new(paths).run(argv, Ok(()), 1);
+    if let service::Execution::WouldRun { .. } = action.execution {
+        println!("{action}");
+    }
+    Ok(action.exit_code())
+}
+
+fn collect_log_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.contains("lock") || name.contains('@') || name.contains("sasl") {
+            continue;
+        }
+        if path.is_dir() {
+            collect_log_files(&path, out);
+        } else if path.is_file() {
+            out.push(path);
+        }
+    }
+}
+
+/// `test`: the smoke test of [`crate::smoke`]; exit 0 when every check passed, else 1.
+fn smoke_test(paths: &Paths, fqdn: Option<&str>, args: &[String]) -> anyhow::Result<u8> {
+    let parsed = smoke::SmokeArgs::parse(args)?;
+    let base = match &parsed.url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let port = fqdn_or_local(fqdn)
+                .ok()
+                .and_then(|f| settings::load(paths, &f).ok())
+                .map(|l| l.settings.server.daemon.api_port)
+                .unwrap_or(10003);
+            format!("http://127.0.0.1:{port}")
+        }
+    };
+    let checks = runtime()?.block_on(smoke::run(&base, &parsed));
+    let mut failed = 0;
+    let mut stdout = io::stdout().lock();
+    for check in &checks {
+        match &check.outcome {
+            Ok(detail) => writeln!(stdout, "ok    {}: {detail}", check.name)?,
+            Err(why) => {
+                failed += 1;
+                writeln!(stdout, "FAIL  {}: {why}", check.name)?;
+            }
+        }
+    }
+    writeln!(stdout, "{} passed, {failed} failed", checks.len() - failed)?;
+    Ok(if failed == 0 { 0 } else { 1 })
 }
 
 /// `show-config`: the computed settings as pretty JSON, `{"pushy": {…}}`. Unlike the original's,
 /// it reads Chef Server's running JSON first, so it works (ops.md §2.2, §9 item 3).
 fn show_config(paths: &Paths, fqdn: Option<&str>) -> anyhow::Result<u8> {
-    let fqdn = match fqdn {
-        Some(f) => f.to_owned(),
-        None => chef_server::local_fqdn().context("finding this host's FQDN (use --fqdn)")?,
-    };
+    let fqdn = fqdn_or_local(fqdn)?;
     let loaded = settings::load(paths, &fqdn)?;
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
@@ -442,12 +702,25 @@ mod tests {
     }
 
     #[test]
+    fn error_text_names_each_cause_once() {
+        let e = anyhow::Error::new(io::Error::other("refused"))
+            .context("connecting to 127.0.0.1:1: refused")
+            .context("database step");
+        assert_eq!(
+            error_text(&e),
+            "database step: connecting to 127.0.0.1:1: refused"
+        );
+        let e = anyhow::Error::new(io::Error::other("disk full")).context("writing x");
+        assert_eq!(error_text(&e), "writing x: disk full");
+    }
+
+    #[test]
     fn help_has_omnibus_ctls_layout() {
         let text = help_text("opscode-push-jobs-server-ctl");
         let expected_start = "\
 opscode-push-jobs-server-ctl: command (subcommand)
 test
-  Run the API test suite against localhost.
+  Smoke-test the running server: _status, and a config fetch signed with --org ORG --client NAME --key FILE.
 General Commands:
   cleanse
     Delete *all* opscode-push-jobs-server data, and start from scratch.

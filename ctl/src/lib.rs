@@ -12,13 +12,33 @@
 //! - [`secrets`]: the secrets bootstrap of every reconfigure (migration, passwords, key pair) and
 //!   the list of secrets handed to the daemon.
 //! - [`atomic_file`]: replace-by-rename for every file the ctl writes.
+//! - [`converge`]: files, directories and links brought to a wanted state, recording changes.
+//! - [`templates`]: the minijinja templates of every rendered file (`ctl/templates/`).
+//! - [`database`]: roles, database, grants, schema (and the 1.x upgrade).
+//! - [`nginx`]: Chef Server's nginx add-on files.
+//! - [`service`]: the daemon's service (systemd or Chef Server's runit) and its commands.
+//! - [`daemon`]: the daemon's config, directories and service definition.
+//! - [`launch`]: the hidden `launch` command the service runs (secrets hand-off).
+//! - [`reconfigure`]: the steps in order, and their [`reconfigure::Report`].
+//! - [`cleanse`]: `cleanse` and `uninstall`.
+//! - [`smoke`]: `test`, a smoke test of the running server.
 //! - [`cli`]: omnibus-ctl's command table, messages and exit codes; dispatch.
 
 pub mod atomic_file;
 pub mod chef_server;
+pub mod cleanse;
 pub mod cli;
+pub mod converge;
+pub mod daemon;
+pub mod database;
+pub mod launch;
+pub mod nginx;
 pub mod paths;
+pub mod reconfigure;
 pub mod secrets;
+pub mod service;
 pub mod settings;
+pub mod smoke;
+pub mod templates;
 pub mod user_config;
 pub mod veil;

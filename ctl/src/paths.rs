@@ -15,6 +15,13 @@ use std::path::{Component, Path, PathBuf};
 
 /// Install prefix of the add-on package (ops.md §0, §1.1).
 pub const INSTALL_DIR: &str = "/opt/opscode-push-jobs-server";
+/// The ctl as the service definitions start it (`… launch`); the package links it into
+/// `/usr/bin` as well.
+pub const CTL_BIN: &str = "/opt/opscode-push-jobs-server/bin/push-jobs-server-ctl";
+/// The daemon, started by `push-jobs-server-ctl launch`.
+pub const DAEMON_BIN: &str = "/opt/opscode-push-jobs-server/bin/opscode-pushy-server";
+/// File name of the daemon's rendered TOML config, in the daemon directory.
+pub const DAEMON_CONFIG_NAME: &str = "opscode-pushy-server.toml";
 /// Config directory, root:root 0775 (ops.md §1.1).
 pub const ETC_DIR: &str = "/etc/opscode-push-jobs-server";
 /// The operator's config file in the original's Ruby form (ops.md §1.3).
@@ -91,7 +98,9 @@ pub struct RunitPaths {
 pub struct DaemonPaths {
     /// Daemon HOME and rendered config (`opscode_pushy_server['dir']`), opscode 0700.
     pub dir: PathBuf,
-    /// `sys.config` in the original; the rendered daemon config here.
+    /// The rendered daemon config, `<dir>/opscode-pushy-server.toml` (0644).
+    pub config: PathBuf,
+    /// `sys.config` in the original (not written: our daemon reads `config`).
     pub sys_config: PathBuf,
     /// `vm.args` in the original.
     pub vm_args: PathBuf,
@@ -287,6 +296,7 @@ impl Paths {
         let dir = self.resolve(dir);
         let log_dir = self.resolve(log_directory);
         DaemonPaths {
+            config: dir.join(DAEMON_CONFIG_NAME),
             sys_config: dir.join("sys.config"),
             vm_args: dir.join("vm.args"),
             sasl_log_dir: log_dir.join("sasl"),

@@ -1,0 +1,265 @@
+//! The daemon step of reconfigure (ops.md §2.3 step 11, §6): the daemon's directories, its
+//! TOML configuration, its service definition, and a restart only when the configuration or
+//! the service definition changed and this host is the data master.
+//!
+//! The configuration (`<dir>/opscode-pushy-server.toml`, 0644) holds no secret. The service
+//! starts `push-jobs-server-ctl launch` as root, which reads the secrets file, hands
+//! `push-jobs-server.{pushy_priv_key,pushy_pub_key,sql_password}` and
+//! `chef-server.superuser_key` to the daemon in `CHEF_SECRETS_DATA` and becomes Chef Server's
+//! user before exec'ing it (`crate::launch`, ops.md §3.4), so no secret is written in clear.
+
+use std::path::{Path, PathBuf};
+
+use minijinja::context;
+
+use crate::chef_server::ChefServer;
+use crate::converge::{self, Converge, Own};
+use crate::paths::{self, Paths};
+use crate::service::{Action, Manager, Service};
+use crate::settings::Settings;
+use crate::templates;
+
+/// What the step did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// `systemd` or `runit`.
+    pub manager: &'static str,
+    /// The TOML configuration was written.
+    pub config_changed: bool,
+    /// The unit (or runit `run` script) was written.
+    pub service_changed: bool,
+    /// Every path created or changed by this step.
+    pub changed: Vec<PathBuf>,
+    /// Commands for the service, in order (systemd reload and enable, restart or start).
+    pub actions: Vec<Action>,
+    /// The restart a change caused, if any (also in `actions`).
+    pub restart: Option<Action>,
+}
+
+/// Why the step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Chef Server's running JSON names no API host for `erchef_root_url`.
+    #[error(
+        "{path}: neither private_chef['lb']['api_fqdn'] nor private_chef['api_fqdn'] is set; the daemon needs it to reach Chef Server"
+    )]
+    NoApiFqdn {
+        /// The running JSON.
+        path: PathBuf,
+    },
+    /// Rendering a template.
+    #[error("rendering {file}: {source}")]
+    Render {
+        /// The file.
+        file: PathBuf,
+        /// The cause.
+        #[source]
+        source: minijinja::Error,
+    },
+    /// A file, directory or link.
+    #[error(transparent)]
+    Write(#[from] converge::Error),
+    /// A restart or start that ran and failed.
+    #[error("{action}; fix the cause, then run `push-jobs-server-ctl restart`")]
+    Service {
+        /// The failed command.
+        action: Action,
+    },
+}
+
+/// The logical path of the daemon's config file.
+pub fn config_path(settings: &Settings) -> PathBuf {
+    settings.server.daemon.dir.join(paths::DAEMON_CONFIG_NAME)
+}
+
+/// `https://<private_chef['lb']['api_fqdn']>` (ops.md §6.3 `erchef_root_url`), falling back
+/// to `api_fqdn`.
+///
+/// # Errors
+/// [`Error::NoApiFqdn`] when neither is set.
+pub fn erchef_root_url(chef: &ChefServer) -> Result<String, Error> {
+    chef.lb_api_fqdn
+        .as_deref()
+        .or(chef.api_fqdn.as_deref())
+        .map(|host| {
+            if host.contains(':') && !host.starts_with('[') {
+                format!("https://[{host}]")
+            } else {
+                format!("https://{host}")
+            }
+        })
+        .ok_or_else(|| Error::NoApiFqdn {
+            path: chef.path.clone(),
+        })
+}
+
+/// The daemon's TOML configuration.
+///
+/// # Errors
+/// [`Error::NoApiFqdn`], [`Error::Render`].
+pub fn render_config(
+    paths: &Paths,
+    settings: &Settings,
+    chef: &ChefServer,
+) -> Result<String, Error> {
+    let daemon = &settings.server.daemon;
+    let user_config = if paths.user_config_toml().exists() && !paths.user_config_rb().exists() {
+        paths::USER_CONFIG_TOML
+    } else {
+        paths::USER_CONFIG_RB
+    };
+    templates::render(
+        templates::DAEMON_CONFIG,
+        context! {
+            user_config => user_config,
+            chef_running_json => paths::CHEF_SERVER_RUNNING_JSON,
+            secrets_file => paths::CHEF_SECRETS_FILE,
+            data_dir => daemon.dir.display().to_string(),
+            s => daemon,
+            server_name => settings.server.server_name_advertised,
+            erchef_root_url => erchef_root_url(chef)?,
+            superuser_key_file => paths::PIVOTAL_PEM,
+            pg => &settings.postgresql,
+        },
+    )
+    .map_err(|source| Error::Render {
+        file: config_path(settings),
+        source,
+    })
+}
+
+fn render_service(
+    name: &str,
+    file: &Path,
+    settings: &Settings,
+    chef: &ChefServer,
+    svlogd: &Path,
+) -> Result<String, Error> {
+    templates::render(
+        name,
+        context! {
+            ctl_bin => paths::CTL_BIN,
+            config => config_path(settings).display().to_string(),
+            user => chef.user,
+            log_dir => settings.server.daemon.log_directory.display().to_string(),
+            svlogd => svlogd.display().to_string(),
+        },
+    )
+    .map_err(|source| Error::Render {
+        file: file.to_path_buf(),
+        source,
+    })
+}
+
+/// The systemd unit.
+///
+/// # Errors
+/// [`Error::Render`].
+pub fn render_unit(settings: &Settings, chef: &ChefServer) -> Result<String, Error> {
+    render_service(
+        templates::SYSTEMD_UNIT,
+        Path::new(paths::SYSTEMD_UNIT),
+        settings,
+        chef,
+        Path::new("svlogd"),
+    )
+}
+
+/// Runs the step.
+///
+/// # Errors
+/// [`Error`], naming the file or the failed command.
+pub fn configure(
+    paths: &Paths,
+    settings: &Settings,
+    chef: &ChefServer,
+    converge: &mut Converge,
+) -> Result<Report, Error> {
+    let daemon = &settings.server.daemon;
+    let dirs = paths.daemon(&daemon.dir, &daemon.log_directory);
+    let service = Service::new(paths, &chef.install_path);
+    let first_change = converge.changed.len();
+
+    converge.dir(&dirs.dir, 0o700, Own::Chef)?;
+    converge.dir(&dirs.log_dir, 0o700, Own::Chef)?;
+    let config = render_config(paths, settings, chef)?;
+    let config_changed = converge.file(&dirs.config, config.as_bytes(), 0o644, Own::Root)?;
+
+    let service_changed = match &service.manager {
+        Manager::Systemd => {
+            let unit = render_unit(settings, chef)?;
+            converge.file(&service.unit, unit.as_bytes(), 0o644, Own::Root)?
+        }
+        Manager::Runit { real, logical } => {
+            let run_file = real.sv_dir.join("run");
+            let run = render_service(
+                templates::RUNIT_RUN,
+                &run_file,
+                settings,
+                chef,
+                &logical.svlogd_bin,
+            )?;
+            let log_run_file = real.sv_dir.join("log/run");
+            let log_run = render_service(
+                templates::RUNIT_LOG_RUN,
+                &log_run_file,
+                settings,
+                chef,
+                &logical.svlogd_bin,
+            )?;
+            let rotation = &daemon.log_rotation;
+            let svlogd_config = format!("s{}\nn{}\n", rotation.file_maxbytes, rotation.num_to_keep);
+            converge.dir(&real.sv_dir, 0o755, Own::Root)?;
+            converge.dir(&real.sv_dir.join("log"), 0o755, Own::Root)?;
+            let changed = converge.file(&run_file, run.as_bytes(), 0o755, Own::Root)?;
+            converge.file(&log_run_file, log_run.as_bytes(), 0o755, Own::Root)?;
+            converge.file(
+                &dirs.svlogd_config,
+                svlogd_config.as_bytes(),
+                0o644,
+                Own::Root,
+            )?;
+            converge.symlink(&real.init_link, &logical.sv_bin)?;
+            // Linking it into runsvdir's directory is what enables (and first starts) it.
+            converge.symlink(&real.service_link, &logical.sv_dir)? || changed
+        }
+    };
+
+    let mut actions = Vec::new();
+    if service_changed && service.manager == Manager::Systemd {
+        actions.extend(service.reload_and_enable());
+    }
+    let mut restart = None;
+    if config_changed || service_changed {
+        if settings.data_master {
+            let action = service.restart_for_change();
+            restart = Some(action.clone());
+            actions.push(action);
+        } else {
+            tracing::info!(
+                topology = %settings.topology,
+                "configuration changed; not restarting {}: this host is not the data master",
+                paths::SERVICE_NAME
+            );
+        }
+    }
+    if restart.is_none() && settings.bootstrap.enable {
+        actions.push(service.start_for_bootstrap());
+    }
+    if let Some(failed) = actions
+        .iter()
+        .find(|a| matches!(a.execution, crate::service::Execution::Ran { .. }) && !a.succeeded())
+    {
+        return Err(Error::Service {
+            action: failed.clone(),
+        });
+    }
+    Ok(Report {
+        manager: service.manager.name(),
+        config_changed,
+        service_changed,
+        changed: converge.changed[first_change..].to_vec(),
+        actions,
+        restart,
+    })
+}
