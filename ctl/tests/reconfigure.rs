@@ -30,35 +30,7 @@ const VEIL_SAMPLE: &str = include_str!("../testdata/veil-v2-sample.json");
 const FQDN: &str = "push1.example.com";
 
 /// The original's sqitch deploy scripts for 1.x (`@1.0.0`), as in `src/store/tests.rs`.
-const ORIGINAL_1X: &str = "
-CREATE TABLE job_status (
-    id integer NOT NULL PRIMARY KEY,
-    description text NOT NULL
-);
-INSERT INTO job_status VALUES
-  (0, 'voting'), (1, 'running'), (2, 'complete'), (3, 'quorum_failed'),
-  (4, 'aborted'), (5, 'new'), (6, 'timed_out'), (7, 'crashed');
-CREATE TABLE IF NOT EXISTS jobs (
-    id character(32) NOT NULL PRIMARY KEY,
-    org_id character(32) NOT NULL,
-    command text NOT NULL,
-    status integer NOT NULL REFERENCES job_status(id),
-    run_timeout integer,
-    last_updated_by character(32) NOT NULL,
-    created_at timestamp without time zone NOT NULL,
-    updated_at timestamp without time zone NOT NULL,
-    quorum integer
-);
-CREATE TABLE IF NOT EXISTS job_nodes (
-    job_id character(32) REFERENCES jobs(id) ON UPDATE CASCADE ON DELETE CASCADE,
-    org_id character(32) NOT NULL,
-    node_name text NOT NULL,
-    UNIQUE (job_id, org_id, node_name),
-    status integer NOT NULL,
-    created_at timestamp without time zone NOT NULL,
-    updated_at timestamp without time zone NOT NULL
-);
-";
+const ORIGINAL_1X: &str = include_str!("../../tests/fixtures/original_1x.sql");
 
 /// A job as the 1.x server wrote it.
 const ORIGINAL_ROWS: &str = "
