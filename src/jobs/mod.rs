@@ -7,7 +7,7 @@ pub mod machine;
 mod spec;
 mod task;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -192,12 +192,7 @@ impl JobsHandle {
         );
         let (mut ctx, inbox) = self.context(&id, org, &record);
         let available = self.watch(&id, org, spec.nodes.clone()).await;
-        let effects = job.start(Instant::now(), |n| {
-            spec.nodes
-                .iter()
-                .position(|x| x == n)
-                .is_some_and(|i| available[i])
-        });
+        let effects = job.start(Instant::now(), |n| available.contains(n));
         ctx.apply(effects).await?;
         self.spawn(ctx, job, inbox);
         Ok(id)
@@ -242,28 +237,29 @@ impl JobsHandle {
             .cloned()
     }
 
-    /// Registers the job's nodes with the registry; returns their availability.
-    async fn watch(&self, id: &JobId, org: &OrgGuid, nodes: Vec<String>) -> Vec<bool> {
-        let inbox = self.inbox(id);
-        let Some(inbox) = inbox else {
-            return vec![false; nodes.len()];
+    /// Registers the job's nodes with the registry; returns those available (idle) now.
+    async fn watch(&self, id: &JobId, org: &OrgGuid, nodes: Vec<String>) -> HashSet<String> {
+        let Some(inbox) = self.inbox(id) else {
+            return HashSet::new();
         };
         let (tx, rx) = oneshot::channel();
-        let n = nodes.len();
-        let sent = self
-            .registry
-            .request(Request::Watch {
-                job: id.clone(),
-                org: org.clone(),
-                nodes,
-                inbox,
-                reply: tx,
-            })
-            .await;
-        if !sent {
-            return vec![false; n];
+        let request = Request::Watch {
+            job: id.clone(),
+            org: org.clone(),
+            nodes: nodes.clone(),
+            inbox,
+            reply: tx,
+        };
+        if !self.registry.request(request).await {
+            return HashSet::new();
         }
-        rx.await.unwrap_or_else(|_| vec![false; n])
+        let flags = rx.await.unwrap_or_default();
+        nodes
+            .into_iter()
+            .zip(flags)
+            .filter(|(_, up)| *up)
+            .map(|(n, _)| n)
+            .collect()
     }
 
     fn spawn(&self, ctx: JobContext, job: Job, inbox: mpsc::Receiver<TaskMsg>) {
@@ -362,12 +358,7 @@ impl JobsHandle {
             let available = self.watch(&record.id, &record.org_id, nodes.clone()).await;
             ctx.apply(effects).await?;
             if record.status == JobStatus::New {
-                let fx = job.start(Instant::now(), |n| {
-                    nodes
-                        .iter()
-                        .position(|x| x == n)
-                        .is_some_and(|i| available[i])
-                });
+                let fx = job.start(Instant::now(), |n| available.contains(n));
                 ctx.apply(fx).await?;
             }
             tracing::info!(job_id = %record.id, org = %record.org_id, status = %record.status, "resumed an unfinished job");
