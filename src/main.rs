@@ -337,6 +337,8 @@ async fn run(secrets: Option<pushy_server::secrets::Secrets>) -> anyhow::Result<
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs redirected to a file stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let mut config = load_config(&cli)?;

@@ -69,6 +69,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs redirected to a file stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     tracing::info!(node = %cfg.node_name, server = %cfg.chef_server_url, "starting");
     let agent = Agent::new(cfg)?;
