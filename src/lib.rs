@@ -15,6 +15,7 @@ pub mod config;
 pub mod events;
 pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod nodes;
 pub mod secrets;
 pub mod store;
@@ -198,6 +199,7 @@ pub async fn build_state_with(
     let p = &config.pushy;
     let session_keys = SessionKeys::default();
     let client_keys = ClientKeys::default();
+    let metrics = Arc::new(metrics::Metrics::new());
     // Inbound depth: when the async side falls behind, the ZeroMQ thread waits here and
     // libzmq's high-water marks push back on the nodes.
     let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(4096);
@@ -213,6 +215,7 @@ pub async fn build_state_with(
             io_threads: p.zmq_io_processes as i32,
             server_key: private.clone(),
             incarnation: incarnation.to_string(),
+            metrics: metrics.clone(),
         },
         session_keys.clone(),
         client_keys.clone(),
@@ -222,6 +225,7 @@ pub async fn build_state_with(
         heartbeat: endpoint_port(&channel.heartbeat_endpoint).unwrap_or(p.server_heartbeat_port),
         command: endpoint_port(&channel.command_endpoint).unwrap_or(p.command_port),
     };
+    let drops = channel.drops.clone();
     let tracker = tokio_util::task::TaskTracker::new();
     let nodes = NodesHandle::new();
     let registry = nodes::registry::spawn(
@@ -259,7 +263,9 @@ pub async fn build_state_with(
         },
         shutdown.clone(),
         tracker.clone(),
+        metrics.clone(),
     );
+    metrics.watch(drops, nodes.clone(), jobs.clone());
     let resumed = jobs.resume_unfinished().await?;
     if resumed > 0 {
         tracing::info!(
@@ -285,6 +291,7 @@ pub async fn build_state_with(
         incarnation,
         shutdown,
         tracker,
+        metrics,
     })
 }
 

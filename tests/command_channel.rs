@@ -461,3 +461,100 @@ async fn a_server_restart_with_a_lost_node_times_the_job_out() {
     let body = h.wait_for_job(&job, "timed_out", WAIT).await;
     assert_eq!(body["nodes"], json!({"timed_out": ["DONKEY"]}));
 }
+
+/// The value of the sample `line_start` (name and labels, exactly) in a metrics scrape.
+fn sample(text: &str, line_start: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_nodes_messages_jobs_requests_and_refusals() {
+    let h = fast_harness().await;
+    let _donkey = ScriptedNode::start(
+        &h,
+        "DONKEY",
+        Script::Succeed {
+            stdout: "hello\n".into(),
+            stderr: "".into(),
+        },
+    )
+    .await;
+    let job = h
+        .create_job(r#"{"command":"echo","nodes":["DONKEY"]}"#, ADMIN_USER)
+        .await;
+    h.wait_for_job(&job, "complete", WAIT).await;
+
+    // A peer without the server's CURVE handshake: ZAP refuses it, and that is counted.
+    let ctx = zmq::Context::new();
+    let intruder = ctx.socket(zmq::DEALER).unwrap();
+    intruder.set_linger(0).unwrap();
+    let keys = zmq::CurveKeyPair::new().unwrap();
+    intruder
+        .set_curve_serverkey(&zmq::z85_decode(&h.state.curve.public_z85).unwrap())
+        .unwrap();
+    intruder.set_curve_publickey(&keys.public_key).unwrap();
+    intruder.set_curve_secretkey(&keys.secret_key).unwrap();
+    intruder
+        .connect(&format!("tcp://127.0.0.1:{}", h.state.ports.command))
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let text = loop {
+        let req = axum::http::Request::get("/metrics")
+            .body(Body::empty())
+            .unwrap();
+        let reply = h.send(req).await;
+        assert_eq!(reply.status, 200);
+        let text = reply.text;
+        if sample(
+            &text,
+            "pushy_zmq_messages_dropped_total{reason=\"zap_refused\"}",
+        )
+        .is_some_and(|v| v >= 1.0)
+        {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refused handshake was never counted:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    assert_eq!(sample(&text, "pushy_nodes_online"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "pushy_jobs_created_total"), Some(1.0));
+    assert_eq!(
+        sample(&text, "pushy_jobs_finished_total{status=\"complete\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "pushy_jobs_active").map(|v| v <= 1.0),
+        Some(true)
+    );
+    for kind in ["heartbeat", "ack_commit", "ack_run", "succeeded"] {
+        let line = format!("pushy_zmq_messages_received_total{{type=\"{kind}\"}}");
+        assert!(
+            sample(&text, &line).is_some_and(|v| v >= 1.0),
+            "{line}\n{text}"
+        );
+    }
+    for kind in ["commit", "run"] {
+        let line = format!("pushy_zmq_messages_sent_total{{type=\"{kind}\"}}");
+        assert_eq!(sample(&text, &line), Some(1.0), "{line}\n{text}");
+    }
+    assert_eq!(
+        sample(
+            &text,
+            "pushy_zmq_messages_dropped_total{reason=\"bad_signature\"}"
+        ),
+        Some(0.0)
+    );
+    let created = "pushy_http_requests_total{route=\"/organizations/{org}/pushy/jobs\",method=\"POST\",status=\"201\"}";
+    assert_eq!(sample(&text, created), Some(1.0), "{text}");
+    assert!(
+        text.contains("pushy_http_request_duration_seconds_bucket{le="),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("# EOF"));
+}

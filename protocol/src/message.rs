@@ -77,6 +77,17 @@ pub enum ServerMessage {
 }
 
 impl ServerMessage {
+    /// The message's `type` as on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerMessage::Heartbeat { .. } => "heartbeat",
+            ServerMessage::Abort => "abort",
+            ServerMessage::Ack => "ack",
+            ServerMessage::Commit { .. } => "commit",
+            ServerMessage::Run { .. } => "run",
+        }
+    }
+
     /// The body, `sequence` then `timestamp` first as the original prepends them.
     pub fn to_body(&self, sequence: u64, at: DateTime<Utc>) -> Vec<u8> {
         let mut m = Map::new();

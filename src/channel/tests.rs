@@ -44,6 +44,7 @@ fn rig_with(heartbeat: Duration, with_curve: bool) -> Rig {
         io_threads: 1,
         server_key: server_key.clone(),
         incarnation: "server-incarnation".into(),
+        metrics: Default::default(),
     };
     let handle = spawn(config, session_keys.clone(), client_keys.clone(), tx).unwrap();
     Rig {

@@ -102,6 +102,8 @@ pub struct ChannelConfig {
     pub server_key: PKey<Private>,
     /// This process's incarnation id.
     pub incarnation: String,
+    /// Message counters (read by `GET /metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Why the channel could not start.
@@ -477,6 +479,7 @@ impl Worker {
             tracing::warn!(node, "dropped a replayed message");
             return true;
         }
+        self.config.metrics.received(message.kind.as_str());
         self.inbound
             .blocking_send(Inbound {
                 routing_id,
@@ -512,11 +515,12 @@ impl Worker {
                     };
                     // Without ROUTER_MANDATORY a vanished peer's message is dropped silently,
                     // which is what the protocol expects.
-                    if let Err(e) = self.router.send_multipart(
+                    match self.router.send_multipart(
                         [routing_id.as_slice(), header.as_bytes(), &body],
                         zmq::DONTWAIT,
                     ) {
-                        tracing::debug!(node, error = %e, "send to node failed");
+                        Ok(()) => self.config.metrics.sent(message.kind()),
+                        Err(e) => tracing::debug!(node, error = %e, "send to node failed"),
                     }
                 }
                 Ok(None) | Err(std_mpsc::TryRecvError::Disconnected) => return false,
@@ -534,11 +538,12 @@ impl Worker {
         self.heartbeat_sequence += 1;
         match frame::sign(&body, SignKey::Rsa(&self.config.server_key)) {
             Ok(header) => {
-                if let Err(e) = self
+                match self
                     .publisher
                     .send_multipart([header.as_bytes(), &body], zmq::DONTWAIT)
                 {
-                    tracing::debug!(error = %e, "heartbeat not sent");
+                    Ok(()) => self.config.metrics.sent("heartbeat"),
+                    Err(e) => tracing::debug!(error = %e, "heartbeat not sent"),
                 }
             }
             Err(e) => tracing::error!(error = %e, "signing the heartbeat failed"),

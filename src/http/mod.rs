@@ -67,6 +67,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every job and registry task, so shutdown can wait for them.
     pub tracker: tokio_util::task::TaskTracker,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The API's routes. Every path is registered for any method: each handler runs the
@@ -104,7 +106,12 @@ pub fn router(state: AppState) -> Router {
             "/organizations/{org}/pushy/job_status_feed/{job}",
             any(feed::job_feed),
         )
+        .route("/metrics", axum::routing::get(crate::metrics::serve))
         .fallback(|| async { ApiError::NotFound })
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::track,
+        ))
         .with_state(state)
 }
 

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::events::Events;
+use crate::metrics::Metrics;
 use crate::nodes::registry::{JOB_INBOX_CAPACITY, RegistryHandle, Request};
 use crate::store::{self, JobOptions, JobRecord, Store};
 use machine::Job;
@@ -52,6 +53,7 @@ pub struct JobsHandle {
     live: Arc<Mutex<HashMap<JobId, mpsc::Sender<TaskMsg>>>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    metrics: Arc<Metrics>,
 }
 
 /// What an abort request found.
@@ -95,6 +97,7 @@ impl JobsHandle {
         config: JobsConfig,
         shutdown: CancellationToken,
         tracker: TaskTracker,
+        metrics: Arc<Metrics>,
     ) -> Self {
         JobsHandle {
             store,
@@ -104,7 +107,13 @@ impl JobsHandle {
             live: Arc::default(),
             shutdown,
             tracker,
+            metrics,
         }
+    }
+
+    /// How many job tasks are alive.
+    pub fn live_count(&self) -> usize {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Ids of jobs whose task is alive.
@@ -167,6 +176,7 @@ impl JobsHandle {
         };
         self.store.create_job(&record).await?;
         tracing::info!(requestor, nodes = spec.nodes.len(), quorum, "job created");
+        self.metrics.jobs_created.inc();
         self.events.begin_job(org, &id);
         let start = StartInfo {
             command: record.command.clone(),
@@ -224,6 +234,8 @@ impl JobsHandle {
             wait_complete_time: self.config.wait_complete_time,
             shutdown: self.shutdown.clone(),
             truncated: Default::default(),
+            metrics: self.metrics.clone(),
+            started: Instant::now(),
         };
         (ctx, rx)
     }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::machine::{Command, Effect, Input, Job};
 use crate::events::Events;
+use crate::metrics::{JobLabels, Metrics};
 use crate::nodes::registry::{RegistryHandle, Request};
 use crate::store::{self, Store};
 
@@ -44,6 +45,9 @@ pub(crate) struct JobContext {
     pub shutdown: CancellationToken,
     /// Nodes whose output arrived cut to its tail.
     pub truncated: HashSet<String>,
+    pub metrics: Arc<Metrics>,
+    /// When this task started (the job's creation, or its resume after a restart).
+    pub started: Instant,
 }
 
 impl JobContext {
@@ -142,6 +146,15 @@ impl JobContext {
                 }
                 Effect::Finished(status) => {
                     tracing::info!(%status, "job finished");
+                    self.metrics
+                        .jobs_finished
+                        .get_or_create(&JobLabels {
+                            status: status.to_string(),
+                        })
+                        .inc();
+                    self.metrics
+                        .job_duration
+                        .observe(self.started.elapsed().as_secs_f64());
                     finished = Some(status);
                 }
             }

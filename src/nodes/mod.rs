@@ -95,6 +95,13 @@ impl NodesHandle {
     pub fn count(&self) -> usize {
         self.map().len()
     }
+
+    /// Nodes tracked (online), and of those the available ones.
+    pub fn counts(&self) -> (usize, usize) {
+        let map = self.map();
+        let available = map.values().filter(|l| **l == Liveness::Available).count();
+        (map.len(), available)
+    }
 }
 
 fn availability(l: Liveness) -> Availability {

@@ -1,0 +1,301 @@
+//! Prometheus metrics, served at `GET /metrics` (OpenMetrics text).
+//!
+//! The original only had folsom metrics, readable from an Erlang shell or pushed to graphite
+//! (ops.md §6.6). Here the counters live where the events happen — the ZeroMQ thread counts
+//! messages, job tasks count finished jobs, an HTTP layer counts requests — and the gauges
+//! that are cheaper to read than to maintain (nodes, live jobs, drops) are read at scrape
+//! time by [`Snapshot`] collectors.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::channel::thread::Drops;
+use crate::http::AppState;
+use crate::jobs::JobsHandle;
+use crate::nodes::NodesHandle;
+
+/// Label of the ZeroMQ message counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageLabels {
+    /// The message's `type` (`heartbeat`, `ack_commit`, `run`, …).
+    pub r#type: &'static str,
+}
+
+/// Label of the finished-jobs counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    /// The job's final status.
+    pub status: String,
+}
+
+/// Labels of the HTTP request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route pattern (`/organizations/{org}/pushy/jobs`), not the concrete path, so
+    /// the number of series stays bounded.
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+    /// Response status code.
+    pub status: u16,
+}
+
+/// Label of the HTTP latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route pattern.
+    pub route: String,
+}
+
+/// Every metric the server keeps. Cheap to share behind an `Arc`; all updates are atomic.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Verified messages received from nodes, by type.
+    pub messages_received: Family<MessageLabels, Counter>,
+    /// Messages sent to nodes (and heartbeats published), by type.
+    pub messages_sent: Family<MessageLabels, Counter>,
+    /// Jobs created through the API.
+    pub jobs_created: Counter,
+    /// Jobs that reached a final status, by status.
+    pub jobs_finished: Family<JobLabels, Counter>,
+    /// Seconds from a job task's start to its final status.
+    pub job_duration: Histogram,
+    /// HTTP requests, by route, method and status.
+    pub http_requests: Family<RequestLabels, Counter>,
+    /// Seconds to answer (to the response head: a feed's stream is not timed), by route.
+    pub http_duration: Family<RouteLabels, Histogram>,
+    snapshot: Arc<Snapshot>,
+    registry: Registry,
+}
+
+/// Latency buckets, seconds: 0.5 ms to 10 s.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Job duration buckets, seconds: 100 ms to 1 h.
+const JOB_BUCKETS: [f64; 12] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics, registered under the `pushy_` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("pushy");
+        let messages_received = Family::<MessageLabels, Counter>::default();
+        registry.register(
+            "zmq_messages_received",
+            "Verified messages received from nodes on the command channel, by type",
+            messages_received.clone(),
+        );
+        let messages_sent = Family::<MessageLabels, Counter>::default();
+        registry.register(
+            "zmq_messages_sent",
+            "Messages sent to nodes and heartbeats published, by type",
+            messages_sent.clone(),
+        );
+        let jobs_created = Counter::default();
+        registry.register("jobs_created", "Jobs created", jobs_created.clone());
+        let jobs_finished = Family::<JobLabels, Counter>::default();
+        registry.register(
+            "jobs_finished",
+            "Jobs that reached a final status, by status",
+            jobs_finished.clone(),
+        );
+        let job_duration = Histogram::new(JOB_BUCKETS);
+        registry.register(
+            "job_duration_seconds",
+            "Seconds from a job's start (or resume) to its final status",
+            job_duration.clone(),
+        );
+        let http_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests, by route pattern, method and status",
+            http_requests.clone(),
+        );
+        let http_duration =
+            Family::<RouteLabels, Histogram>::new_with_constructor(new_latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Seconds to the response head, by route pattern",
+            http_duration.clone(),
+        );
+        let snapshot = Arc::new(Snapshot::default());
+        registry.register_collector(Box::new(snapshot.clone()));
+        Metrics {
+            messages_received,
+            messages_sent,
+            jobs_created,
+            jobs_finished,
+            job_duration,
+            http_requests,
+            http_duration,
+            snapshot,
+            registry,
+        }
+    }
+
+    /// Counts a verified message from a node.
+    pub fn received(&self, kind: &'static str) {
+        self.messages_received
+            .get_or_create(&MessageLabels { r#type: kind })
+            .inc();
+    }
+
+    /// Counts a message sent to a node or published.
+    pub fn sent(&self, kind: &'static str) {
+        self.messages_sent
+            .get_or_create(&MessageLabels { r#type: kind })
+            .inc();
+    }
+
+    /// Gives the scrape-time collectors what they read. Called once the parts exist.
+    pub fn watch(&self, drops: Arc<Drops>, nodes: NodesHandle, jobs: JobsHandle) {
+        let _ = self.snapshot.sources.set(Sources { drops, nodes, jobs });
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+fn new_latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// What the scrape-time collector reads.
+struct Sources {
+    drops: Arc<Drops>,
+    nodes: NodesHandle,
+    jobs: JobsHandle,
+}
+
+/// Reads gauges and the channel's drop counters at scrape time.
+#[derive(Default)]
+struct Snapshot {
+    sources: OnceLock<Sources>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("watching", &self.sources.get().is_some())
+            .finish()
+    }
+}
+
+impl prometheus_client::collector::Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(s) = self.sources.get() else {
+            return Ok(());
+        };
+        let (online, available) = s.nodes.counts();
+        let gauge = ConstGauge::new(online as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "nodes_online",
+            "Nodes heartbeating on the command channel",
+            None,
+            gauge.metric_type(),
+        )?)?;
+        let gauge = ConstGauge::new(available as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "nodes_available",
+            "Online nodes idle and able to take a job",
+            None,
+            gauge.metric_type(),
+        )?)?;
+        let gauge = ConstGauge::new(s.jobs.live_count() as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "jobs_active",
+            "Jobs voting or running in this process",
+            None,
+            gauge.metric_type(),
+        )?)?;
+
+        let d = &s.drops;
+        let reasons = [
+            ("runt", &d.runt),
+            ("too_big", &d.too_big),
+            ("malformed", &d.malformed),
+            ("unknown_node", &d.unknown_node),
+            ("bad_signature", &d.bad_signature),
+            ("skew", &d.skew),
+            ("replay", &d.replay),
+            ("zap_refused", &d.zap_refused),
+        ];
+        let counter = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "zmq_messages_dropped",
+            "Inbound command-channel messages and handshakes refused, by reason",
+            None,
+            counter.metric_type(),
+        )?;
+        for (reason, value) in reasons {
+            let labels = [("reason", reason)];
+            ConstCounter::new(value.load(Ordering::Relaxed))
+                .encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// `GET /metrics`. Unauthenticated, like `/pushy/_status`: it carries counts only, and
+/// Chef Server's nginx does not route it from outside (only the API port answers it).
+pub async fn serve(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Middleware counting and timing every request by its route pattern.
+pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let start = Instant::now();
+    let response = next.run(req).await;
+    metrics
+        .http_duration
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    metrics
+        .http_requests
+        .get_or_create(&RequestLabels {
+            route,
+            method,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
