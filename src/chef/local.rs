@@ -7,12 +7,19 @@
 //! DIR/orgs/ORG/clients/NAME/*.pem       a client's public keys
 //! DIR/orgs/ORG/groups/GROUP.json        {"users": [...], "clients": [...], "groups": [...]}
 //! ```
-//! Files are read on every request, so edits take effect at once without a restart.
+//! Files are read on every request, so edits take effect at once without a restart. Parsed
+//! public keys are reused while their file's size, mtime and inode are unchanged: OpenSSL 3
+//! takes far longer to parse a PEM key than to verify a signature with it. Each lookup does
+//! its file work in one blocking task rather than one per file.
 //! The `local` subcommands of the server binary write this layout (see [`admin`]).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
+use openssl::pkey::{PKey, Public};
 use pushy_protocol::job::OrgGuid;
 use pushy_protocol::keys::public_key_from_pem;
 use serde::{Deserialize, Serialize};
@@ -31,12 +38,16 @@ pub(crate) struct OrgFile {
 #[derive(Clone, Debug)]
 pub struct LocalChefServer {
     dir: PathBuf,
+    keys: Arc<KeyCache>,
 }
 
 impl LocalChefServer {
     /// Serves the directory `dir` (it need not exist yet: then no org exists).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        LocalChefServer { dir: dir.into() }
+        LocalChefServer {
+            dir: dir.into(),
+            keys: Arc::default(),
+        }
     }
 
     /// The directory served.
@@ -44,18 +55,17 @@ impl LocalChefServer {
         &self.dir
     }
 
-    async fn org_file(&self, org: &str) -> Result<Option<OrgFile>, Error> {
-        if !is_safe_name(org) {
-            return Ok(None);
-        }
-        let path = self.dir.join("orgs").join(org).join("org.json");
-        match tokio::fs::read(&path).await {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::Upstream(format!("{}: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+    /// Runs `work` with the directory and key cache on the blocking pool.
+    async fn blocking<T, F>(&self, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Path, &KeyCache) -> Result<T, Error> + Send + 'static,
+    {
+        let dir = self.dir.clone();
+        let keys = self.keys.clone();
+        tokio::task::spawn_blocking(move || work(&dir, &keys))
+            .await
+            .map_err(|e| Error::Upstream(format!("local directory lookup panicked: {e}")))?
     }
 }
 
@@ -64,19 +74,81 @@ fn is_safe_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
 }
 
-/// Every `*.pem` in `dir`, sorted by file name, parsed; unreadable keys are skipped with
-/// a warning so one bad file does not lock a principal out.
-async fn read_keys(
-    dir: &Path,
-) -> Result<Option<Vec<openssl::pkey::PKey<openssl::pkey::Public>>>, Error> {
-    let mut entries = match tokio::fs::read_dir(dir).await {
+/// A JSON file, `None` when it does not exist.
+fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, Error> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Upstream(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn org_file(dir: &Path, org: &str) -> Result<Option<OrgFile>, Error> {
+    if !is_safe_name(org) {
+        return Ok(None);
+    }
+    read_json_file(&dir.join("orgs").join(org).join("org.json"))
+}
+
+/// What identifies a version of a key file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            inode: std::os::unix::fs::MetadataExt::ino(meta),
+        }
+    }
+}
+
+/// At most this many parsed keys are kept; past it the cache starts afresh (a crude bound
+/// that keeps memory flat when thousands of nodes fetch their config once each).
+const KEY_CACHE_CAPACITY: usize = 4096;
+
+/// Parsed public keys by file.
+#[derive(Debug, Default)]
+struct KeyCache {
+    map: Mutex<HashMap<PathBuf, (Stamp, PKey<Public>)>>,
+}
+
+impl KeyCache {
+    fn lookup(&self, path: &Path, stamp: Stamp) -> Option<PKey<Public>> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(path)
+            .filter(|(s, _)| *s == stamp)
+            .map(|(_, k)| k.clone())
+    }
+
+    fn store(&self, path: PathBuf, stamp: Stamp, key: PKey<Public>) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= KEY_CACHE_CAPACITY && !map.contains_key(&path) {
+            map.clear();
+        }
+        map.insert(path, (stamp, key));
+    }
+}
+
+/// Every `*.pem` in `dir`, sorted by file name, parsed (or reused from `cache`); `None`
+/// when `dir` does not exist. Unreadable keys are skipped with a warning so one bad file
+/// does not lock a principal out.
+fn read_keys(dir: &Path, cache: &KeyCache) -> Result<Option<Vec<PKey<Public>>>, Error> {
+    let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     let mut files = Vec::new();
-    while let Some(entry) = entries.next_entry().await? {
-        let path = entry.path();
+    for entry in entries {
+        let path = entry?.path();
         if path.extension().is_some_and(|e| e == "pem") {
             files.push(path);
         }
@@ -84,9 +156,18 @@ async fn read_keys(
     files.sort();
     let mut keys = Vec::new();
     for path in files {
-        let text = tokio::fs::read_to_string(&path).await?;
+        let meta = std::fs::metadata(&path)?;
+        let stamp = Stamp::of(&meta);
+        if let Some(key) = cache.lookup(&path, stamp) {
+            keys.push(key);
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
         match public_key_from_pem(&text) {
-            Ok(k) => keys.push(k),
+            Ok(key) => {
+                cache.store(path, stamp, key.clone());
+                keys.push(key);
+            }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "skipping unreadable public key")
             }
@@ -98,40 +179,46 @@ async fn read_keys(
 #[async_trait]
 impl ChefServer for LocalChefServer {
     async fn org_guid(&self, org: &str) -> Result<Option<OrgGuid>, Error> {
-        Ok(self.org_file(org).await?.map(|o| OrgGuid(o.guid)))
+        let org = org.to_owned();
+        self.blocking(move |dir, _| Ok(org_file(dir, &org)?.map(|o| OrgGuid(o.guid))))
+            .await
     }
 
     async fn principals(&self, org: &str, name: &str) -> Result<PrincipalLookup, Error> {
-        let Some(org_file) = self.org_file(org).await? else {
-            return Ok(PrincipalLookup::OrgNotFound);
-        };
-        if !is_safe_name(name) {
-            return Ok(PrincipalLookup::PrincipalNotFound);
-        }
-        let mut found = Vec::new();
-        // Users before clients, as Chef Server orders them.
-        if let Some(keys) = read_keys(&self.dir.join("users").join(name)).await? {
-            let org_member = org_file.users.iter().any(|u| u == name);
-            found.extend(keys.into_iter().map(|public_key| Principal {
-                name: name.to_owned(),
-                kind: PrincipalKind::User,
-                public_key,
-                org_member,
-            }));
-        }
-        let client_dir = self.dir.join("orgs").join(org).join("clients").join(name);
-        if let Some(keys) = read_keys(&client_dir).await? {
-            found.extend(keys.into_iter().map(|public_key| Principal {
-                name: name.to_owned(),
-                kind: PrincipalKind::Client,
-                public_key,
-                org_member: true,
-            }));
-        }
-        if found.is_empty() {
-            return Ok(PrincipalLookup::PrincipalNotFound);
-        }
-        Ok(PrincipalLookup::Found(found))
+        let (org, name) = (org.to_owned(), name.to_owned());
+        self.blocking(move |dir, cache| {
+            let Some(org_file) = org_file(dir, &org)? else {
+                return Ok(PrincipalLookup::OrgNotFound);
+            };
+            if !is_safe_name(&name) {
+                return Ok(PrincipalLookup::PrincipalNotFound);
+            }
+            let mut found = Vec::new();
+            // Users before clients, as Chef Server orders them.
+            if let Some(keys) = read_keys(&dir.join("users").join(&name), cache)? {
+                let org_member = org_file.users.contains(&name);
+                found.extend(keys.into_iter().map(|public_key| Principal {
+                    name: name.clone(),
+                    kind: PrincipalKind::User,
+                    public_key,
+                    org_member,
+                }));
+            }
+            let client_dir = dir.join("orgs").join(&org).join("clients").join(&name);
+            if let Some(keys) = read_keys(&client_dir, cache)? {
+                found.extend(keys.into_iter().map(|public_key| Principal {
+                    name: name.clone(),
+                    kind: PrincipalKind::Client,
+                    public_key,
+                    org_member: true,
+                }));
+            }
+            if found.is_empty() {
+                return Ok(PrincipalLookup::PrincipalNotFound);
+            }
+            Ok(PrincipalLookup::Found(found))
+        })
+        .await
     }
 
     async fn group(&self, org: &str, group: &str) -> Result<Option<Group>, Error> {
@@ -144,13 +231,7 @@ impl ChefServer for LocalChefServer {
             .join(org)
             .join("groups")
             .join(format!("{group}.json"));
-        match tokio::fs::read(&path).await {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::Upstream(format!("{}: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        self.blocking(move |_, _| read_json_file(&path)).await
     }
 }
 
@@ -390,6 +471,38 @@ pub mod admin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn public_pem(p: &Principal) -> Vec<u8> {
+        p.public_key.public_key_to_pem().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_replaced_key_is_used_at_once_despite_the_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        admin::create_org(dir, "acme").unwrap();
+        admin::create_user(dir, "acme", "alice", true, &dir.join("alice.pem")).unwrap();
+        let chef = LocalChefServer::new(dir);
+        let lookup = || async {
+            match chef.principals("acme", "alice").await.unwrap() {
+                PrincipalLookup::Found(p) => p.iter().map(public_pem).collect::<Vec<_>>(),
+                other => panic!("{other:?}"),
+            }
+        };
+        let first = lookup().await;
+        assert_eq!(lookup().await, first, "the cached key is the same key");
+
+        // Same length (RSA-2048 PEM), same inode: only the mtime and content differ.
+        admin::create_user(dir, "acme", "alice", true, &dir.join("alice.pem")).unwrap();
+        let second = lookup().await;
+        assert_ne!(second, first, "the new key replaces the cached one");
+
+        let extra = dir.join("users/alice/second.pem");
+        std::fs::copy(dir.join("users/alice/default.pem"), &extra).unwrap();
+        assert_eq!(lookup().await.len(), 2, "a key added beside it is seen");
+        std::fs::remove_file(&extra).unwrap();
+        assert_eq!(lookup().await, second, "a removed key is gone");
+    }
 
     #[tokio::test]
     async fn directory_round_trip() {
