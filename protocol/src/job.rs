@@ -31,7 +31,7 @@ impl fmt::Display for JobId {
 
 /// An organization's GUID as Chef Server reports it (32 hex characters); the `org_id`
 /// column of every table.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct OrgGuid(pub String);
 

@@ -3,7 +3,8 @@
 //! from job tasks, and its own timers (rehab resends, the liveness scan), and publishes
 //! each node's availability to [`NodesHandle`] for HTTP to read.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use pushy_protocol::job::{JobId, OrgGuid};
@@ -102,9 +103,16 @@ struct WatchedJob {
     inbox: mpsc::Sender<TaskMsg>,
 }
 
+/// A node's key in the registry.
+type NodeKey = (OrgGuid, String);
+
 struct Registry {
     params: RegistryParams,
-    nodes: HashMap<(OrgGuid, String), Node>,
+    nodes: HashMap<NodeKey, Node>,
+    /// Node deadlines, earliest first. Entries are not removed when a deadline moves; a
+    /// popped entry only fires if the node's current deadline has really passed, so the
+    /// loop never scans every node to find the next timer.
+    timers: BinaryHeap<Reverse<(Instant, NodeKey)>>,
     jobs: HashMap<JobId, WatchedJob>,
     snapshot: NodesHandle,
     channel: ChannelHandle,
@@ -123,6 +131,7 @@ pub fn spawn(
     let registry = Registry {
         params,
         nodes: HashMap::new(),
+        timers: BinaryHeap::new(),
         jobs: HashMap::new(),
         snapshot,
         channel,
@@ -141,11 +150,9 @@ impl Registry {
         let mut next_scan = Instant::now() + self.params.scan_interval;
         loop {
             let deadline = self
-                .nodes
-                .values()
-                .filter_map(Node::next_deadline)
-                .min()
-                .map_or(next_scan, |d| d.min(next_scan));
+                .timers
+                .peek()
+                .map_or(next_scan, |Reverse((d, _))| (*d).min(next_scan));
             tokio::select! {
                 msg = inbound.recv() => match msg {
                     Some(m) => self.handle_inbound(m),
@@ -219,7 +226,8 @@ impl Registry {
                 }
                 Node::adopt(now, self.params.node, incarnation, routing.clone())
             } else {
-                tracing::info!("node online");
+                // Debug, not info: a restart of a large fleet's server would log every node.
+                tracing::debug!("node online");
                 Node::new(now, self.params.node, incarnation, routing.clone())
             };
             let liveness = if node.state() == State::Idle {
@@ -280,6 +288,14 @@ impl Registry {
             }
         }
         self.apply(&key, effects);
+        self.arm(&key);
+    }
+
+    /// Records the node's next deadline, if it has one, in the timer heap.
+    fn arm(&mut self, key: &NodeKey) {
+        if let Some(at) = self.nodes.get(key).and_then(Node::next_deadline) {
+            self.timers.push(Reverse((at, key.clone())));
+        }
     }
 
     /// Hands a node's input to its job. The job's inbox is bounded; a job so far behind
@@ -394,6 +410,7 @@ impl Registry {
                 if let Some(n) = self.nodes.get_mut(&key) {
                     let fx = n.handle(Instant::now(), machine::Input::DoRehab);
                     self.apply(&key, fx);
+                    self.arm(&key);
                 }
             }
             Request::LiveJobs(reply) => {
@@ -405,17 +422,26 @@ impl Registry {
     }
 
     fn fire_timers(&mut self, now: Instant) {
-        let due: Vec<(OrgGuid, String)> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.next_deadline().is_some_and(|d| d <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
-            if let Some(n) = self.nodes.get_mut(&key) {
-                let fx = n.handle_timeout(now);
-                self.apply(&key, fx);
+        let mut due = Vec::new();
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
             }
+            if let Some(Reverse((_, key))) = self.timers.pop() {
+                due.push(key);
+            }
+        }
+        for key in due {
+            // A stale entry (the node left rehab, or its deadline moved) fires nothing.
+            let Some(n) = self.nodes.get_mut(&key) else {
+                continue;
+            };
+            if n.next_deadline().is_none_or(|d| d > now) {
+                continue;
+            }
+            let fx = n.handle_timeout(now);
+            self.apply(&key, fx);
+            self.arm(&key);
         }
     }
 
@@ -425,6 +451,7 @@ impl Registry {
             if let Some(n) = self.nodes.get_mut(&key) {
                 let fx = n.handle(now, machine::Input::LivenessScan);
                 self.apply(&key, fx);
+                self.arm(&key);
             }
         }
     }
