@@ -20,7 +20,7 @@ use tracing::Instrument as _;
 
 use crate::events::Events;
 use crate::metrics::Metrics;
-use crate::nodes::registry::{JOB_INBOX_CAPACITY, RegistryHandle, Request};
+use crate::nodes::registry::{RegistryHandle, Request};
 use crate::store::{self, JobOptions, JobRecord, Store};
 use machine::Job;
 use task::JobContext;
@@ -50,7 +50,7 @@ pub struct JobsHandle {
     events: Events,
     config: Arc<JobsConfig>,
     /// The inboxes of live job tasks (short sections, no `.await` inside).
-    live: Arc<Mutex<HashMap<JobId, mpsc::Sender<TaskMsg>>>>,
+    live: Arc<Mutex<HashMap<JobId, mpsc::UnboundedSender<TaskMsg>>>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     metrics: Arc<Metrics>,
@@ -213,8 +213,8 @@ impl JobsHandle {
         id: &JobId,
         org: &OrgGuid,
         record: &JobRecord,
-    ) -> (JobContext, mpsc::Receiver<TaskMsg>) {
-        let (tx, rx) = mpsc::channel(JOB_INBOX_CAPACITY);
+    ) -> (JobContext, mpsc::UnboundedReceiver<TaskMsg>) {
+        let (tx, rx) = mpsc::unbounded_channel();
         self.live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -241,7 +241,7 @@ impl JobsHandle {
     }
 
     /// The inbox of a live job's task.
-    fn inbox(&self, id: &JobId) -> Option<mpsc::Sender<TaskMsg>> {
+    fn inbox(&self, id: &JobId) -> Option<mpsc::UnboundedSender<TaskMsg>> {
         self.live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -274,7 +274,7 @@ impl JobsHandle {
             .collect()
     }
 
-    fn spawn(&self, ctx: JobContext, job: Job, inbox: mpsc::Receiver<TaskMsg>) {
+    fn spawn(&self, ctx: JobContext, job: Job, inbox: mpsc::UnboundedReceiver<TaskMsg>) {
         let live = self.live.clone();
         let id = ctx.id.clone();
         let span = tracing::info_span!("job", job_id = %ctx.id, org = %ctx.org);
@@ -307,7 +307,7 @@ impl JobsHandle {
         match inbox {
             Some(inbox) => {
                 let (tx, rx) = oneshot::channel();
-                if inbox.send(TaskMsg::Abort(tx)).await.is_ok() {
+                if inbox.send(TaskMsg::Abort(tx)).is_ok() {
                     // The task answers once the abort is recorded; on timeout the store
                     // still tells the truth below.
                     let _ = tokio::time::timeout(ABORT_WAIT, rx).await;

@@ -170,7 +170,11 @@ fn now_seconds() -> chrono::DateTime<Utc> {
 
 /// Runs a started job until it finishes, then unwatches its nodes. On shutdown it stops
 /// without touching the job's stored state, so a restart can resume it.
-pub(crate) async fn run(mut ctx: JobContext, mut job: Job, mut inbox: mpsc::Receiver<TaskMsg>) {
+pub(crate) async fn run(
+    mut ctx: JobContext,
+    mut job: Job,
+    mut inbox: mpsc::UnboundedReceiver<TaskMsg>,
+) {
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut finished = matches!(job.phase(), super::machine::Phase::Done(_));
     while !finished {

@@ -29,7 +29,7 @@ pub enum Request {
         /// Its nodes.
         nodes: Vec<String>,
         /// Where node messages and downs for this job go.
-        inbox: mpsc::Sender<TaskMsg>,
+        inbox: mpsc::UnboundedSender<TaskMsg>,
         /// Availability of each node, in order.
         reply: oneshot::Sender<Vec<bool>>,
     },
@@ -69,9 +69,6 @@ pub struct RegistryHandle {
 /// traffic down to what the registry can route rather than dropping commands.
 const REQUEST_CAPACITY: usize = 4096;
 
-/// Queue depth of each job's inbox; see [`Registry::forward`].
-pub const JOB_INBOX_CAPACITY: usize = 1024;
-
 impl RegistryHandle {
     /// Sends a request; false when the registry has stopped (server shutting down).
     pub async fn request(&self, r: Request) -> bool {
@@ -100,7 +97,7 @@ pub struct RegistryParams {
 struct WatchedJob {
     org: OrgGuid,
     nodes: HashSet<String>,
-    inbox: mpsc::Sender<TaskMsg>,
+    inbox: mpsc::UnboundedSender<TaskMsg>,
 }
 
 /// A node's key in the registry.
@@ -298,23 +295,19 @@ impl Registry {
         }
     }
 
-    /// Hands a node's input to its job. The job's inbox is bounded; a job so far behind
-    /// that it is full loses the message (logged) rather than stalling every node.
+    /// Hands a node's input to its job. A job's inbox is unbounded on purpose: only the
+    /// job's own nodes write to it, a few messages each, and a lost `ack_commit` or result
+    /// would wedge the job (a bounded inbox of 1024 lost messages on a 1000-node job,
+    /// found by the load generator).
     fn forward(&mut self, job: &JobId, input: JobInput) {
         self.forward_msg(job, TaskMsg::Input(input));
     }
 
     fn forward_msg(&mut self, job: &JobId, msg: TaskMsg) {
         let Some(w) = self.jobs.get(job) else { return };
-        match w.inbox.try_send(msg) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::error!(job_id = %job, "job inbox full; node message lost")
-            }
-            // The task ended without unwatching (it panicked): stop routing to it.
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.jobs.remove(job);
-            }
+        // The task ended without unwatching (it panicked): stop routing to it.
+        if w.inbox.send(msg).is_err() {
+            self.jobs.remove(job);
         }
     }
 
