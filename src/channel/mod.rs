@@ -66,24 +66,35 @@ pub fn decode_ccpk(text: &str) -> Option<[u8; 32]> {
 /// Client Curve keys allowed to connect, each until its deadline.
 #[derive(Clone, Debug, Default)]
 pub struct ClientKeys {
-    keys: Arc<Mutex<HashMap<[u8; 32], Instant>>>,
+    inner: Arc<Mutex<AllowList>>,
+}
+
+#[derive(Debug, Default)]
+struct AllowList {
+    keys: HashMap<[u8; 32], Instant>,
+    /// When expired keys are next swept out. Sweeping on every `allow` made a fetch storm
+    /// quadratic (and held the lock ZAP needs); expiry itself is checked in `is_allowed`.
+    next_sweep: Option<Instant>,
 }
 
 impl ClientKeys {
     /// Allows `key` for `ttl` from `now` (at least [`CCPK_TTL`]); expired entries are
-    /// dropped on the way. The config endpoint passes the config `lifetime`, so a client
-    /// whose connection libzmq re-establishes is still admitted for as long as its config
-    /// is valid (fixes the original's 60-second ZAP livelock, zmq.md §1.4).
+    /// swept out at most once per [`CCPK_TTL`]. The config endpoint passes the config
+    /// `lifetime`, so a client whose connection libzmq re-establishes is still admitted for
+    /// as long as its config is valid (fixes the original's 60-second ZAP livelock, zmq.md §1.4).
     pub fn allow(&self, key: [u8; 32], now: Instant, ttl: Duration) {
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        keys.retain(|_, until| *until > now);
-        keys.insert(key, now + ttl.max(CCPK_TTL));
+        let mut list = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if list.next_sweep.is_none_or(|at| at <= now) {
+            list.keys.retain(|_, until| *until > now);
+            list.next_sweep = Some(now + CCPK_TTL);
+        }
+        list.keys.insert(key, now + ttl.max(CCPK_TTL));
     }
 
     /// Whether `key` may connect at `now`.
     pub fn is_allowed(&self, key: &[u8; 32], now: Instant) -> bool {
-        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        keys.get(key).is_some_and(|until| *until > now)
+        let list = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        list.keys.get(key).is_some_and(|until| *until > now)
     }
 }
 
