@@ -315,17 +315,15 @@ impl JobsHandle {
             }
             None => {
                 // No task drives this job (its server stopped and it was never resumed):
-                // record the abort directly.
-                let now = now_seconds();
-                for (node, status) in &job.nodes {
-                    if !status.is_terminal() {
-                        self.store
-                            .update_job_node(org, id, node, NodeStatus::Aborted, now)
-                            .await?;
-                    }
-                }
+                // record the abort directly, in one transaction.
+                let nodes: Vec<(String, NodeStatus)> = job
+                    .nodes
+                    .iter()
+                    .filter(|(_, status)| !status.is_terminal())
+                    .map(|(node, _)| (node.clone(), NodeStatus::Aborted))
+                    .collect();
                 self.store
-                    .update_job_status(id, JobStatus::Aborted, now)
+                    .update_statuses(org, id, Some(JobStatus::Aborted), &nodes, now_seconds())
                     .await?;
             }
         }

@@ -3,17 +3,17 @@
 //! effects in order — persist before the send that depends on it, so after a restart the
 //! database knows every command a node may be running.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use pushy_protocol::job::{JobId, JobStatus, OrgGuid};
+use pushy_protocol::job::{JobId, JobStatus, NodeStatus, OrgGuid};
 use pushy_protocol::message::{CommitOptions, ServerMessage};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::machine::{Command, Effect, Input, Job};
+use super::machine::{Command, Effect, Input, Job, Phase};
 use crate::events::Events;
 use crate::metrics::{JobLabels, Metrics};
 use crate::nodes::registry::{RegistryHandle, Request};
@@ -83,21 +83,21 @@ impl JobContext {
         }
     }
 
-    /// Applies effects in order. Returns the final status once the job finished.
+    /// Applies effects: first every status change among them in one transaction, then the
+    /// rest in order. Persisting earlier than listed keeps the rule that matters (a node's
+    /// state is stored before the send that depends on it) and turns a burst of thousands
+    /// of transitions into one commit. Returns the final status once the job finished.
     pub async fn apply(&mut self, effects: Vec<Effect>) -> Result<Option<JobStatus>, store::Error> {
+        let (job, nodes) = status_changes(&effects);
+        if job.is_some() || !nodes.is_empty() {
+            self.store
+                .update_statuses(&self.org, &self.id, job, &nodes, now_seconds())
+                .await?;
+        }
         let mut finished = None;
         for effect in effects {
             match effect {
-                Effect::PersistJob(status) => {
-                    self.store
-                        .update_job_status(&self.id, status, now_seconds())
-                        .await?;
-                }
-                Effect::PersistNode { node, status } => {
-                    self.store
-                        .update_job_node(&self.org, &self.id, &node, status, now_seconds())
-                        .await?;
-                }
+                Effect::PersistJob(_) | Effect::PersistNode { .. } => {}
                 Effect::StoreOutput {
                     node,
                     stdout,
@@ -163,6 +163,28 @@ impl JobContext {
     }
 }
 
+/// The job's last status and each node's last status among `effects`, nodes in the order
+/// of their first change: within one transaction only the final value is ever seen.
+fn status_changes(effects: &[Effect]) -> (Option<JobStatus>, Vec<(String, NodeStatus)>) {
+    let mut job = None;
+    let mut nodes: Vec<(String, NodeStatus)> = Vec::new();
+    let mut slot: HashMap<&str, usize> = HashMap::new();
+    for effect in effects {
+        match effect {
+            Effect::PersistJob(status) => job = Some(*status),
+            Effect::PersistNode { node, status } => match slot.get(node.as_str()) {
+                Some(&i) => nodes[i].1 = *status,
+                None => {
+                    slot.insert(node, nodes.len());
+                    nodes.push((node.clone(), *status));
+                }
+            },
+            _ => {}
+        }
+    }
+    (job, nodes)
+}
+
 fn now_seconds() -> chrono::DateTime<Utc> {
     let now = Utc::now();
     chrono::Timelike::with_nanosecond(&now, 0).unwrap_or(now)
@@ -176,19 +198,23 @@ pub(crate) async fn run(
     mut inbox: mpsc::UnboundedReceiver<TaskMsg>,
 ) {
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
-    let mut finished = matches!(job.phase(), super::machine::Phase::Done(_));
+    let mut finished = matches!(job.phase(), Phase::Done(_));
     while !finished {
         let deadline = job.next_deadline();
         let effects = tokio::select! {
             msg = inbox.recv() => match msg {
-                Some(TaskMsg::Input(input)) => job.handle(Instant::now(), input),
-                Some(TaskMsg::Abort(done)) => {
-                    waiters.push(done);
-                    job.handle(Instant::now(), Input::Abort)
-                }
-                Some(TaskMsg::OutputTruncated { node }) => {
-                    ctx.truncated.insert(node);
-                    continue;
+                Some(msg) => {
+                    let mut effects = Vec::new();
+                    receive(&mut ctx, &mut job, msg, &mut waiters, &mut effects);
+                    // Take whatever else already waits, so a burst (thousands of nodes
+                    // answering one commit) is handled and persisted as one batch.
+                    let mut taken = 1;
+                    while taken < MAX_BATCH && !matches!(job.phase(), Phase::Done(_)) {
+                        let Ok(msg) = inbox.try_recv() else { break };
+                        receive(&mut ctx, &mut job, msg, &mut waiters, &mut effects);
+                        taken += 1;
+                    }
+                    effects
                 }
                 None => break,
             },
@@ -243,6 +269,29 @@ pub(crate) async fn run(
                 Some(TaskMsg::Input(_) | TaskMsg::OutputTruncated { .. }) => {}
                 None => break,
             },
+        }
+    }
+}
+
+/// Most inbox messages handled before their effects are applied.
+const MAX_BATCH: usize = 4096;
+
+/// Feeds one inbox message to the machine, adding its effects to `effects`.
+fn receive(
+    ctx: &mut JobContext,
+    job: &mut Job,
+    msg: TaskMsg,
+    waiters: &mut Vec<oneshot::Sender<()>>,
+    effects: &mut Vec<Effect>,
+) {
+    match msg {
+        TaskMsg::Input(input) => effects.extend(job.handle(Instant::now(), input)),
+        TaskMsg::Abort(done) => {
+            waiters.push(done);
+            effects.extend(job.handle(Instant::now(), Input::Abort));
+        }
+        TaskMsg::OutputTruncated { node } => {
+            ctx.truncated.insert(node);
         }
     }
 }

@@ -143,13 +143,15 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<(), Error>;
 
-    /// Sets one node's status and `updated_at` within a job.
-    async fn update_job_node(
+    /// Sets the job's status (when `job` is given) and several of its nodes' statuses, all
+    /// with `updated_at = now`, in one transaction: a job task persists a burst of
+    /// transitions at once instead of one commit each. `nodes` names each node once.
+    async fn update_statuses(
         &self,
         org: &OrgGuid,
         id: &JobId,
-        node: &str,
-        status: NodeStatus,
+        job: Option<JobStatus>,
+        nodes: &[(String, NodeStatus)],
         now: DateTime<Utc>,
     ) -> Result<(), Error>;
 

@@ -169,20 +169,22 @@ impl Store for PostgresStore {
             }
             other => other?,
         };
-        for (position, (node, _)) in (0_i32..).zip(&job.nodes) {
-            sqlx::query(
-                "INSERT INTO job_nodes (job_id, org_id, node_name, status, created_at, \
-                 updated_at, position) VALUES ($1, $2, $3, $4, $5, $5, $6)",
-            )
-            .bind(job.id.as_str())
-            .bind(job.org_id.as_str())
-            .bind(node)
-            .bind(i32::from(NodeStatus::New.code()))
-            .bind(now)
-            .bind(position)
-            .execute(&mut *tx)
-            .await?;
-        }
+        // Every node in one statement (a round trip per node dominated large jobs); the
+        // array's ordinality is the position, from 0.
+        let names: Vec<&str> = job.nodes.iter().map(|(n, _)| n.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO job_nodes (job_id, org_id, node_name, status, created_at, \
+             updated_at, position) \
+             SELECT $1, $2, u.name, $4, $5, $5, u.n - 1 \
+             FROM UNNEST($3::text[]) WITH ORDINALITY AS u(name, n)",
+        )
+        .bind(job.id.as_str())
+        .bind(job.org_id.as_str())
+        .bind(names)
+        .bind(i32::from(NodeStatus::New.code()))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         let o = &job.options;
         if !o.is_empty() {
             sqlx::query(
@@ -246,25 +248,47 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn update_job_node(
+    async fn update_statuses(
         &self,
         org: &OrgGuid,
         id: &JobId,
-        node: &str,
-        status: NodeStatus,
+        job: Option<JobStatus>,
+        nodes: &[(String, NodeStatus)],
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
-        sqlx::query(
-            "UPDATE job_nodes SET status = $4, updated_at = $5 \
-             WHERE job_id = $1::bpchar AND org_id = $2::bpchar AND node_name = $3",
-        )
-        .bind(id.as_str())
-        .bind(org.as_str())
-        .bind(node)
-        .bind(i32::from(status.code()))
-        .bind(rows::to_stored_time(now))
-        .execute(&self.pool)
-        .await?;
+        let now = rows::to_stored_time(now);
+        let mut tx = self.pool.begin().await?;
+        if !nodes.is_empty() {
+            // One statement for the whole burst: a round trip per node would cost more
+            // than the update itself.
+            let names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
+            let codes: Vec<i32> = nodes.iter().map(|(_, s)| i32::from(s.code())).collect();
+            sqlx::query(
+                "UPDATE job_nodes AS n SET status = u.status, updated_at = $3 \
+                 FROM UNNEST($4::text[], $5::integer[]) AS u(node_name, status) \
+                 WHERE n.job_id = $1::bpchar AND n.org_id = $2::bpchar \
+                 AND n.node_name = u.node_name",
+            )
+            .bind(id.as_str())
+            .bind(org.as_str())
+            .bind(now)
+            .bind(names)
+            .bind(codes)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(status) = job {
+            sqlx::query(
+                "UPDATE jobs SET status = $2, updated_at = $3, last_updated_by = $1 \
+                 WHERE id = $1::bpchar",
+            )
+            .bind(id.as_str())
+            .bind(i32::from(status.code()))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -107,6 +107,11 @@ impl SqliteStore {
 }
 
 /// A timestamp as stored.
+/// A JSON array for `json_each`; serializing strings and numbers cannot fail.
+fn json_array<T: serde::Serialize>(items: &[T]) -> String {
+    serde_json::to_string(items).expect("a JSON array of strings and numbers")
+}
+
 fn to_text(t: DateTime<Utc>) -> String {
     rows::to_stored_time(t).format(TIME_FORMAT).to_string()
 }
@@ -191,20 +196,22 @@ impl Store for SqliteStore {
             }
             other => other?,
         };
-        for (position, (node, _)) in (0_i32..).zip(&job.nodes) {
-            sqlx::query(
-                "INSERT INTO job_nodes (job_id, org_id, node_name, status, created_at, \
-                 updated_at, position) VALUES ($1, $2, $3, $4, $5, $5, $6)",
-            )
-            .bind(job.id.as_str())
-            .bind(job.org_id.as_str())
-            .bind(node)
-            .bind(i32::from(NodeStatus::New.code()))
-            .bind(&now)
-            .bind(position)
-            .execute(&mut *tx)
-            .await?;
-        }
+        // Every node in one statement: the names go as a JSON array, and each element's
+        // index is its position. A statement per node costs a round trip to the
+        // connection's thread each, which dominated the creation of large jobs.
+        let names: Vec<&str> = job.nodes.iter().map(|(n, _)| n.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO job_nodes (job_id, org_id, node_name, status, created_at, \
+             updated_at, position) \
+             SELECT $1, $2, j.value, $4, $5, $5, j.key FROM json_each($3) AS j",
+        )
+        .bind(job.id.as_str())
+        .bind(job.org_id.as_str())
+        .bind(json_array(&names))
+        .bind(i32::from(NodeStatus::New.code()))
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
         let o = &job.options;
         if !o.is_empty() {
             sqlx::query(
@@ -265,25 +272,51 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn update_job_node(
+    async fn update_statuses(
         &self,
         org: &OrgGuid,
         id: &JobId,
-        node: &str,
-        status: NodeStatus,
+        job: Option<JobStatus>,
+        nodes: &[(String, NodeStatus)],
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
-        sqlx::query(
-            "UPDATE job_nodes SET status = $4, updated_at = $5 \
-             WHERE job_id = $1 AND org_id = $2 AND node_name = $3",
-        )
-        .bind(id.as_str())
-        .bind(org.as_str())
-        .bind(node)
-        .bind(i32::from(status.code()))
-        .bind(to_text(now))
-        .execute(&self.pool)
-        .await?;
+        let now = to_text(now);
+        let mut tx = self.pool.begin().await?;
+        // One statement per status rather than per node: a burst is mostly one status
+        // (thousands of nodes → ready), and `IN (json_each)` lets SQLite seek the unique
+        // (job_id, org_id, node_name) index once per name.
+        let mut by_status: Vec<(NodeStatus, Vec<&str>)> = Vec::new();
+        for (node, status) in nodes {
+            match by_status.iter_mut().find(|(s, _)| s == status) {
+                Some((_, names)) => names.push(node),
+                None => by_status.push((*status, vec![node.as_str()])),
+            }
+        }
+        for (status, names) in by_status {
+            sqlx::query(
+                "UPDATE job_nodes SET status = $3, updated_at = $4 \
+                 WHERE job_id = $1 AND org_id = $2 \
+                 AND node_name IN (SELECT value FROM json_each($5))",
+            )
+            .bind(id.as_str())
+            .bind(org.as_str())
+            .bind(i32::from(status.code()))
+            .bind(&now)
+            .bind(json_array(&names))
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(status) = job {
+            sqlx::query(
+                "UPDATE jobs SET status = $2, updated_at = $3, last_updated_by = $1 WHERE id = $1",
+            )
+            .bind(id.as_str())
+            .bind(i32::from(status.code()))
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

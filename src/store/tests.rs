@@ -71,6 +71,7 @@ async fn suite(store: &dyn Store) {
     list_is_oldest_first_without_nodes(store).await;
     status_update_sets_status_and_updated_at(store).await;
     node_update_changes_only_that_node(store).await;
+    a_batch_sets_many_nodes_and_the_job_at_once(store).await;
     output_is_stored_once_per_node(store).await;
     incomplete_jobs_are_new_voting_and_running(store).await;
     duplicate_job_id_is_refused_and_changes_nothing(store).await;
@@ -167,7 +168,13 @@ async fn jobs_of_another_org_are_invisible(store: &dyn Store) {
         assert_eq!(output, None);
     }
     store
-        .update_job_node(&theirs, &job.id, "n1", NodeStatus::Failed, at(9))
+        .update_statuses(
+            &theirs,
+            &job.id,
+            None,
+            &[("n1".into(), NodeStatus::Failed)],
+            at(9),
+        )
         .await
         .unwrap();
     assert_eq!(find(store, &mine, &job.id).await, Some(job));
@@ -244,19 +251,43 @@ async fn node_update_changes_only_that_node(store: &dyn Store) {
     store.create_job(&other).await.unwrap();
 
     store
-        .update_job_node(&org, &job.id, "db1", NodeStatus::Ready, at(3))
+        .update_statuses(
+            &org,
+            &job.id,
+            None,
+            &[("db1".into(), NodeStatus::Ready)],
+            at(3),
+        )
         .await
         .unwrap();
     store
-        .update_job_node(&org, &job.id, "web2", NodeStatus::Nacked, at(4))
+        .update_statuses(
+            &org,
+            &job.id,
+            None,
+            &[("web2".into(), NodeStatus::Nacked)],
+            at(4),
+        )
         .await
         .unwrap();
     store
-        .update_job_node(&org, &job.id, "db1", NodeStatus::Succeeded, at(5))
+        .update_statuses(
+            &org,
+            &job.id,
+            None,
+            &[("db1".into(), NodeStatus::Succeeded)],
+            at(5),
+        )
         .await
         .unwrap();
     store
-        .update_job_node(&org, &job.id, "nope", NodeStatus::Failed, at(5))
+        .update_statuses(
+            &org,
+            &job.id,
+            None,
+            &[("nope".into(), NodeStatus::Failed)],
+            at(5),
+        )
         .await
         .unwrap();
 
@@ -275,11 +306,60 @@ async fn node_update_changes_only_that_node(store: &dyn Store) {
 
     for &status in NodeStatus::ALL {
         store
-            .update_job_node(&org, &job.id, "web1", status, at(6))
+            .update_statuses(&org, &job.id, None, &[("web1".into(), status)], at(6))
             .await
             .unwrap();
         assert_eq!(find(store, &org, &job.id).await.unwrap().nodes[0].1, status);
     }
+}
+
+async fn a_batch_sets_many_nodes_and_the_job_at_once(store: &dyn Store) {
+    let (org, stranger) = (org(12), org(13));
+    let names: Vec<String> = (0..500).map(|i| format!("n{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let job = new_job(job_id(75), &org, &refs, at(0));
+    store.create_job(&job).await.unwrap();
+
+    // Every other node, plus one the job does not have (ignored, as for single updates).
+    let mut batch: Vec<(String, NodeStatus)> = names
+        .iter()
+        .step_by(2)
+        .map(|n| (n.clone(), NodeStatus::Succeeded))
+        .collect();
+    batch.push(("stranger".into(), NodeStatus::Failed));
+    store
+        .update_statuses(&org, &job.id, Some(JobStatus::Complete), &batch, at(7))
+        .await
+        .unwrap();
+
+    let found = find(store, &org, &job.id).await.unwrap();
+    assert_eq!(
+        (found.status, found.updated_at),
+        (JobStatus::Complete, at(7))
+    );
+    assert_eq!(found.nodes.len(), 500);
+    for (i, (name, status)) in found.nodes.iter().enumerate() {
+        assert_eq!(name, &names[i], "request order kept");
+        let want = if i % 2 == 0 {
+            NodeStatus::Succeeded
+        } else {
+            NodeStatus::New
+        };
+        assert_eq!(*status, want, "{name}");
+    }
+
+    // Another org's GUID changes nothing, not even the job row.
+    store
+        .update_statuses(
+            &stranger,
+            &job.id,
+            None,
+            &[("n1".into(), NodeStatus::Failed)],
+            at(8),
+        )
+        .await
+        .unwrap();
+    assert_eq!(find(store, &org, &job.id).await.unwrap(), found);
 }
 
 async fn output_is_stored_once_per_node(store: &dyn Store) {
@@ -725,7 +805,13 @@ async fn postgres_adopts_original_1x_database() {
 
         // The old job still takes updates and output.
         store
-            .update_job_node(&old.org_id, &old.id, "alpha", NodeStatus::Crashed, at(0))
+            .update_statuses(
+                &old.org_id,
+                &old.id,
+                None,
+                &[("alpha".into(), NodeStatus::Crashed)],
+                at(0),
+            )
             .await
             .unwrap();
         assert!(
