@@ -28,8 +28,9 @@ pub use self::log::{render, sse_timestamp};
 
 /// Capacity of each live channel (one per watched job, one per watched org). Sending
 /// never waits: when a subscriber falls this far behind, the oldest events are
-/// overwritten and that subscriber's stream ends at its next read (`Lagged`) instead of
-/// skipping events; the client reconnects with `Last-Event-ID` and resumes from the log.
+/// overwritten. A job subscriber then catches up from the job's log, which holds every
+/// event (a 10 000-node job emits that many in one burst); an org subscriber's stream
+/// ends instead of skipping events, and its client resumes with `Last-Event-ID`.
 const CHANNEL_CAPACITY: usize = 1024;
 
 /// The keepalive comment (§3.2): one line, a single newline.
@@ -240,14 +241,42 @@ impl Events {
         job: &JobId,
         last_event_id: Option<&str>,
     ) -> Option<impl Stream<Item = Bytes> + Send + 'static> {
-        let (backlog, rx) = {
+        let (backlog, delivered, rx) = {
             let mut state = self.lock();
             let entry = state.jobs.get_mut(job)?;
             let backlog = entry.log.after(last_event_id).to_vec();
+            let delivered = entry.log.events().len();
             let rx = (!entry.finished).then(|| subscribe(&mut entry.tx));
-            (backlog, rx)
+            (backlog, delivered, rx)
         };
-        Some(feed(concat(&backlog), rx, self.shared.config.keep_alive))
+        let catch_up = JobCatchUp {
+            events: self.clone(),
+            job: job.clone(),
+            delivered,
+        };
+        Some(feed(
+            concat(&backlog),
+            rx,
+            Some(catch_up),
+            self.shared.config.keep_alive,
+        ))
+    }
+
+    /// The events of `job` from index `from` on, and a fresh subscription when it still
+    /// runs, read together under the lock so none is missed or repeated. `None` once the
+    /// job's log is gone.
+    fn job_events_from(
+        &self,
+        job: &JobId,
+        from: usize,
+    ) -> Option<(Bytes, usize, Option<broadcast::Receiver<Bytes>>)> {
+        let mut state = self.lock();
+        let entry = state.jobs.get_mut(job)?;
+        let events = entry.log.events();
+        let missed = concat(events.get(from..).unwrap_or_default());
+        let delivered = events.len();
+        let rx = (!entry.finished).then(|| subscribe(&mut entry.tx));
+        Some((missed, delivered, rx))
     }
 
     /// `org`'s feed (§3.5): no backlog without `last_event_id`; the retained events after
@@ -270,31 +299,69 @@ impl Events {
             let backlog = entry.log.backlog(last_event_id, now);
             (backlog, subscribe(&mut entry.tx))
         };
-        feed(backlog.to_bytes(), Some(rx), self.shared.config.keep_alive)
+        feed(
+            backlog.to_bytes(),
+            Some(rx),
+            None,
+            self.shared.config.keep_alive,
+        )
     }
 }
 
+/// Where a job subscriber that fell behind picks up again: how many of the job's events
+/// it has been given.
+struct JobCatchUp {
+    events: Events,
+    job: JobId,
+    delivered: usize,
+}
+
 /// The backlog chunk (if any), then live events until the channel closes, with a
-/// keepalive after `keep_alive` of silence (the timer restarts after every write).
+/// keepalive after `keep_alive` of silence (the timer restarts after every write). A
+/// subscriber that falls behind catches up with `catch_up` when it has one (job feeds)
+/// and is ended otherwise.
 fn feed(
     backlog: Bytes,
     rx: Option<broadcast::Receiver<Bytes>>,
+    catch_up: Option<JobCatchUp>,
     keep_alive: Duration,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     use futures::StreamExt as _;
     let first = futures::stream::iter((!backlog.is_empty()).then_some(backlog));
-    let live = futures::stream::unfold(rx, move |rx| async move {
+    let live = futures::stream::unfold((rx, catch_up), move |(rx, mut catch_up)| async move {
         let mut rx = rx?;
-        match tokio::time::timeout(keep_alive, rx.recv()).await {
-            Err(_silence) => Some((Bytes::from_static(KEEPALIVE), Some(rx))),
-            Ok(Ok(text)) => Some((text, Some(rx))),
-            Ok(Err(RecvError::Closed)) => None,
-            Ok(Err(RecvError::Lagged(missed))) => {
-                tracing::info!(
-                    missed,
-                    "event feed subscriber fell behind; ending its stream"
-                );
-                None
+        loop {
+            match tokio::time::timeout(keep_alive, rx.recv()).await {
+                Err(_silence) => {
+                    return Some((Bytes::from_static(KEEPALIVE), (Some(rx), catch_up)));
+                }
+                Ok(Ok(text)) => {
+                    if let Some(c) = catch_up.as_mut() {
+                        c.delivered += 1;
+                    }
+                    return Some((text, (Some(rx), catch_up)));
+                }
+                Ok(Err(RecvError::Closed)) => return None,
+                Ok(Err(RecvError::Lagged(missed))) => {
+                    let Some(mut c) = catch_up else {
+                        tracing::info!(
+                            missed,
+                            "event feed subscriber fell behind; ending its stream"
+                        );
+                        return None;
+                    };
+                    let (missed, delivered, next) =
+                        c.events.job_events_from(&c.job, c.delivered)?;
+                    tracing::debug!(job_id = %c.job, from = c.delivered, "event feed subscriber caught up from the log");
+                    c.delivered = delivered;
+                    match next {
+                        Some(next) if missed.is_empty() => {
+                            rx = next;
+                            catch_up = Some(c);
+                        }
+                        next => return Some((missed, (next, Some(c)))),
+                    }
+                }
             }
         }
     });
@@ -551,18 +618,41 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_lagging_subscriber_is_ended_not_skipped() {
+    async fn a_lagging_job_subscriber_catches_up_from_the_log() {
         let ev = events();
         let j = job(1);
         ev.begin_job(&org(), &j);
-        let s = ev.job_stream(&j, None).unwrap();
+        let mut s = pin!(ev.job_stream(&j, None).unwrap());
         let now = Utc::now();
-        for _ in 0..CHANNEL_CAPACITY + 10 {
+        let burst = CHANNEL_CAPACITY + 10;
+        ev.emit(&org(), &j, &vote("a"), now);
+        // One event read live, then a burst larger than the channel.
+        let first = s.next().await.unwrap();
+        for _ in 1..burst {
             ev.emit(&org(), &j, &vote("a"), now);
         }
-        // Still running, yet the stream ends with nothing: the client resumes by id.
+        let caught_up = s.next().await.unwrap();
+        // Live again after catching up, then the end.
+        ev.emit(&org(), &j, &vote("b"), now);
+        ev.emit(&org(), &j, &complete(), now);
+        let rest = collect(s).await;
+        let mut all = vec![first, caught_up];
+        all.extend(rest);
+        let ids: Vec<String> = parse(&joined(&all)).into_iter().map(|e| e.1).collect();
+        let want: Vec<String> = (1..=burst + 2).map(|i| format!("job-{i}")).collect();
+        assert_eq!(ids, want, "every event once, in order");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lagging_org_subscriber_is_ended_not_skipped() {
+        let ev = events();
+        let s = ev.org_stream(&org(), None);
+        // Two org copies (start, job_complete) per job.
+        for n in 0..=CHANNEL_CAPACITY / 2 {
+            run_job(&ev, &JobId::parse(&format!("{n:032x}")).unwrap());
+        }
+        // The stream ends with nothing: the client resumes by id.
         assert!(collect(s).await.is_empty());
-        assert!(ev.is_live(&j));
     }
 
     #[tokio::test(start_paused = true)]
