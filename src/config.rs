@@ -124,7 +124,9 @@ pub struct PushyConfig {
     pub decay_window: u64,
     /// Offline scan period, in heartbeat intervals.
     pub detect_offline_nodes_interval: u64,
-    /// ZeroMQ I/O threads.
+    /// ZeroMQ I/O threads. 2, not the original's 1: one thread carries every CURVE
+    /// handshake and every node's traffic, and in a reconnect storm handshakes queued
+    /// behind it past the client's 3-second check (bench/RESULTS.md).
     pub zmq_io_processes: u32,
     /// Largest HTTP request body, bytes (hard-coded 1,000,000 in the original).
     pub max_request_size: usize,
@@ -156,7 +158,7 @@ impl Default for PushyConfig {
             down_threshold: 0.6,
             decay_window: 4,
             detect_offline_nodes_interval: 4,
-            zmq_io_processes: 1,
+            zmq_io_processes: 2,
             max_request_size: 1_000_000,
             auth_skew: 900,
         }

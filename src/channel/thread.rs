@@ -287,6 +287,9 @@ pub fn spawn(
     })
 }
 
+/// Longest wait for the first server heartbeat after start.
+const FIRST_BEAT: Duration = Duration::from_secs(1);
+
 fn port_spec(port: u16) -> String {
     if port == 0 {
         "*".to_owned()
@@ -337,7 +340,10 @@ impl Worker {
             curve = self.zap.is_some(),
             "command channel listening"
         );
-        let mut next_beat = Instant::now() + self.config.heartbeat_interval;
+        // The original beats first one interval after start; we beat after at most a
+        // second, so nodes learn of a restart (the new incarnation) up to an interval
+        // sooner. A second lets their SUB sockets reconnect first.
+        let mut next_beat = Instant::now() + self.config.heartbeat_interval.min(FIRST_BEAT);
         loop {
             let wait = next_beat.saturating_duration_since(Instant::now());
             let (router_ready, bell_ready, zap_ready) = {
@@ -360,7 +366,10 @@ impl Worker {
                 )
             };
             if zap_ready {
-                self.answer_zap();
+                // Every waiting handshake, not one per pass: in a reconnect storm a queue
+                // of handshakes behind the ROUTER's traffic delays each node's first
+                // answer past the client's 3-second check, and it reconnects again.
+                while self.answer_zap() {}
             }
             if router_ready {
                 // Bounded per pass so outbound traffic and heartbeats are not starved.
@@ -393,16 +402,16 @@ impl Worker {
     }
 
     /// ZAP (RFC 27): admit a CURVE client only if its key was announced by an
-    /// authenticated config request that is still valid.
-    fn answer_zap(&mut self) {
-        let Some(zap) = &self.zap else { return };
+    /// authenticated config request that is still valid. False when no request waited.
+    fn answer_zap(&mut self) -> bool {
+        let Some(zap) = &self.zap else { return false };
         let Ok(req) = zap.recv_multipart(zmq::DONTWAIT) else {
-            return;
+            return false;
         };
         if req.len() < 7 {
             // A malformed request still needs a reply to keep the REP socket in step.
             let _ = zap.send_multipart([&b"1.0"[..], b"", b"500", b"Bad request", b"", b""], 0);
-            return;
+            return true;
         }
         let key: Option<[u8; 32]> = req[6].as_slice().try_into().ok();
         let allowed = req[5] == b"CURVE"
@@ -417,6 +426,7 @@ impl Worker {
             tracing::warn!("CURVE handshake refused: key not announced by a config request");
         }
         let _ = zap.send_multipart([&b"1.0"[..], &req[1], code, text, b"", b""], 0);
+        true
     }
 
     /// Checks and forwards one inbound message; false when the async side is gone.

@@ -66,7 +66,7 @@ pub struct Daemon {
     pub heartbeat_interval: u64,
     /// `zeromq_listen_address`: bind prefix of both ZeroMQ sockets, 'tcp://*'.
     pub zeromq_listen_address: String,
-    /// `zmq_io_processes`: ZeroMQ I/O threads, 1.
+    /// `zmq_io_processes`: ZeroMQ I/O threads, 2 (the original: 1; see the README).
     pub zmq_io_processes: u32,
     /// `server_heartbeat_port`: ZeroMQ PUB port, 10000.
     pub server_heartbeat_port: u16,
@@ -108,7 +108,7 @@ impl Default for Daemon {
             max_body_size: 65536,
             heartbeat_interval: 10_000,
             zeromq_listen_address: "tcp://*".into(),
-            zmq_io_processes: 1,
+            zmq_io_processes: 2,
             server_heartbeat_port: 10000,
             command_port: 10002,
             api_port: 10003,

@@ -51,7 +51,7 @@ fn the_defaults_are_the_cookbooks() {
     assert_eq!((d.max_body_size, d.heartbeat_interval), (65536, 10_000));
     assert_eq!(
         (d.zeromq_listen_address.as_str(), d.zmq_io_processes),
-        ("tcp://*", 1)
+        ("tcp://*", 2)
     );
     assert_eq!(
         (d.server_heartbeat_port, d.command_port, d.api_port),
