@@ -15,6 +15,7 @@ pub mod config;
 pub mod events;
 pub mod http;
 pub mod jobs;
+pub mod limits;
 pub mod metrics;
 pub mod nodes;
 pub mod secrets;

@@ -265,6 +265,16 @@ async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
         config.pushy.api_address,
         config.pushy.api_port,
     ));
+    match pushy_server::limits::raise_nofile() {
+        Ok(n) if n.soft < 4096 => tracing::warn!(
+            soft = n.soft,
+            hard = n.hard,
+            "descriptor limit is low: each connected node needs one or two; raise the hard \
+             RLIMIT_NOFILE (LimitNOFILE= in the systemd unit)"
+        ),
+        Ok(n) => tracing::debug!(was = n.was, now = n.soft, "descriptor limit raised"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the descriptor limit"),
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;

@@ -838,7 +838,8 @@ async fn under_chef_servers_runit_an_ha_backend_is_configured_but_not_restarted(
         let run = fs::read_to_string(sv.join("run")).unwrap();
         assert_eq!(mode(&sv.join("run")), 0o755);
         assert!(run.starts_with("#!/bin/sh\n"), "{run}");
-        assert!(run.contains("\nexec 2>&1\nexec /opt/opscode-push-jobs-server/bin/push-jobs-server-ctl launch --config /var/opt/opscode-push-jobs-server/opscode-pushy-server/opscode-pushy-server.toml --user opscode\n"), "{run}");
+        assert!(run.contains("\nexec 2>&1\n"), "{run}");
+        assert!(run.contains("\nulimit -n 1048576 2>/dev/null || true\nexec /opt/opscode-push-jobs-server/bin/push-jobs-server-ctl launch --config /var/opt/opscode-push-jobs-server/opscode-pushy-server/opscode-pushy-server.toml --user opscode\n"), "{run}");
         assert_eq!(
             fs::read_to_string(sv.join("log/run")).unwrap(),
             "#!/bin/sh\nexec /opt/opscode/embedded/bin/svlogd -tt /var/log/opscode/opscode-pushy-server\n"
