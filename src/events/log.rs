@@ -104,10 +104,14 @@ impl JobLog {
     /// The events after the one whose id is `last_event_id`; all of them when the header
     /// is absent or names no event of this job (§3.4, §8.6 item 44).
     pub fn after(&self, last_event_id: Option<&str>) -> &[Logged] {
-        let start = last_event_id
+        &self.events[self.start_after(last_event_id)..]
+    }
+
+    /// The index of the first event [`JobLog::after`] returns.
+    pub fn start_after(&self, last_event_id: Option<&str>) -> usize {
+        last_event_id
             .and_then(|id| self.events.iter().position(|e| e.id == id))
-            .map_or(0, |i| i + 1);
-        &self.events[start..]
+            .map_or(0, |i| i + 1)
     }
 
     /// Every event, oldest first.

@@ -241,21 +241,17 @@ impl Events {
         job: &JobId,
         last_event_id: Option<&str>,
     ) -> Option<impl Stream<Item = Bytes> + Send + 'static> {
-        let (backlog, delivered, rx) = {
-            let mut state = self.lock();
-            let entry = state.jobs.get_mut(job)?;
-            let backlog = entry.log.after(last_event_id).to_vec();
-            let delivered = entry.log.events().len();
-            let rx = (!entry.finished).then(|| subscribe(&mut entry.tx));
-            (backlog, delivered, rx)
-        };
+        // The log only grows, so the index found here still marks the same event when
+        // the backlog and subscription are taken together under the lock below.
+        let start = self.lock().jobs.get(job)?.log.start_after(last_event_id);
+        let (backlog, delivered, rx) = self.job_events_from(job, start)?;
         let catch_up = JobCatchUp {
             events: self.clone(),
             job: job.clone(),
             delivered,
         };
         Some(feed(
-            concat(&backlog),
+            backlog,
             rx,
             Some(catch_up),
             self.shared.config.keep_alive,
@@ -350,16 +346,16 @@ fn feed(
                         );
                         return None;
                     };
-                    let (missed, delivered, next) =
+                    let (backlog, delivered, next) =
                         c.events.job_events_from(&c.job, c.delivered)?;
                     tracing::debug!(job_id = %c.job, from = c.delivered, "event feed subscriber caught up from the log");
                     c.delivered = delivered;
                     match next {
-                        Some(next) if missed.is_empty() => {
+                        Some(next) if backlog.is_empty() => {
                             rx = next;
                             catch_up = Some(c);
                         }
-                        next => return Some((missed, (next, Some(c)))),
+                        next => return Some((backlog, (next, Some(c)))),
                     }
                 }
             }

@@ -234,7 +234,13 @@ pub(crate) async fn run(
                 tracing::error!(error = %e, "store failed; job crashed");
                 let _ = ctx
                     .store
-                    .update_job_status(&ctx.id, JobStatus::Crashed, now_seconds())
+                    .update_statuses(
+                        &ctx.org,
+                        &ctx.id,
+                        Some(JobStatus::Crashed),
+                        &[],
+                        now_seconds(),
+                    )
                     .await;
                 for (node, _) in job.nodes() {
                     ctx.registry

@@ -135,17 +135,10 @@ pub trait Store: Send + Sync + 'static {
     /// Every job of `org`, oldest first, without nodes.
     async fn list_jobs(&self, org: &OrgGuid) -> Result<Vec<JobRecord>, Error>;
 
-    /// Sets a job's status, `updated_at` and `last_updated_by` (the job id).
-    async fn update_job_status(
-        &self,
-        id: &JobId,
-        status: JobStatus,
-        now: DateTime<Utc>,
-    ) -> Result<(), Error>;
-
-    /// Sets the job's status (when `job` is given) and several of its nodes' statuses, all
-    /// with `updated_at = now`, in one transaction: a job task persists a burst of
-    /// transitions at once instead of one commit each. `nodes` names each node once.
+    /// Sets the job's status (when `job` is given; also `last_updated_by`, the job id) and
+    /// several of its nodes' statuses, all with `updated_at = now`, in one transaction: a
+    /// job task persists a burst of transitions at once instead of one commit each.
+    /// `nodes` names each node once. An unknown job or node is not an error.
     async fn update_statuses(
         &self,
         org: &OrgGuid,

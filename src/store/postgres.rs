@@ -230,24 +230,6 @@ impl Store for PostgresStore {
         .collect()
     }
 
-    async fn update_job_status(
-        &self,
-        id: &JobId,
-        status: JobStatus,
-        now: DateTime<Utc>,
-    ) -> Result<(), Error> {
-        sqlx::query(
-            "UPDATE jobs SET status = $2, updated_at = $3, last_updated_by = $1 \
-             WHERE id = $1::bpchar",
-        )
-        .bind(id.as_str())
-        .bind(i32::from(status.code()))
-        .bind(rows::to_stored_time(now))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     async fn update_statuses(
         &self,
         org: &OrgGuid,

@@ -221,7 +221,10 @@ async fn status_update_sets_status_and_updated_at(store: &dyn Store) {
         (9, JobStatus::Complete),
     ] {
         let now = at(secs) + TimeDelta::milliseconds(999);
-        store.update_job_status(&job.id, status, now).await.unwrap();
+        store
+            .update_statuses(&org, &job.id, Some(status), &[], now)
+            .await
+            .unwrap();
         let found = find(store, &org, &job.id).await.unwrap();
         assert_eq!(
             (found.status, found.created_at, found.updated_at),
@@ -231,14 +234,14 @@ async fn status_update_sets_status_and_updated_at(store: &dyn Store) {
     // Every status can be stored and read back.
     for &status in JobStatus::ALL {
         store
-            .update_job_status(&job.id, status, at(10))
+            .update_statuses(&org, &job.id, Some(status), &[], at(10))
             .await
             .unwrap();
         assert_eq!(find(store, &org, &job.id).await.unwrap().status, status);
     }
     // An unknown job is not an error: there is nothing to update.
     store
-        .update_job_status(&job_id(69), JobStatus::Crashed, at(10))
+        .update_statuses(&org, &job_id(69), Some(JobStatus::Crashed), &[], at(10))
         .await
         .unwrap();
 }
@@ -462,7 +465,7 @@ async fn incomplete_jobs_are_new_voting_and_running(store: &dyn Store) {
         let job = new_job(job_id(n), &org, &["n1"], at(i64::from(n)));
         store.create_job(&job).await.unwrap();
         store
-            .update_job_status(&job.id, status, at(100))
+            .update_statuses(&org, &job.id, Some(status), &[], at(100))
             .await
             .unwrap();
     }
