@@ -632,9 +632,19 @@ async fn config_ccpk_is_allowed_only_after_a_good_request() {
     assert_eq!(h.send(b.body(Body::empty()).unwrap()).await.status, 406);
     assert!(!allowed(), "registered after a refused request");
 
+    // A reader may read the config, but only the node's own client gets its key admitted
+    // (issue 12 §1).
     let r = h.call("GET", &config_url("DONKEY"), "", NORMAL_USER).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert!(allowed(), "not registered after a good request");
+    assert!(!allowed(), "a user's key admitted for a node");
+    let r = h
+        .call("GET", &config_url(NON_ADMIN_CLIENT), "", NON_ADMIN_CLIENT)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        allowed(),
+        "not registered after the node's own good request"
+    );
 }
 
 /// §8.4 item 33: a group cycle terminates; membership deep inside still counts.
@@ -764,54 +774,35 @@ async fn config_response_shape() {
     let session = decrypt_session_key(&h, ADMIN_USER, &key_text);
     assert_eq!(session.len(), 32);
 
-    // Same node again, and another requestor: the same session key, sealed to each.
+    // Only the node's own client gets the node's key (issue 12 §1): a user reading the
+    // config gets a decoy, new at every request.
     let again = h
         .call("GET", &config_url("DONKEY"), "", ADMIN_USER)
         .await
         .json();
-    assert_eq!(
-        decrypt_session_key(
-            &h,
-            ADMIN_USER,
-            again["encoded_session_key"]["key"].as_str().unwrap()
-        ),
-        session
-    );
-    let normal = h
-        .call("GET", &config_url("DONKEY"), "", NORMAL_USER)
-        .await
-        .json();
-    assert_eq!(
-        decrypt_session_key(
-            &h,
-            NORMAL_USER,
-            normal["encoded_session_key"]["key"].as_str().unwrap()
-        ),
-        session
-    );
-    // Another node has its own key.
-    let fiona = h
-        .call("GET", &config_url("FIONA"), "", ADMIN_USER)
-        .await
-        .json();
-    let fiona_key = decrypt_session_key(
+    let again = decrypt_session_key(
         &h,
         ADMIN_USER,
-        fiona["encoded_session_key"]["key"].as_str().unwrap(),
+        again["encoded_session_key"]["key"].as_str().unwrap(),
     );
-    assert_eq!(fiona_key.len(), 32);
-    assert_ne!(fiona_key, session);
-    // A client gets its own node's key sealed to its key.
-    let own = h
-        .call("GET", &config_url(NON_ADMIN_CLIENT), "", NON_ADMIN_CLIENT)
-        .await
-        .json();
-    let k = decrypt_session_key(
-        &h,
-        NON_ADMIN_CLIENT,
-        own["encoded_session_key"]["key"].as_str().unwrap(),
-    );
+    assert_eq!(again.len(), 32);
+    assert_ne!(again, session);
+    // A client gets its own node's key sealed to its key, the same at every request.
+    let own = || async {
+        let b = h
+            .call("GET", &config_url(NON_ADMIN_CLIENT), "", NON_ADMIN_CLIENT)
+            .await
+            .json();
+        decrypt_session_key(
+            &h,
+            NON_ADMIN_CLIENT,
+            b["encoded_session_key"]["key"].as_str().unwrap(),
+        )
+    };
+    let k = own().await;
     assert_eq!(k.len(), 32);
+    assert_eq!(own().await, k);
+    assert_ne!(k, session);
 }
 
 /// §3.3 "node offline at creation", read live within `wait_complete_time`: the whole

@@ -55,12 +55,29 @@ impl CurveIdentity {
     }
 }
 
-/// Decodes a `ccpk` (Z85 text of a 32-byte Curve public key).
+/// The Z85 alphabet (ZeroMQ RFC 32), in digit order.
+const Z85_ALPHABET: &[u8; 85] =
+    b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
+
+/// Decodes a `ccpk`: exactly 40 Z85 characters whose every five-character group fits in
+/// 32 bits, i.e. the canonical encoding of a 32-byte Curve public key. Anything else is
+/// refused here rather than handed to libzmq, whose decoder accepts some characters
+/// outside the alphabet and wraps overflowing groups into a key nobody holds.
 pub fn decode_ccpk(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 40 {
+    let bytes = text.as_bytes();
+    if bytes.len() != 40 {
         return None;
     }
-    zmq::z85_decode(text).ok()?.try_into().ok()
+    let mut key = [0u8; 32];
+    for (group, out) in bytes.chunks_exact(5).zip(key.chunks_exact_mut(4)) {
+        let mut value: u64 = 0;
+        for c in group {
+            let digit = Z85_ALPHABET.iter().position(|a| a == c)?;
+            value = value * 85 + digit as u64;
+        }
+        out.copy_from_slice(&u32::try_from(value).ok()?.to_be_bytes());
+    }
+    Some(key)
 }
 
 /// Client Curve keys allowed to connect, each until its deadline.
@@ -159,6 +176,42 @@ mod unit_tests {
         assert!(decode_ccpk("1234567890123456789012345678901234567890").is_some());
         assert!(decode_ccpk("123").is_none());
         assert!(decode_ccpk("1234567890123456789012345678901234567 \"").is_none());
+    }
+
+    #[test]
+    fn ccpk_decodes_as_libzmq_does_for_every_canonical_key() {
+        for _ in 0..64 {
+            let pair = zmq::CurveKeyPair::new().unwrap();
+            let text = zmq::z85_encode(&pair.public_key).unwrap();
+            assert_eq!(decode_ccpk(&text), Some(pair.public_key));
+        }
+        let all_ones = zmq::z85_encode(&[0xff; 32]).unwrap();
+        assert_eq!(decode_ccpk(&all_ones), Some([0xff; 32]));
+    }
+
+    #[test]
+    fn ccpk_outside_the_alphabet_or_overflowing_is_refused() {
+        // Characters libzmq's table does not hold, in every position of a group.
+        for bad in ['~', ' ', '"', ',', ';', '\\', '_', '`', '|', '\'', '\u{7f}'] {
+            for at in 0..5 {
+                let mut text: Vec<char> =
+                    "1234567890123456789012345678901234567890".chars().collect();
+                text[at] = bad;
+                let text: String = text.into_iter().collect();
+                assert_eq!(decode_ccpk(&text), None, "{text:?}");
+            }
+        }
+        // 40 bytes but not 40 ASCII characters.
+        assert_eq!(
+            decode_ccpk("é234567890123456789012345678901234567890"),
+            None
+        );
+        // "#####" is 85^5 - 1, past 32 bits.
+        assert_eq!(
+            decode_ccpk("#####67890123456789012345678901234567890"),
+            None
+        );
+        assert_eq!(decode_ccpk("%nSc1"), None);
     }
 
     #[test]

@@ -2,6 +2,13 @@
 //! config. The client's Curve key (`ccpk`) is checked before authentication but only
 //! put on the allow-list after authentication and authorization succeed (§8.2 item 18,
 //! fixed: an unauthenticated caller can no longer register keys).
+//!
+//! Only the node's own client (a client principal named NODE) gets NODE's session key and
+//! has its `ccpk` admitted to the command channel (§8.2 items 19 and 21, fixed). Anyone
+//! else the config rule lets in — readers, admins, another client when
+//! `validate_client_node_name` is off — gets a document of the same shape whose
+//! `encoded_session_key` seals a fresh random key that signs nothing, and their `ccpk` is
+//! not admitted: reading a node's config no longer lets anyone speak as that node.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +24,7 @@ use super::pipeline::{GET_JSON, admit};
 use super::{ApiError, AppState};
 use crate::auth::Rule;
 use crate::channel::decode_ccpk;
+use crate::chef::PrincipalKind;
 
 /// `offline_threshold` and `online_threshold` are constants of the protocol.
 const OFFLINE_THRESHOLD: u32 = 3;
@@ -42,17 +50,22 @@ pub(super) async fn config(
         decode_ccpk(&text).map(Some).ok_or(ApiError::BadCcpk)
     })
     .await?;
-    if let Some(key) = ccpk {
-        state.client_keys.allow(
-            key,
-            Instant::now(),
-            Duration::from_secs(pushy.config_lifetime),
-        );
-    }
-
-    let session_key = state
-        .session_keys
-        .get_or_create(&org, &ok.who.org_guid, &node);
+    let own_node = ok.who.kind == PrincipalKind::Client && ok.who.name == node;
+    let session_key = if own_node {
+        if let Some(key) = ccpk {
+            state.client_keys.allow(
+                key,
+                Instant::now(),
+                Duration::from_secs(pushy.config_lifetime),
+            );
+        }
+        state
+            .session_keys
+            .get_or_create(&org, &ok.who.org_guid, &node)
+    } else {
+        tracing::debug!(requestor = %ok.who.name, node, "config for another principal's node: decoy session key, ccpk not admitted");
+        decoy_session_key()
+    };
     let rsa = ok
         .who
         .public_key
@@ -90,4 +103,11 @@ pub(super) async fn config(
         "incarnation_id": &*state.incarnation,
     });
     Ok(axum::Json(body).into_response())
+}
+
+/// A random key of a session key's size, kept nowhere, so it verifies no message.
+fn decoy_session_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    openssl::rand::rand_bytes(&mut key).expect("OpenSSL random bytes");
+    key
 }
