@@ -273,3 +273,106 @@ fn disable_curve_encryption_runs_a_plain_channel() {
     let got = r.next_inbound(WAIT).expect("a plain message arrives");
     assert_eq!(got.message.node, "web1");
 }
+
+/// Issue 12 §5: a verified body re-sent under a header with a clause appended, reordered
+/// or renamed still verifies, so it must still count as a replay.
+#[test]
+fn a_replay_under_a_rewritten_header_is_refused() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut r = rig(Duration::from_secs(60));
+    let node = r.node("web1", true);
+    let body = heartbeat("web1", Utc::now()).to_body();
+    let header = frame::sign(&body, SignKey::Hmac(&node.key)).unwrap();
+    let parsed = frame::Header::parse(header.as_bytes()).unwrap();
+    let signature = parsed.signature.clone();
+    let variants = [
+        header.clone(),
+        format!("{header};Extra:1"),
+        format!("Signature:{signature};SigningMethod:hmac_sha256;Version:2.0"),
+        format!("Version:2.0;SigningMethod:hmac_sha256;SignedChecksum:{signature}"),
+    ];
+    for h in &variants {
+        node.dealer
+            .send_multipart([h.as_bytes(), &body], 0)
+            .unwrap();
+    }
+    assert!(r.next_inbound(WAIT).is_some(), "the first copy passes");
+    // A new message afterwards marks the end of what the thread read.
+    let mut next = heartbeat("web1", Utc::now());
+    next.sequence = 2;
+    node.send(&next);
+    let got = r.next_inbound(WAIT).expect("the next message arrives");
+    assert_eq!(got.message.sequence, 2, "a rewritten replay got through");
+    assert_eq!(r.handle.drops.replay.load(Relaxed), 3);
+}
+
+/// Issue 12 §5: the async side sending to the thread while the thread has messages for
+/// the async side must never wedge both. Nothing reads inbound while thousands of
+/// commands are queued (more than any queue bound), then everything is delivered both
+/// ways.
+#[test]
+fn a_flood_both_ways_never_wedges_the_channel() {
+    const INBOUND: u64 = 3000;
+    const OUTBOUND: usize = 10_000;
+    let mut r = rig(Duration::from_secs(60));
+    let node = r.node("web1", true);
+    node.dealer.set_rcvhwm(0).unwrap();
+    node.dealer.set_sndhwm(0).unwrap();
+    let key = node.key;
+    let org = r.org.clone();
+    // The node floods the server; nobody reads the inbound channel yet.
+    let flood = std::thread::spawn(move || {
+        for seq in 1..=INBOUND {
+            let mut m = heartbeat("web1", Utc::now());
+            m.sequence = seq;
+            let body = m.to_body();
+            let header = frame::sign(&body, SignKey::Hmac(&key)).unwrap();
+            node.dealer
+                .send_multipart([header.as_bytes(), &body], 0)
+                .unwrap();
+        }
+        node
+    });
+    // Learn the node's routing id from its first message.
+    let first = r.next_inbound(WAIT).expect("the first message arrives");
+    let routing_id = first.routing_id.clone();
+    std::thread::sleep(Duration::from_millis(300));
+    // Queue the commands from another thread, as tasks do; each send must return.
+    let handle = std::sync::Arc::new(r.handle);
+    let sender = {
+        let handle = handle.clone();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for _ in 0..OUTBOUND {
+                assert!(handle.send(Outbound::ToNode {
+                    routing_id: routing_id.clone(),
+                    org: org.clone(),
+                    node: "web1".into(),
+                    message: ServerMessage::Ack,
+                }));
+            }
+            let _ = done_tx.send(());
+        });
+        done_rx
+    };
+    sender
+        .recv_timeout(Duration::from_secs(30))
+        .expect("queuing commands waited on the thread: the channel is wedged");
+    // Now drain inbound: every message the node sent arrives.
+    let node = flood.join().unwrap();
+    let mut received = 1;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while received < INBOUND && Instant::now() < deadline {
+        if r.inbound.try_recv().is_ok() {
+            received += 1;
+        } else {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    assert_eq!(received, INBOUND);
+    let mut delivered = 0;
+    while delivered < OUTBOUND && node.recv(Duration::from_secs(10)).is_some() {
+        delivered += 1;
+    }
+    assert_eq!(delivered, OUTBOUND);
+}

@@ -5,12 +5,19 @@
 //!
 //! Inbound: `[identity, header, body]` is size-checked, its node's session key found by
 //! the (unverified) org and node in the body, the HMAC checked over the exact bytes, the
-//! body decoded and its timestamp checked; only then does it reach the async side, by
-//! `blocking_send` on a bounded channel (when full, this thread waits and libzmq's
-//! high-water marks push back on the nodes). Anything else is counted and dropped.
+//! body decoded and its timestamp checked; only then does it reach the async side on a
+//! bounded channel. Anything else is counted and dropped.
 //!
-//! Outbound: the async side queues [`Outbound`] on a bounded channel and rings the
-//! doorbell; the thread signs and sends.
+//! Outbound: the async side queues [`Outbound`] and rings the doorbell; the thread signs
+//! and sends.
+//!
+//! Neither side ever waits on the other, by construction (issue 12 §5: two bounded
+//! queues, each side blocked sending into the other's, wedged both). The outbound queue is
+//! unbounded, so a task's send never waits; it stays short because this thread drains it
+//! on every pass and never blocks. Inbound, this thread reads a message from the ROUTER
+//! only while the channel to the async side has room, so its `try_send` cannot fail for
+//! want of space; while the async side is behind, unread messages wait in libzmq, whose
+//! high-water marks push back on the nodes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,7 +135,7 @@ fn zerr(context: impl Into<String>) -> impl FnOnce(zmq::Error) -> Error {
 /// The async side's handle on the thread. Dropping it (or [`ChannelHandle::stop`]) ends
 /// the thread.
 pub struct ChannelHandle {
-    outbound: std_mpsc::SyncSender<Option<Outbound>>,
+    outbound: std_mpsc::Sender<Option<Outbound>>,
     doorbell: Mutex<zmq::Socket>,
     /// The bound heartbeat endpoint, e.g. `tcp://0.0.0.0:10000`.
     pub heartbeat_endpoint: String,
@@ -139,12 +146,9 @@ pub struct ChannelHandle {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Outbound queue depth; past it, `send` waits for the thread to catch up (the only
-/// senders are job and node tasks, which can afford to).
-const OUTBOUND_CAPACITY: usize = 4096;
-
 impl ChannelHandle {
-    /// Queues a message for the thread. Returns false once the thread has stopped.
+    /// Queues a message for the thread; never waits. Returns false once the thread has
+    /// stopped.
     pub fn send(&self, message: Outbound) -> bool {
         if self.outbound.send(Some(message)).is_err() {
             return false;
@@ -165,7 +169,7 @@ impl ChannelHandle {
     }
 
     fn shutdown(&mut self) {
-        let _ = self.outbound.try_send(None);
+        let _ = self.outbound.send(None);
         self.ring();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -245,7 +249,7 @@ pub fn spawn(
         .connect(&bell_addr)
         .map_err(zerr("connecting doorbell"))?;
 
-    let (tx, rx) = std_mpsc::sync_channel(OUTBOUND_CAPACITY);
+    let (tx, rx) = std_mpsc::channel();
     let drops = Arc::new(Drops::default());
     let heartbeat_endpoint = endpoint(&publisher);
     let command_endpoint = endpoint(&router);
@@ -286,6 +290,9 @@ pub fn spawn(
         thread: Some(thread),
     })
 }
+
+/// How soon the thread looks again for room on the inbound channel while it is full.
+const BACKLOG_RECHECK: Duration = Duration::from_millis(5);
 
 /// Longest wait for the first server heartbeat after start.
 const FIRST_BEAT: Duration = Duration::from_secs(1);
@@ -345,10 +352,19 @@ impl Worker {
         // sooner. A second lets their SUB sockets reconnect first.
         let mut next_beat = Instant::now() + self.config.heartbeat_interval.min(FIRST_BEAT);
         loop {
-            let wait = next_beat.saturating_duration_since(Instant::now());
+            let mut wait = next_beat.saturating_duration_since(Instant::now());
+            // While the async side is behind, the ROUTER is not read; look again soon.
+            let room = self.inbound.capacity() > 0;
+            if !room {
+                wait = wait.min(BACKLOG_RECHECK);
+            }
             let (router_ready, bell_ready, zap_ready) = {
                 let mut items = vec![
-                    self.router.as_poll_item(zmq::POLLIN),
+                    self.router.as_poll_item(if room {
+                        zmq::POLLIN
+                    } else {
+                        zmq::PollEvents::empty()
+                    }),
                     self.bell.as_poll_item(zmq::POLLIN),
                 ];
                 if let Some(z) = &self.zap {
@@ -372,8 +388,12 @@ impl Worker {
                 while self.answer_zap() {}
             }
             if router_ready {
-                // Bounded per pass so outbound traffic and heartbeats are not starved.
+                // Bounded per pass so outbound traffic and heartbeats are not starved, and
+                // only while the async side has room for what is read.
                 for _ in 0..256 {
+                    if self.inbound.capacity() == 0 {
+                        break;
+                    }
                     match self.router.recv_multipart(zmq::DONTWAIT) {
                         Ok(frames) => {
                             if !self.receive(frames) {
@@ -476,8 +496,11 @@ impl Worker {
             tracing::warn!(node, "dropped a message outside the timestamp window");
             return true;
         }
+        // Keyed on what the HMAC verified (the body, which carries the timestamp and a
+        // sequence number), not on the header text: the header's clauses can be
+        // reordered, renamed (`SignedChecksum`) or extended without breaking the signature.
         if !self.seen.insert(
-            &header,
+            &body,
             message.timestamp,
             Utc::now(),
             self.config.max_time_skew,
@@ -487,13 +510,20 @@ impl Worker {
             return true;
         }
         self.config.metrics.received(message.kind.as_str());
-        self.inbound
-            .blocking_send(Inbound {
-                routing_id,
-                org,
-                message,
-            })
-            .is_ok()
+        // Never waits: messages are read only while the channel has room, and this thread
+        // is its only sender.
+        match self.inbound.try_send(Inbound {
+            routing_id,
+            org,
+            message,
+        }) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::error!("inbound channel full although it had room; message dropped");
+                true
+            }
+        }
     }
 
     /// Sends what is queued; false when told to stop.
@@ -561,8 +591,9 @@ impl Worker {
 /// Width of a replay bucket, seconds of message timestamp.
 const REPLAY_BUCKET_SECONDS: i64 = 10;
 
-/// Messages seen recently, as 64-bit keyed hashes of their header frame (which carries the
-/// body's MAC, so every genuine message differs), grouped by the message's own timestamp.
+/// Messages seen recently, as 64-bit keyed hashes of their verified body (every genuine
+/// message differs: each carries a new sequence number), grouped by the message's own
+/// timestamp.
 /// A replay carries the same timestamp, so one bucket is searched; a bucket is dropped once
 /// its timestamps fail the skew check anyway. Hashes rather than frames keep this at about
 /// 10 bytes per message remembered: at 50 000 nodes heartbeating every 10 s, a 300 s skew
@@ -574,10 +605,11 @@ struct ReplayWindow {
 }
 
 impl ReplayWindow {
-    /// Records `header` of a message stamped `at`; false when it was already there.
+    /// Records the verified `body` of a message stamped `at`; false when it was already
+    /// there.
     fn insert(
         &mut self,
-        header: &[u8],
+        body: &[u8],
         at: DateTime<Utc>,
         now: DateTime<Utc>,
         skew: TimeDelta,
@@ -591,7 +623,7 @@ impl ReplayWindow {
             entry.remove();
         }
         let bucket = at.timestamp().div_euclid(REPLAY_BUCKET_SECONDS);
-        let hash = self.hasher.hash_one(header);
+        let hash = self.hasher.hash_one(body);
         self.buckets.entry(bucket).or_default().insert(hash)
     }
 
