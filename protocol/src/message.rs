@@ -58,6 +58,13 @@ pub enum ServerMessage {
     Abort,
     /// "Your encrypted channel works": sent on a new routing identity.
     Ack,
+    /// Ours: `ack` plus the `job_id` of a `succeeded`/`failed` the server has recorded (or
+    /// cannot use), so the node may forget the result it keeps for redelivery. The Ruby
+    /// client ignores every `ack`.
+    ResultAck {
+        /// The job the result was for.
+        job_id: String,
+    },
     /// Ask a node to commit to a job.
     Commit {
         /// The job id.
@@ -82,7 +89,7 @@ impl ServerMessage {
         match self {
             ServerMessage::Heartbeat { .. } => "heartbeat",
             ServerMessage::Abort => "abort",
-            ServerMessage::Ack => "ack",
+            ServerMessage::Ack | ServerMessage::ResultAck { .. } => "ack",
             ServerMessage::Commit { .. } => "commit",
             ServerMessage::Run { .. } => "run",
         }
@@ -107,6 +114,10 @@ impl ServerMessage {
             }
             ServerMessage::Ack => {
                 m.insert("type".into(), "ack".into());
+            }
+            ServerMessage::ResultAck { job_id } => {
+                m.insert("type".into(), "ack".into());
+                m.insert("job_id".into(), job_id.clone().into());
             }
             ServerMessage::Commit {
                 job_id,
@@ -387,6 +398,18 @@ mod tests {
         assert_eq!(
             String::from_utf8(ServerMessage::Abort.to_body(1, at())).unwrap(),
             r#"{"sequence":1,"timestamp":"Tue, 12 May 2020 02:30:37 GMT","type":"abort"}"#
+        );
+        assert_eq!(
+            String::from_utf8(ServerMessage::Ack.to_body(7, at())).unwrap(),
+            r#"{"sequence":7,"timestamp":"Tue, 12 May 2020 02:30:37 GMT","type":"ack"}"#
+        );
+        let result_ack = ServerMessage::ResultAck {
+            job_id: "b8a4".into(),
+        };
+        assert_eq!(result_ack.kind(), "ack");
+        assert_eq!(
+            String::from_utf8(result_ack.to_body(8, at())).unwrap(),
+            r#"{"sequence":8,"timestamp":"Tue, 12 May 2020 02:30:37 GMT","type":"ack","job_id":"b8a4"}"#
         );
         let commit = ServerMessage::Commit {
             job_id: "b8a4".into(),
