@@ -10,7 +10,9 @@
 //!   behaviour is the same (the shell execs or waits for it, exit status passes through),
 //!   and a missing executable becomes exit status 127 (`failed`) instead of a stuck job;
 //! * the job file is mode 0600, owned by the job's user, and deleted when the job ends;
-//! * output is kept as a tail within a byte budget instead of in full (zmq.md §2.6).
+//! * output is kept as a tail within a byte budget instead of in full (zmq.md §2.6); the
+//!   budget is measured as the output takes room in the JSON message (escaped), so the
+//!   newest output that fits is sent instead of none.
 
 use std::ffi::CString;
 use std::io::{self, Write as _};
@@ -73,7 +75,9 @@ pub struct RunnerConfig {
     pub file_dir: PathBuf,
     /// When `Some`, job env keys not listed are renamed to `CHEF_PUSH_ENV_<key>`.
     pub allowed_overwritable_env_vars: Option<Vec<String>>,
-    /// Byte budget for captured stdout and stderr together (the client `max_body_size`).
+    /// Byte budget for captured stdout and stderr together, measured JSON-escaped (as they
+    /// take room in the message); also how many raw bytes of each stream are kept, since
+    /// escaping never makes a byte smaller. The agent fits the final message exactly.
     pub max_output: usize,
     /// Time between SIGTERM and SIGKILL to the process group on cancellation.
     pub kill_grace: Duration,
@@ -111,7 +115,8 @@ pub struct Outcome {
 /// The tail of one output stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Captured {
-    /// Lossy UTF-8; empty when the command wrote nothing.
+    /// The output as UTF-8 (each invalid sequence as U+FFFD, everything else as written);
+    /// empty when the command wrote nothing.
     pub text: String,
     /// Output was dropped from the front to fit the budget.
     pub truncated: bool,
@@ -574,31 +579,70 @@ fn split_budget(a: usize, b: usize, max: usize) -> (usize, usize) {
 }
 
 fn finish_capture(out: &Tail, err: &Tail, max: usize) -> (Captured, Captured) {
-    let (a, b) = split_budget(out.kept().len(), err.kept().len(), max);
-    (tail_text(out, a), tail_text(err, b))
+    fit_output(tail_text(out), tail_text(err), max)
 }
 
-/// The last `keep` bytes of `tail` as text, starting at a UTF-8 boundary and at most
-/// `keep` bytes long even after lossy replacement.
-fn tail_text(tail: &Tail, keep: usize) -> Captured {
-    let kept = tail.kept();
-    let mut bytes = &kept[kept.len() - keep..];
-    let mut skipped = 0;
-    while skipped < 3 && bytes.first().is_some_and(|b| b & 0xC0 == 0x80) {
-        bytes = &bytes[1..];
-        skipped += 1;
+/// The bytes a character takes inside a JSON string as serde_json writes it: `"` and `\`
+/// and the short escapes take 2, other control characters `\u00XX` 6, the rest their
+/// UTF-8 length (non-ASCII is not escaped).
+fn escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if c < ' ' => 6,
+        c => c.len_utf8(),
     }
-    let mut truncated = bytes.len() < tail.total;
-    let mut text = String::from_utf8_lossy(bytes).into_owned();
-    if text.len() > keep {
-        // Invalid bytes became 3-byte U+FFFD; drop more from the front to stay in budget.
-        let cut = (text.len() - keep..=text.len())
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(text.len());
-        text.drain(..cut);
-        truncated = true;
+}
+
+/// The JSON-escaped size of `s` (without the quotes).
+pub fn escaped_size(s: &str) -> usize {
+    s.chars().map(escaped_len).sum()
+}
+
+/// Fits two captured streams into `budget` bytes *as they will be in the message*: their
+/// JSON-escaped sizes together. Each stream keeps its newest characters; the budget is
+/// split as `split_budget` says (a newline costs two bytes escaped, so measuring raw bytes
+/// would overflow the message and lose everything). A stream cut here is `truncated`.
+pub fn fit_output(out: Captured, err: Captured, budget: usize) -> (Captured, Captured) {
+    let (a, b) = split_budget(escaped_size(&out.text), escaped_size(&err.text), budget);
+    (keep_newest(out, a), keep_newest(err, b))
+}
+
+/// The longest suffix of `c.text` whose escaped size is at most `keep`.
+fn keep_newest(mut c: Captured, keep: usize) -> Captured {
+    let mut size = 0;
+    let mut start = c.text.len();
+    for (i, ch) in c.text.char_indices().rev() {
+        size += escaped_len(ch);
+        if size > keep {
+            break;
+        }
+        start = i;
     }
-    Captured { text, truncated }
+    if start > 0 {
+        c.text.drain(..start);
+        c.truncated = true;
+    }
+    c
+}
+
+/// The kept bytes of `tail` as text. Valid UTF-8 passes through unchanged (control
+/// characters and NUL included; JSON escapes them); each invalid sequence becomes U+FFFD,
+/// the only loss, since the wire carries JSON strings. When the front was cut, a
+/// character split by the cut is dropped whole.
+fn tail_text(tail: &Tail) -> Captured {
+    let mut bytes = tail.kept();
+    let cut = bytes.len() < tail.total;
+    if cut {
+        let mut skipped = 0;
+        while skipped < 3 && bytes.first().is_some_and(|b| b & 0xC0 == 0x80) {
+            bytes = &bytes[1..];
+            skipped += 1;
+        }
+    }
+    Captured {
+        text: String::from_utf8_lossy(bytes).into_owned(),
+        truncated: cut,
+    }
 }
 
 /// A resolved job user.
@@ -957,7 +1001,9 @@ mod tests {
         let o = run(spec(lines), &cfg).await;
         let out = o.stdout.unwrap();
         assert!(out.truncated);
-        assert_eq!(out.text.len(), 100);
+        // Ten lines of "lineNNNN\n", each 10 bytes once the newline is escaped.
+        assert_eq!(escaped_size(&out.text), 100);
+        assert!(out.text.starts_with("line1990\n"), "{:?}", out.text);
         assert!(out.text.ends_with("line1998\nline1999\n"), "{:?}", out.text);
         assert_eq!(o.stderr, Some(Captured::default()));
     }
@@ -972,7 +1018,10 @@ mod tests {
         let both = "i=0; while [ $i -lt 500 ]; do echo o$i; echo e$i >&2; i=$((i+1)); done";
         let o = run(spec(both), &cfg).await;
         let (out, err) = (o.stdout.unwrap(), o.stderr.unwrap());
-        assert_eq!((out.text.len(), err.text.len()), (50, 50));
+        // Half each, in whole characters; every line is 6 bytes escaped.
+        for c in [&out, &err] {
+            assert!((45..=50).contains(&escaped_size(&c.text)), "{c:?}");
+        }
         assert!(out.truncated && err.truncated);
         assert!(out.text.ends_with("o499\n") && err.text.ends_with("e499\n"));
 
@@ -986,7 +1035,7 @@ mod tests {
                 truncated: false
             }
         );
-        assert_eq!(out.text.len(), 95);
+        assert!((89..=94).contains(&escaped_size(&out.text)), "{out:?}");
         assert!(out.truncated);
     }
 
@@ -1001,10 +1050,9 @@ mod tests {
         let o = run(spec(cmd), &cfg).await;
         assert!(o.exit_ok);
         assert!(stdout(&o).ends_with("\0end\n"));
-        assert_eq!(
-            o.stdout.unwrap().text.len() + o.stderr.unwrap().text.len(),
-            1000
-        );
+        // A NUL is six bytes escaped (`\u0000`).
+        let size = escaped_size(&o.stdout.unwrap().text) + escaped_size(&o.stderr.unwrap().text);
+        assert!((988..=1000).contains(&size), "{size}");
     }
 
     #[tokio::test]
@@ -1038,9 +1086,71 @@ mod tests {
     fn lossy_text_stays_within_budget() {
         let mut tail = Tail::new(4);
         tail.push(&[0xff, 0xfe, 0xfd, 0xfc, 0xfb]);
-        let c = tail_text(&tail, 4);
+        let (c, _) = finish_capture(&tail, &Tail::new(4), 4);
         assert!(c.truncated);
-        assert!(c.text.len() <= 4, "{:?}", c.text);
+        assert_eq!(c.text, "\u{FFFD}");
+    }
+
+    #[tokio::test]
+    async fn fixes_binary_output_keeps_every_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = run(spec(r"printf '\000\001\377\nline2\n'"), &config(&tmp)).await;
+        assert_eq!(
+            o.stdout,
+            Some(Captured {
+                text: "\0\u{1}\u{FFFD}\nline2\n".into(),
+                truncated: false
+            })
+        );
+    }
+
+    #[test]
+    fn invalid_bytes_at_the_start_are_kept_unless_the_front_was_cut() {
+        let mut tail = Tail::new(100);
+        tail.push(b"\x80abc");
+        assert_eq!(tail_text(&tail).text, "\u{FFFD}abc");
+        let mut cut = Tail::new(3);
+        cut.push("xé".as_bytes());
+        cut.push(b"ab");
+        // "xé" + "ab" keeps the last 3 bytes: half of "é", then "ab".
+        assert_eq!(
+            tail_text(&cut),
+            Captured {
+                text: "ab".into(),
+                truncated: true
+            }
+        );
+    }
+
+    #[test]
+    fn escaped_sizes_match_serde_json() {
+        let chars = (0u8..0x80)
+            .map(char::from)
+            .chain(['é', '\u{7f}', '\u{FFFD}', '\u{2028}', '😀']);
+        for c in chars {
+            let json = serde_json::to_string(&c.to_string()).unwrap();
+            assert_eq!(escaped_len(c), json.len() - 2, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn fixes_output_is_fitted_after_escaping() {
+        // `seq 200000`: fitting raw bytes overflowed the message once newlines were
+        // escaped, and then nothing at all was sent.
+        let text: String = (1..=200_000).map(|i| format!("{i}\n")).collect();
+        let out = Captured {
+            text,
+            truncated: false,
+        };
+        let (out, err) = fit_output(out, Captured::default(), 60_000);
+        assert!(out.truncated);
+        assert!(out.text.ends_with("\n199999\n200000\n"));
+        assert!(out.text.starts_with(|c: char| c.is_ascii_digit()));
+        let size = escaped_size(&out.text);
+        assert!((59_993..=60_000).contains(&size), "{size}");
+        let body = serde_json::to_string(&out.text).unwrap();
+        assert_eq!(body.len(), size + 2);
+        assert_eq!(err, Captured::default());
     }
 
     #[test]
