@@ -2,8 +2,10 @@
 //! channel, heartbeat, track the server's heartbeats, run one job at a time, and
 //! reconfigure — single-flight, without touching a running job, on lifetime expiry, on a server
 //! restart (incarnation change, with splay), on a silent command channel, on send
-//! failures and on SIGUSR1. One task owns all of this state; the ZeroMQ thread and the
-//! job's process are the only other actors.
+//! failures and on SIGUSR1. A job's result is kept until the server acknowledges it and
+//! is sent first on every new connection ([`crate::pending`]), so a result produced
+//! across a server restart is not lost. One task owns all of this state; the ZeroMQ
+//! thread and the job's process are the only other actors.
 
 use std::fs::File;
 use std::time::Duration;
@@ -21,19 +23,22 @@ use tokio_util::sync::CancellationToken;
 use crate::channel::{self, ClientChannel, Endpoints, FromServer};
 use crate::config::ClientConfig;
 use crate::fetch::{self, ServerConfig};
-use crate::runner::{self, JobSpec, Outcome, RunnerConfig};
+use crate::pending::PendingResult;
+use crate::runner::{self, Captured, JobSpec, Outcome, RunnerConfig};
 use crate::whitelist::Lock;
 
-/// Room left in a message for everything but the captured output.
-const MESSAGE_OVERHEAD: usize = 2048;
 /// How long the command channel may stay silent after connecting before the agent
 /// assumes CURVE failed and reconfigures (zmq.md §3.5).
 const COMMAND_SILENCE: Duration = Duration::from_secs(3);
 /// Age past which a leftover job file is removed, and how often to look (zmq.md §6.6).
 const FILE_DIR_EXPIRY: Duration = Duration::from_secs(86_400);
-/// Delay before retrying a failed config fetch (the original uses ~120 s; shorter here
-/// so a node comes back soon after the server does, with jitter).
+/// Longest delay between failed config fetches (the original always waits ~120 s).
+/// Retries start at the heartbeat interval (at least [`FETCH_RETRY_MIN`]) and double up to
+/// this, with jitter, so a node (and a result it holds) comes back soon after the server
+/// does.
 const FETCH_RETRY: Duration = Duration::from_secs(30);
+/// Shortest delay between failed config fetches.
+const FETCH_RETRY_MIN: Duration = Duration::from_secs(1);
 
 /// The one job this node is on.
 enum JobState {
@@ -110,6 +115,12 @@ pub struct Agent {
     hostname: String,
     sequence: u64,
     job: JobState,
+    /// The last result sent, until the server acknowledges it.
+    pending: PendingResult,
+    /// The message size limit of the latest config (the client's own before the first).
+    max_body: usize,
+    /// The heartbeat interval of the latest config: the first config-fetch retry delay.
+    interval: Option<Duration>,
     done_tx: mpsc::Sender<Done>,
     done_rx: mpsc::Receiver<Done>,
 }
@@ -158,6 +169,9 @@ impl Agent {
                 .unwrap_or_else(|| cfg.node_name.clone()),
             sequence: 0,
             job: JobState::Idle,
+            pending: PendingResult::default(),
+            max_body: cfg.max_body_size,
+            interval: None,
             done_tx,
             done_rx,
             cfg,
@@ -194,6 +208,7 @@ impl Agent {
                 }
             }
         });
+        let mut retry: Option<Duration> = None;
         loop {
             let server = match fetch::fetch(
                 &self.http,
@@ -206,14 +221,21 @@ impl Agent {
             {
                 Ok(s) => s,
                 Err(e) => {
-                    let wait = jitter(FETCH_RETRY);
+                    let delay = match retry {
+                        None => self.interval.unwrap_or(FETCH_RETRY).max(FETCH_RETRY_MIN),
+                        Some(d) => (d * 2).min(FETCH_RETRY),
+                    };
+                    retry = Some(delay);
+                    let wait = jitter(delay);
                     tracing::warn!(error = %e, retry_in = ?wait, "config fetch failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => continue,
-                        _ = stop.cancelled() => break,
+                    if self.wait_offline(Instant::now() + wait, &stop).await {
+                        continue;
                     }
+                    break;
                 }
             };
+            retry = None;
+            self.interval = Some(server.interval);
             if server.curve_server_key.is_none() && !self.cfg.allow_unencrypted {
                 anyhow::bail!(
                     "No key returned from server; server may be using 1.x protocol. The config flag 'allow_unencrypted' disables encryption and allows use of 1.x server. Use with caution!"
@@ -231,6 +253,18 @@ impl Agent {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+
+    /// Waits until `until` without a connection; a job that finishes meanwhile has its
+    /// result kept for the next one. False when the agent is stopping.
+    async fn wait_offline(&mut self, until: Instant, stop: &CancellationToken) -> bool {
+        loop {
+            tokio::select! {
+                _ = sleep_until(until) => return true,
+                _ = stop.cancelled() => return false,
+                Some(done) = self.done_rx.recv() => self.finish(None, done),
+            }
+        }
     }
 
     async fn session(
@@ -264,10 +298,15 @@ impl Agent {
         let curve = endpoints.curve.is_some();
         let chan = channel::spawn(endpoints, tx).context("opening the command channel")?;
         tracing::info!(command = %server.command_addr, heartbeat = %server.out_addr, curve, "connected");
+        self.max_body = max_body;
+        // Before any heartbeat: a restarted server adopts a node whose first message names
+        // a job it is still part of (an "idle" heartbeat first would mark it crashed).
+        self.resend_pending(&chan);
         let runner_cfg = RunnerConfig {
             file_dir: self.cfg.file_dir.clone(),
             allowed_overwritable_env_vars: self.cfg.allowed_overwritable_env_vars.clone(),
-            max_output: max_body.saturating_sub(MESSAGE_OVERHEAD),
+            // The raw bytes kept per stream; `finish` fits the message exactly.
+            max_output: max_body,
             kill_grace: Duration::from_secs(5),
         };
 
@@ -316,10 +355,10 @@ impl Agent {
                             reconfigure_at = reconfigure_at.min(Instant::now() + splay);
                         }
                     } else {
-                        self.dispatch(&chan, &body, &runner_cfg, max_body).await;
+                        self.dispatch(&chan, &body, &runner_cfg).await;
                     }
                 }
-                Some(done) = self.done_rx.recv() => self.finish(&chan, done, max_body),
+                Some(done) = self.done_rx.recv() => self.finish(Some(&chan), done),
                 _ = sleep_until(next_beat) => {
                     next_beat = Instant::now() + server.interval;
                     if online {
@@ -394,20 +433,52 @@ impl Agent {
         }
     }
 
-    async fn dispatch(
-        &mut self,
-        chan: &ClientChannel,
-        body: &Value,
-        runner_cfg: &RunnerConfig,
-        _max_body: usize,
-    ) {
+    async fn dispatch(&mut self, chan: &ClientChannel, body: &Value, runner_cfg: &RunnerConfig) {
         let job_id = body["job_id"].as_str().map(str::to_owned);
         match body["type"].as_str().unwrap_or_default() {
-            "commit" => self.commit(chan, body, job_id).await,
+            "commit" => {
+                self.pending.handle_commit(job_id.as_deref());
+                self.commit(chan, body, job_id).await;
+            }
             "run" => self.start_run(chan, job_id, runner_cfg).await,
-            "abort" => self.abort(chan).await,
-            "ack" => {}
+            "abort" => {
+                self.pending.handle_abort();
+                self.abort(chan).await;
+            }
+            "ack" => {
+                if self.pending.handle_ack(job_id.as_deref()) {
+                    tracing::debug!(job_id, "the server has the job's result");
+                }
+            }
             other => tracing::debug!(kind = other, "ignored a server message"),
+        }
+    }
+
+    /// Sends the kept result, if any, with a fresh sequence and timestamp.
+    fn resend_pending(&mut self, chan: &ClientChannel) {
+        let Some(mut m) = self.pending.poll_resend(Instant::now().into_std()) else {
+            return;
+        };
+        self.sequence += 1;
+        m.sequence = self.sequence;
+        m.timestamp = Utc::now();
+        tracing::info!(
+            job_id = self.pending.job_id(),
+            kind = m.kind.as_str(),
+            "sending the job's result again on the new connection"
+        );
+        self.send(chan, m);
+    }
+
+    /// Sends a job's result (when connected) and keeps it until the server has it.
+    fn send_result(&mut self, chan: Option<&ClientChannel>, m: ClientMessage) {
+        self.pending.hold(m.clone(), Instant::now().into_std());
+        match chan {
+            Some(chan) => self.send(chan, m),
+            None => tracing::info!(
+                job_id = self.pending.job_id(),
+                "not connected; the result goes out on the next connection"
+            ),
         }
     }
 
@@ -538,12 +609,12 @@ impl Agent {
                 tracing::warn!(job_id, error = %e, "the command could not be started");
                 self.job = JobState::Idle;
                 let m = self.reply(ClientMessageType::Failed, Some(&job_id));
-                self.send(chan, m);
+                self.send_result(Some(chan), m);
             }
         }
     }
 
-    fn finish(&mut self, chan: &ClientChannel, done: Done, max_body: usize) {
+    fn finish(&mut self, chan: Option<&ClientChannel>, done: Done) {
         let current =
             matches!(&self.job, JobState::Running { job_id, .. } if *job_id == done.job_id);
         if !current {
@@ -560,18 +631,10 @@ impl Agent {
         if done.capture {
             let out = done.outcome.stdout.unwrap_or_default();
             let err = done.outcome.stderr.unwrap_or_default();
-            m.output_truncated = out.truncated || err.truncated;
-            m.stdout = Some(out.text);
-            m.stderr = Some(err.text);
-            if m.to_body().len() > max_body {
-                // Cannot happen with the runner's budget; never send what the server drops.
-                m.stdout = Some(String::new());
-                m.stderr = Some(String::new());
-                m.output_truncated = true;
-            }
+            attach_output(&mut m, out, err, self.max_body);
         }
         tracing::info!(job_id = done.job_id, ok = done.outcome.exit_ok, status = ?done.outcome.status, "job finished");
-        self.send(chan, m);
+        self.send_result(chan, m);
     }
 
     async fn abort(&mut self, chan: &ClientChannel) {
@@ -587,5 +650,80 @@ impl Agent {
         }
         let m = self.reply(ClientMessageType::Aborted, job_id.as_deref());
         self.send(chan, m);
+    }
+}
+
+/// Puts the newest output that fits into `m`, so the body stays within `max_body` bytes:
+/// the room left by everything else is measured on the message itself (with the largest
+/// sequence number and the truncation flag, which can only make it longer), and the
+/// output is measured JSON-escaped.
+fn attach_output(m: &mut ClientMessage, out: Captured, err: Captured, max_body: usize) {
+    let mut frame = m.clone();
+    frame.sequence = u64::MAX;
+    frame.stdout = Some(String::new());
+    frame.stderr = Some(String::new());
+    frame.output_truncated = true;
+    let budget = max_body.saturating_sub(frame.to_body().len());
+    let (out, err) = runner::fit_output(out, err, budget);
+    m.output_truncated = out.truncated || err.truncated;
+    m.stdout = Some(out.text);
+    m.stderr = Some(err.text);
+}
+
+#[cfg(test)]
+mod tests {
+    use pushy_protocol::message::JobRef;
+
+    use super::*;
+
+    fn succeeded() -> ClientMessage {
+        ClientMessage {
+            node: "node-1".into(),
+            client: "host".into(),
+            protocol_version: Some("2.0".into()),
+            org: "org".into(),
+            kind: ClientMessageType::Succeeded,
+            sequence: 12,
+            timestamp: Utc::now(),
+            incarnation_id: uuid::Uuid::new_v4().to_string(),
+            job_state: None,
+            job_id: JobRef::Id("0123456789abcdef0123456789abcdef".into()),
+            stdout: None,
+            stderr: None,
+            output_truncated: false,
+        }
+    }
+
+    #[test]
+    fn fixes_large_output_fills_the_message_instead_of_vanishing() {
+        let text: String = (1..=200_000).map(|i| format!("{i}\n")).collect();
+        let out = Captured {
+            text,
+            truncated: false,
+        };
+        let err = Captured {
+            text: "warning: \"quoted\"\n".into(),
+            truncated: false,
+        };
+        let mut m = succeeded();
+        attach_output(&mut m, out, err, 63_000);
+        let len = m.to_body().len();
+        assert!((62_950..=63_000).contains(&len), "{len}");
+        assert!(m.stdout.as_deref().unwrap().ends_with("\n200000\n"));
+        assert_eq!(m.stderr.as_deref(), Some("warning: \"quoted\"\n"));
+        assert!(m.output_truncated);
+    }
+
+    #[test]
+    fn small_output_is_sent_whole() {
+        let mut m = succeeded();
+        let out = Captured {
+            text: "\0\u{1}\u{FFFD}\nline2\n".into(),
+            truncated: false,
+        };
+        attach_output(&mut m, out.clone(), Captured::default(), 63_000);
+        assert_eq!(m.stdout.as_deref(), Some(out.text.as_str()));
+        assert_eq!(m.stderr.as_deref(), Some(""));
+        assert!(!m.output_truncated);
     }
 }

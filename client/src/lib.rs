@@ -6,5 +6,6 @@ pub mod agent;
 pub mod channel;
 pub mod config;
 pub mod fetch;
+pub mod pending;
 pub mod runner;
 pub mod whitelist;
