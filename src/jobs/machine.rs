@@ -62,6 +62,28 @@ pub enum Input {
     },
     /// A user asked to stop the job (ours; zmq.md §5.6 says the original has none).
     Abort,
+    /// The node's first word to this server process (after a restart, or after it was
+    /// offline), reconciled against the node's status in this job (ours: issue 12 §2).
+    NodeBack {
+        /// The node.
+        node: String,
+        /// What it says it is doing.
+        report: NodeReport,
+    },
+}
+
+/// What a node returning to this server process says about this job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeReport {
+    /// It holds no job (it was reset, or its Ruby client lost the result): whatever it
+    /// had of this job is gone.
+    Idle,
+    /// It is committed to this job and waits for `run`.
+    Committed,
+    /// It runs (or has finished) this job's command.
+    Running,
+    /// It is busy with another job.
+    OtherJob,
 }
 
 /// A message the job sends a node.
@@ -199,20 +221,24 @@ impl Job {
         Job::build(id, nodes, quorum, run_timeout, voting_timeout, Phase::New)
     }
 
-    /// Rehydrates a job after a server restart from its stored statuses. `voting` and
-    /// `running` jobs get a fresh timer from `now`; `new` jobs still need [`Job::start`];
-    /// terminal ones are [`Phase::Done`].
+    /// Rehydrates a job after a server restart from its stored statuses. A `voting` job
+    /// gets a fresh voting window from `now` (its nodes need it to come back); a `running`
+    /// job keeps its run timer, which counts from the persisted run start, `running_for`
+    /// ago, so restarts never extend it (and a job already past it times out at once);
+    /// `new` jobs still need [`Job::start`]; terminal ones are [`Phase::Done`].
     ///
     /// The effects finish what the previous process may have left between persisting a
     /// node's status and the job's: a `voting` job with no `new` node decides its quorum,
     /// a `running` job with no `ready`/`running` node completes (zmq.md §5.3 steps 3, 5).
-    /// Nothing is re-sent to nodes.
+    /// Nodes are re-asked or sent `run` again as they come back ([`Input::NodeBack`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn resume(
         id: JobId,
         nodes: Vec<(String, NodeStatus)>,
         quorum: u32,
         status: JobStatus,
         now: Instant,
+        running_for: Duration,
         run_timeout: Duration,
         voting_timeout: Duration,
     ) -> (Job, Vec<Effect>) {
@@ -222,7 +248,7 @@ impl Job {
                 deadline: deadline_after(now, voting_timeout),
             },
             JobStatus::Running => Phase::Running {
-                deadline: deadline_after(now, run_timeout),
+                deadline: deadline_after(now, run_timeout.saturating_sub(running_for)),
             },
             JobStatus::Complete
             | JobStatus::QuorumFailed
@@ -309,6 +335,11 @@ impl Job {
                     self.reply(now, i, reply, &mut fx);
                 }
             }
+            Input::NodeBack { node, report } => {
+                if let Some(&i) = self.index.get(&node) {
+                    self.node_back(now, i, report, &mut fx);
+                }
+            }
         }
         fx
     }
@@ -391,6 +422,41 @@ impl Job {
             });
         }
         self.node_input(now, i, msg, fx);
+    }
+
+    /// Reconciles a returning node's own account with its status here (issue 12 §2): a
+    /// node that lost this job's commit or run is asked again within the job's windows;
+    /// one that no longer holds the job it was committed to or running can never deliver
+    /// its result, so it is `down` at once (zmq.md §4.6, §5.4) rather than at the run
+    /// timeout; one that reports running had its `run` and acknowledged it.
+    fn node_back(&mut self, now: Instant, i: usize, report: NodeReport, fx: &mut Vec<Effect>) {
+        use NodeReport as R;
+        let send = |command| Effect::Send {
+            node: self.nodes[i].0.clone(),
+            command,
+        };
+        match self.phase {
+            Phase::Voting { .. } => match (self.voting_column(i), report) {
+                (VotingColumn::New, R::Idle | R::OtherJob) => fx.push(send(Command::Commit)),
+                (VotingColumn::New, R::Committed | R::Running) => {
+                    self.node_input(now, i, Msg::AckCommit, fx);
+                }
+                (VotingColumn::Ready, R::Idle | R::OtherJob) => {
+                    self.node_input(now, i, Msg::Down, fx);
+                }
+                (VotingColumn::Ready, R::Committed | R::Running) | (VotingColumn::Terminal, _) => {}
+            },
+            Phase::Running { .. } => match (self.running_column(i), report) {
+                (RunningColumn::Ready, R::Committed) => fx.push(send(Command::Run)),
+                (RunningColumn::Ready, R::Running) => self.node_input(now, i, Msg::AckRun, fx),
+                (RunningColumn::Ready | RunningColumn::Running, R::Idle | R::OtherJob) => {
+                    self.node_input(now, i, Msg::Down, fx);
+                }
+                (RunningColumn::Running, R::Committed | R::Running)
+                | (RunningColumn::Terminal, _) => {}
+            },
+            Phase::New | Phase::Done(_) => {}
+        }
     }
 
     fn node_input(&mut self, now: Instant, i: usize, msg: Msg, fx: &mut Vec<Effect>) {

@@ -1156,7 +1156,16 @@ fn stored(nodes: &[(&str, NodeStatus)]) -> Vec<(String, NodeStatus)> {
 fn resume_voting_job_rearms_voting_timer_from_now_and_keeps_counting() {
     let now = Instant::now();
     let nodes = stored(&[("a", NodeStatus::Ready), ("b", NodeStatus::New)]);
-    let (mut job, fx) = Job::resume(id(), nodes, 2, JobStatus::Voting, now, RUN, VOTE);
+    let (mut job, fx) = Job::resume(
+        id(),
+        nodes,
+        2,
+        JobStatus::Voting,
+        now,
+        Duration::ZERO,
+        RUN,
+        VOTE,
+    );
     assert!(fx.is_empty());
     assert_eq!(job.next_deadline(), Some(now + VOTE));
     let fx = job.handle(now, reply("b", Reply::AckCommit));
@@ -1177,7 +1186,16 @@ fn resume_voting_job_rearms_voting_timer_from_now_and_keeps_counting() {
 fn resume_running_job_rearms_run_timer_from_now() {
     let now = Instant::now();
     let nodes = stored(&[("a", NodeStatus::Running), ("b", NodeStatus::Ready)]);
-    let (mut job, fx) = Job::resume(id(), nodes, 2, JobStatus::Running, now, RUN, VOTE);
+    let (mut job, fx) = Job::resume(
+        id(),
+        nodes,
+        2,
+        JobStatus::Running,
+        now,
+        Duration::ZERO,
+        RUN,
+        VOTE,
+    );
     assert!(fx.is_empty());
     assert_eq!(
         job.phase(),
@@ -1200,7 +1218,16 @@ fn resume_running_job_rearms_run_timer_from_now() {
 fn resume_voting_job_with_no_new_node_decides_the_quorum() {
     let now = Instant::now();
     let nodes = stored(&[("a", NodeStatus::Ready), ("b", NodeStatus::Nacked)]);
-    let (job, fx) = Job::resume(id(), nodes, 2, JobStatus::Voting, now, RUN, VOTE);
+    let (job, fx) = Job::resume(
+        id(),
+        nodes,
+        2,
+        JobStatus::Voting,
+        now,
+        Duration::ZERO,
+        RUN,
+        VOTE,
+    );
     let expected = concat(
         vec![persist("a", NodeStatus::WasReady), rehab("a")],
         finish(JobStatus::QuorumFailed),
@@ -1213,7 +1240,16 @@ fn resume_voting_job_with_no_new_node_decides_the_quorum() {
 fn resume_running_job_with_no_busy_node_completes() {
     let now = Instant::now();
     let nodes = stored(&[("a", NodeStatus::Succeeded), ("b", NodeStatus::Crashed)]);
-    let (job, fx) = Job::resume(id(), nodes, 2, JobStatus::Running, now, RUN, VOTE);
+    let (job, fx) = Job::resume(
+        id(),
+        nodes,
+        2,
+        JobStatus::Running,
+        now,
+        Duration::ZERO,
+        RUN,
+        VOTE,
+    );
     assert_eq!(fx, finish(JobStatus::Complete).to_vec());
     assert_eq!(job.status(), JobStatus::Complete);
 }
@@ -1222,7 +1258,16 @@ fn resume_running_job_with_no_busy_node_completes() {
 fn resume_finished_job_is_done_and_ignores_inputs() {
     let now = Instant::now();
     let nodes = stored(&[("a", NodeStatus::Succeeded)]);
-    let (mut job, fx) = Job::resume(id(), nodes, 1, JobStatus::Complete, now, RUN, VOTE);
+    let (mut job, fx) = Job::resume(
+        id(),
+        nodes,
+        1,
+        JobStatus::Complete,
+        now,
+        Duration::ZERO,
+        RUN,
+        VOTE,
+    );
     assert!(fx.is_empty());
     assert_eq!(job.phase(), Phase::Done(JobStatus::Complete));
     assert_eq!(job.next_deadline(), None);
@@ -1233,7 +1278,16 @@ fn resume_finished_job_is_done_and_ignores_inputs() {
 fn resume_new_job_waits_for_start() {
     let now = Instant::now();
     let nodes = stored(&[("a", NodeStatus::New)]);
-    let (mut job, fx) = Job::resume(id(), nodes, 1, JobStatus::New, now, RUN, VOTE);
+    let (mut job, fx) = Job::resume(
+        id(),
+        nodes,
+        1,
+        JobStatus::New,
+        now,
+        Duration::ZERO,
+        RUN,
+        VOTE,
+    );
     assert!(fx.is_empty());
     assert_eq!(job.next_deadline(), None);
     assert_eq!(
@@ -1250,4 +1304,159 @@ fn every_node_status_code_has_a_count_slot() {
     for s in NodeStatus::ALL {
         assert!(status_slot(*s) < SLOTS, "{s}");
     }
+}
+
+// Issue 12 §2: a node's first report to a new server process, reconciled.
+
+fn back(node: &str, report: NodeReport) -> Input {
+    Input::NodeBack {
+        node: node.into(),
+        report,
+    }
+}
+
+#[test]
+fn resume_running_job_keeps_the_persisted_run_start() {
+    let now = Instant::now();
+    let nodes = stored(&[("a", NodeStatus::Running)]);
+    let ran = Duration::from_secs(1000);
+    let (job, _) = Job::resume(
+        id(),
+        nodes.clone(),
+        1,
+        JobStatus::Running,
+        now,
+        ran,
+        RUN,
+        VOTE,
+    );
+    assert_eq!(
+        job.phase(),
+        Phase::Running {
+            deadline: now + (RUN - ran)
+        },
+        "restarts never extend the run timer"
+    );
+    // Past the timeout while the server was down: it fires at once.
+    let (mut job, _) = Job::resume(id(), nodes, 1, JobStatus::Running, now, RUN * 2, RUN, VOTE);
+    assert_eq!(job.next_deadline(), Some(now));
+    let fx = job.handle_timeout(now);
+    assert_eq!(job.status(), JobStatus::TimedOut);
+    assert!(fx.contains(&persist("a", NodeStatus::TimedOut)));
+}
+
+#[test]
+fn a_running_node_back_idle_can_no_longer_deliver_and_crashes_at_once() {
+    let now = Instant::now();
+    for status in [NodeStatus::Running, NodeStatus::Ready] {
+        for report in [NodeReport::Idle, NodeReport::OtherJob] {
+            let nodes = stored(&[("a", status), ("b", NodeStatus::Succeeded)]);
+            let (mut job, _) = Job::resume(
+                id(),
+                nodes,
+                2,
+                JobStatus::Running,
+                now,
+                Duration::ZERO,
+                RUN,
+                VOTE,
+            );
+            let fx = job.handle(now, back("a", report));
+            assert!(
+                fx.contains(&persist("a", NodeStatus::Crashed)),
+                "{status} {report:?}: {fx:?}"
+            );
+            assert_eq!(job.status(), JobStatus::Complete, "{status} {report:?}");
+        }
+    }
+}
+
+#[test]
+fn a_ready_node_back_committed_is_sent_run_again() {
+    let now = Instant::now();
+    let nodes = stored(&[("a", NodeStatus::Ready)]);
+    let (mut job, _) = Job::resume(
+        id(),
+        nodes,
+        1,
+        JobStatus::Running,
+        now,
+        Duration::ZERO,
+        RUN,
+        VOTE,
+    );
+    assert_eq!(
+        job.handle(now, back("a", NodeReport::Committed)),
+        vec![send("a", Command::Run)]
+    );
+    // Its ack_run then counts as usual.
+    let fx = job.handle(now, reply("a", Reply::AckRun));
+    assert!(fx.contains(&persist("a", NodeStatus::Running)));
+}
+
+#[test]
+fn a_ready_node_back_running_had_its_run() {
+    let now = Instant::now();
+    let nodes = stored(&[("a", NodeStatus::Ready)]);
+    let (mut job, _) = Job::resume(
+        id(),
+        nodes,
+        1,
+        JobStatus::Running,
+        now,
+        Duration::ZERO,
+        RUN,
+        VOTE,
+    );
+    let fx = job.handle(now, back("a", NodeReport::Running));
+    assert!(fx.contains(&persist("a", NodeStatus::Running)), "{fx:?}");
+    // A running node that says it still runs the job is left alone.
+    assert!(job.handle(now, back("a", NodeReport::Running)).is_empty());
+    assert!(job.handle(now, back("a", NodeReport::Committed)).is_empty());
+}
+
+#[test]
+fn a_voting_node_back_is_asked_again_or_counted() {
+    let now = Instant::now();
+    let nodes = stored(&[
+        ("a", NodeStatus::New),
+        ("b", NodeStatus::New),
+        ("c", NodeStatus::Ready),
+    ]);
+    let (mut job, _) = Job::resume(
+        id(),
+        nodes,
+        2,
+        JobStatus::Voting,
+        now,
+        Duration::ZERO,
+        RUN,
+        VOTE,
+    );
+    // Lost its commit: asked again.
+    assert_eq!(
+        job.handle(now, back("a", NodeReport::Idle)),
+        vec![send("a", Command::Commit)]
+    );
+    assert_eq!(
+        job.handle(now, back("a", NodeReport::OtherJob)),
+        vec![send("a", Command::Commit)]
+    );
+    // Committed, its ack lost: counted as the ack.
+    let fx = job.handle(now, back("b", NodeReport::Committed));
+    assert_eq!(
+        fx[..2],
+        [
+            persist("b", NodeStatus::Ready),
+            vote("b", VoteStatus::Success)
+        ]
+    );
+    // Ready here but idle there: its commit is gone.
+    let fx = job.handle(now, back("c", NodeReport::Idle));
+    assert!(
+        fx.contains(&persist("c", NodeStatus::Unavailable)),
+        "{fx:?}"
+    );
+    // Terminal nodes and finished jobs ignore reports.
+    assert!(job.handle(now, back("c", NodeReport::Committed)).is_empty());
 }

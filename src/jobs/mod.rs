@@ -200,11 +200,12 @@ impl JobsHandle {
             Duration::from_secs(run_timeout.into()),
             self.config.voting_timeout,
         );
-        let (mut ctx, inbox) = self.context(&id, org, &record);
+        let (ctx, inbox) = self.context(&id, org, &record);
         let available = self.watch(&id, org, spec.nodes.clone()).await;
         let effects = job.start(Instant::now(), |n| available.contains(n));
-        ctx.apply(effects).await?;
-        self.spawn(ctx, job, inbox);
+        // The job exists durably from here on; its task records the start (retrying if the
+        // store is away) before anything is sent to its nodes.
+        self.spawn(ctx, job, inbox, effects);
         Ok(id)
     }
 
@@ -274,13 +275,19 @@ impl JobsHandle {
             .collect()
     }
 
-    fn spawn(&self, ctx: JobContext, job: Job, inbox: mpsc::UnboundedReceiver<TaskMsg>) {
+    fn spawn(
+        &self,
+        ctx: JobContext,
+        job: Job,
+        inbox: mpsc::UnboundedReceiver<TaskMsg>,
+        initial: Vec<machine::Effect>,
+    ) {
         let live = self.live.clone();
         let id = ctx.id.clone();
         let span = tracing::info_span!("job", job_id = %ctx.id, org = %ctx.org);
         self.tracker.spawn(
             async move {
-                task::run(ctx, job, inbox).await;
+                task::run(ctx, job, inbox, initial).await;
                 live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             }
             .instrument(span),
@@ -340,9 +347,13 @@ impl JobsHandle {
     }
 
     /// At start-up: resumes every job a previous process left `new`, `voting` or
-    /// `running` with fresh timers, instead of marking it `crashed` as the original does.
-    /// Nodes come back on their own: those still on the job report to it, the others are
-    /// resolved by the job's voting or run timeout. Returns how many jobs were resumed.
+    /// `running`, instead of marking it `crashed` as the original does. Voting starts a
+    /// fresh window (nodes need it to come back); the run timer counts from the persisted
+    /// run start (the job row's `updated_at`, written when it became `running` and not
+    /// again until it finishes), so restarts never extend it. Each node's first report is
+    /// reconciled as it comes back ([`machine::Input::NodeBack`]): it is asked again, sent
+    /// `run` again, or found unable to deliver and `crashed` at once; nodes that never
+    /// return are resolved by the job's windows. Returns how many jobs were resumed.
     ///
     /// # Errors
     /// When the store fails.
@@ -354,25 +365,30 @@ impl JobsHandle {
             };
             let run_timeout = Duration::from_secs(record.run_timeout.max(0) as u64);
             let nodes: Vec<String> = record.nodes.iter().map(|(n, _)| n.clone()).collect();
+            let running_for = (Utc::now() - record.updated_at)
+                .to_std()
+                .unwrap_or(Duration::ZERO);
             let (mut job, effects) = Job::resume(
                 record.id.clone(),
                 record.nodes.clone(),
                 record.quorum.max(0) as u32,
                 record.status,
                 Instant::now(),
+                running_for,
                 run_timeout,
                 self.config.voting_timeout,
             );
             self.events.begin_job(&record.org_id, &record.id);
-            let (mut ctx, inbox) = self.context(&record.id, &record.org_id, &record);
-            let available = self.watch(&record.id, &record.org_id, nodes.clone()).await;
-            ctx.apply(effects).await?;
+            let (ctx, inbox) = self.context(&record.id, &record.org_id, &record);
+            self.watch(&record.id, &record.org_id, nodes.clone()).await;
+            let mut effects = effects;
             if record.status == JobStatus::New {
-                let fx = job.start(Instant::now(), |n| available.contains(n));
-                ctx.apply(fx).await?;
+                // Right after a start no node has reconnected yet: none is taken for down.
+                // Each is asked when it comes back, within the voting window.
+                effects.extend(job.start(Instant::now(), |_| true));
             }
             tracing::info!(job_id = %record.id, org = %record.org_id, status = %record.status, "resumed an unfinished job");
-            self.spawn(ctx, job, inbox);
+            self.spawn(ctx, job, inbox, effects);
         }
         Ok(incomplete.len())
     }

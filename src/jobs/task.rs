@@ -13,7 +13,7 @@ use pushy_protocol::message::{CommitOptions, ServerMessage};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::machine::{Command, Effect, Input, Job, Phase};
+use super::machine::{Command, Effect, Input, Job, Phase, Reply};
 use crate::events::Events;
 use crate::metrics::{JobLabels, Metrics};
 use crate::nodes::registry::{RegistryHandle, Request};
@@ -83,39 +83,33 @@ impl JobContext {
         }
     }
 
-    /// Applies effects: first every status change among them in one transaction, then the
-    /// rest in order. Persisting earlier than listed keeps the rule that matters (a node's
-    /// state is stored before the send that depends on it) and turns a burst of thousands
-    /// of transitions into one commit. Returns the final status once the job finished.
-    pub async fn apply(&mut self, effects: Vec<Effect>) -> Result<Option<JobStatus>, store::Error> {
-        let (job, nodes) = status_changes(&effects);
-        if job.is_some() || !nodes.is_empty() {
-            self.store
-                .update_statuses(&self.org, &self.id, job, &nodes, now_seconds())
-                .await?;
-        }
+    /// Tells a node its result for this job is stored (or can no longer count), so it may
+    /// forget it: `ack` with the job's id (ours; the Ruby client ignores every `ack`).
+    async fn ack_result(&self, node: String) {
+        self.registry
+            .request(Request::Send {
+                org: self.org.clone(),
+                node,
+                message: ServerMessage::ResultAck {
+                    job_id: self.id.to_string(),
+                },
+            })
+            .await;
+    }
+
+    /// Applies effects: first every store write among them (the status changes in one
+    /// transaction, then the outputs), then the rest in order. Persisting earlier than
+    /// listed keeps the rule that matters (a node's state is stored before the send that
+    /// depends on it) and turns a burst of thousands of transitions into one commit. And
+    /// since nothing leaves the process before every write succeeded, a failed `apply`
+    /// may be retried whole: the writes are idempotent and nothing was sent twice.
+    /// Returns the final status once the job finished.
+    pub async fn apply(&mut self, effects: &[Effect]) -> Result<Option<JobStatus>, store::Error> {
+        self.store_writes(effects).await?;
         let mut finished = None;
-        for effect in effects {
+        for effect in effects.iter().cloned() {
             match effect {
-                Effect::PersistJob(_) | Effect::PersistNode { .. } => {}
-                Effect::StoreOutput {
-                    node,
-                    stdout,
-                    stderr,
-                } => {
-                    if !self
-                        .store
-                        .insert_output(
-                            &self.id,
-                            &node,
-                            &stdout,
-                            &stderr,
-                            self.truncated.contains(&node),
-                        )
-                        .await?
-                    {
-                        tracing::warn!(node, "output already stored for this node; kept the first");
-                    }
+                Effect::PersistJob(_) | Effect::PersistNode { .. } | Effect::StoreOutput { .. } => {
                 }
                 Effect::Send { node, command } => {
                     let message = match command {
@@ -163,6 +157,78 @@ impl JobContext {
     }
 }
 
+impl JobContext {
+    /// The store half of [`JobContext::apply`].
+    async fn store_writes(&self, effects: &[Effect]) -> Result<(), store::Error> {
+        let (job, nodes) = status_changes(effects);
+        if job.is_some() || !nodes.is_empty() {
+            self.store
+                .update_statuses(&self.org, &self.id, job, &nodes, now_seconds())
+                .await?;
+        }
+        for effect in effects {
+            if let Effect::StoreOutput {
+                node,
+                stdout,
+                stderr,
+            } = effect
+                && !self
+                    .store
+                    .insert_output(
+                        &self.id,
+                        node,
+                        stdout,
+                        stderr,
+                        self.truncated.contains(node),
+                    )
+                    .await?
+            {
+                tracing::debug!(node, "output already stored for this node; kept the first");
+            }
+        }
+        Ok(())
+    }
+
+    /// [`JobContext::apply`], retried while the store is unavailable (issue 12 §3: an
+    /// outage must never end a job's life or falsify its record). Waits back off from
+    /// [`RETRY_FIRST`] to [`RETRY_MAX`]; the job's timers wait too, since nothing can be
+    /// recorded meanwhile. A permanent error is returned at once, and so is the last
+    /// error if the server stops while waiting (the job then stays as stored, for the next
+    /// start to resume).
+    pub(crate) async fn apply_retrying(
+        &mut self,
+        effects: Vec<Effect>,
+    ) -> Result<Option<JobStatus>, store::Error> {
+        let mut wait = RETRY_FIRST;
+        let mut failures = 0u32;
+        loop {
+            match self.apply(&effects).await {
+                Err(e) if e.is_transient() => {
+                    failures += 1;
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::warn!(error = %e, failures, "store unavailable; the job's writes wait for it");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.shutdown.cancelled() => return Err(e),
+                    }
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
+                other => {
+                    if failures > 0 && other.is_ok() {
+                        tracing::info!(failures, "store back; the job's writes went through");
+                    }
+                    return other;
+                }
+            }
+        }
+    }
+}
+
+/// First and longest wait between retries of a job's writes while the store is away.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// The job's last status and each node's last status among `effects`, nodes in the order
 /// of their first change: within one transaction only the final value is ever seen.
 fn status_changes(effects: &[Effect]) -> (Option<JobStatus>, Vec<(String, NodeStatus)>) {
@@ -190,28 +256,39 @@ fn now_seconds() -> chrono::DateTime<Utc> {
     chrono::Timelike::with_nanosecond(&now, 0).unwrap_or(now)
 }
 
-/// Runs a started job until it finishes, then unwatches its nodes. On shutdown it stops
-/// without touching the job's stored state, so a restart can resume it.
+/// Runs a job until it finishes, then unwatches its nodes: first applies `initial` (the
+/// effects of starting or resuming it, which the job's creator did not wait for), then
+/// drives the machine. On shutdown it stops without touching the job's stored state, so
+/// a restart can resume it.
 pub(crate) async fn run(
     mut ctx: JobContext,
     mut job: Job,
     mut inbox: mpsc::UnboundedReceiver<TaskMsg>,
+    initial: Vec<Effect>,
 ) {
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
-    let mut finished = matches!(job.phase(), Phase::Done(_));
+    // Nodes whose result is in the batch being applied: acknowledged once it is stored.
+    let mut results: Vec<String> = Vec::new();
+    let mut finished = false;
+    let mut pending = Some(initial);
     while !finished {
         let deadline = job.next_deadline();
-        let effects = tokio::select! {
+        let effects = if let Some(initial) = pending.take() {
+            initial
+        } else if matches!(job.phase(), Phase::Done(_)) {
+            break;
+        } else {
+            tokio::select! {
             msg = inbox.recv() => match msg {
                 Some(msg) => {
                     let mut effects = Vec::new();
-                    receive(&mut ctx, &mut job, msg, &mut waiters, &mut effects);
+                    receive(&mut ctx, &mut job, msg, &mut waiters, &mut effects, &mut results);
                     // Take whatever else already waits, so a burst (thousands of nodes
                     // answering one commit) is handled and persisted as one batch.
                     let mut taken = 1;
                     while taken < MAX_BATCH && !matches!(job.phase(), Phase::Done(_)) {
                         let Ok(msg) = inbox.try_recv() else { break };
-                        receive(&mut ctx, &mut job, msg, &mut waiters, &mut effects);
+                        receive(&mut ctx, &mut job, msg, &mut waiters, &mut effects, &mut results);
                         taken += 1;
                     }
                     effects
@@ -224,13 +301,32 @@ pub(crate) async fn run(
                 ctx.registry.request(Request::Unwatch { job: ctx.id.clone() }).await;
                 return;
             }
+            }
         };
-        match ctx.apply(effects).await {
+        let applied = ctx.apply_retrying(effects).await;
+        if applied.is_ok() {
+            for node in results.drain(..) {
+                ctx.ack_result(node).await;
+            }
+        }
+        match applied {
             Ok(Some(_)) => finished = true,
             Ok(None) => {}
+            Err(e) if e.is_transient() => {
+                // Only while stopping: what was not stored was not sent either, so the
+                // stored job is consistent and the next start resumes it.
+                tracing::info!(error = %e, "server stopping during a store outage; job left for the next start to resume");
+                ctx.registry
+                    .request(Request::Unwatch {
+                        job: ctx.id.clone(),
+                    })
+                    .await;
+                return;
+            }
             Err(e) => {
-                // The store failed: the job cannot keep its record straight. Mark it
-                // crashed (best effort) and reset its nodes, as the original's job monitor.
+                // The store refused the write for good: the job cannot keep its record
+                // straight. Mark it crashed (best effort) and reset its nodes, as the
+                // original's job monitor.
                 tracing::error!(error = %e, "store failed; job crashed");
                 let _ = ctx
                     .store
@@ -272,7 +368,13 @@ pub(crate) async fn run(
             _ = &mut linger => break,
             msg = inbox.recv() => match msg {
                 Some(TaskMsg::Abort(done)) => { let _ = done.send(()); }
-                Some(TaskMsg::Input(_) | TaskMsg::OutputTruncated { .. }) => {}
+                Some(TaskMsg::Input(input)) => {
+                    // Too late to count, but the node may stop keeping it.
+                    if let Some(node) = result_of(&input) {
+                        ctx.ack_result(node.to_owned()).await;
+                    }
+                }
+                Some(TaskMsg::OutputTruncated { .. }) => {}
                 None => break,
             },
         }
@@ -282,16 +384,34 @@ pub(crate) async fn run(
 /// Most inbox messages handled before their effects are applied.
 const MAX_BATCH: usize = 4096;
 
-/// Feeds one inbox message to the machine, adding its effects to `effects`.
+/// The node whose `succeeded`/`failed` this input is.
+fn result_of(input: &Input) -> Option<&str> {
+    match input {
+        Input::Reply {
+            node,
+            reply: Reply::Succeeded { .. } | Reply::Failed { .. },
+        } => Some(node),
+        _ => None,
+    }
+}
+
+/// Feeds one inbox message to the machine, adding its effects to `effects` and the node
+/// of a result to `results`.
 fn receive(
     ctx: &mut JobContext,
     job: &mut Job,
     msg: TaskMsg,
     waiters: &mut Vec<oneshot::Sender<()>>,
     effects: &mut Vec<Effect>,
+    results: &mut Vec<String>,
 ) {
     match msg {
-        TaskMsg::Input(input) => effects.extend(job.handle(Instant::now(), input)),
+        TaskMsg::Input(input) => {
+            if let Some(node) = result_of(&input) {
+                results.push(node.to_owned());
+            }
+            effects.extend(job.handle(Instant::now(), input));
+        }
         TaskMsg::Abort(done) => {
             waiters.push(done);
             effects.extend(job.handle(Instant::now(), Input::Abort));

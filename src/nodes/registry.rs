@@ -16,7 +16,7 @@ use super::machine::{self, Incarnation, JobLink, Node, RoutingId, ServerCommand,
 use super::{Liveness, NodesHandle};
 use crate::channel::thread::{ChannelHandle, Inbound, Outbound};
 use crate::jobs::TaskMsg;
-use crate::jobs::machine::{Input as JobInput, Reply};
+use crate::jobs::machine::{Input as JobInput, NodeReport, Reply};
 
 /// What job tasks (and the jobs handle) ask of the registry.
 pub enum Request {
@@ -111,6 +111,10 @@ struct Registry {
     /// loop never scans every node to find the next timer.
     timers: BinaryHeap<Reverse<(Instant, NodeKey)>>,
     jobs: HashMap<JobId, WatchedJob>,
+    /// Nodes reset on their return (their first message named no job they are part of)
+    /// whose jobs hear of them once the reset is done: a job that re-asks a node before
+    /// then could see its commit wiped by a repeated `abort`.
+    returning: HashSet<NodeKey>,
     snapshot: NodesHandle,
     channel: ChannelHandle,
 }
@@ -130,6 +134,7 @@ pub fn spawn(
         nodes: HashMap::new(),
         timers: BinaryHeap::new(),
         jobs: HashMap::new(),
+        returning: HashSet::new(),
         snapshot,
         channel,
     };
@@ -201,30 +206,49 @@ impl Registry {
                 .is_some_and(|w| w.org == key.0 && w.nodes.contains(&key.1));
             let (node, fx) = if on_live_job {
                 tracing::info!("node online, still on a live job: adopted without a reset");
-                // A node that says it is running the job, or reports its result, had its
-                // `run` and acknowledged it; the acknowledgement may have been lost with
-                // the previous server process, so it is replayed from the node's own
-                // report (a node already `running` in the job is unaffected, zmq.md §5.4).
-                let ran = match m.message.kind {
-                    ClientMessageType::Heartbeat => {
-                        m.message.job_state.as_deref() == Some("running")
+                // Every job of the node hears what it says, so a job can re-send what the
+                // previous server process may have lost, or learn at once that the node
+                // can no longer deliver (issue 12 §2).
+                let report = match m.message.kind {
+                    ClientMessageType::Heartbeat
+                        if m.message.job_state.as_deref() == Some("running") =>
+                    {
+                        Some(NodeReport::Running)
                     }
-                    ClientMessageType::Succeeded | ClientMessageType::Failed => true,
-                    _ => false,
+                    ClientMessageType::Heartbeat => Some(NodeReport::Committed),
+                    // A result had its `run` and acknowledged it; the acknowledgement may
+                    // have been lost with the previous server process.
+                    ClientMessageType::Succeeded | ClientMessageType::Failed => {
+                        Some(NodeReport::Running)
+                    }
+                    // Answers to commit or run go through the job's table as they are.
+                    _ => None,
                 };
-                if ran && let Some(j) = &job {
-                    self.forward(
-                        j,
-                        JobInput::Reply {
-                            node: key.1.clone(),
-                            reply: Reply::AckRun,
-                        },
-                    );
+                let named = job.clone();
+                for id in self.jobs_of(&key) {
+                    let report = if Some(&id) == named.as_ref() {
+                        report
+                    } else {
+                        Some(NodeReport::OtherJob)
+                    };
+                    if let Some(report) = report {
+                        self.forward(
+                            &id,
+                            JobInput::NodeBack {
+                                node: key.1.clone(),
+                                report,
+                            },
+                        );
+                    }
                 }
                 Node::adopt(now, self.params.node, incarnation, routing.clone())
             } else {
                 // Debug, not info: a restart of a large fleet's server would log every node.
                 tracing::debug!("node online");
+                // Reset first; its jobs hear that it is back, idle, when `aborted` arrives.
+                if !self.jobs_of(&key).is_empty() {
+                    self.returning.insert(key.clone());
+                }
                 Node::new(now, self.params.node, incarnation, routing.clone())
             };
             let liveness = if node.state() == State::Idle {
@@ -248,6 +272,25 @@ impl Registry {
         };
         if let Some(node) = self.nodes.get_mut(&key) {
             effects.extend(node.handle(now, input));
+        }
+        if job.is_none()
+            && let JobRef::Id(id) = &m.message.job_id
+            && matches!(
+                m.message.kind,
+                ClientMessageType::Succeeded | ClientMessageType::Failed
+            )
+        {
+            // A result for a job no longer running here (finished, or unknown to this
+            // process): nothing will record it, and re-sending would not change that.
+            self.channel.send(Outbound::ToNode {
+                routing_id: self
+                    .nodes
+                    .get(&key)
+                    .map_or_else(Vec::new, |n| n.routing_id().0.clone()),
+                org: key.0.clone(),
+                node: key.1.clone(),
+                message: ServerMessage::ResultAck { job_id: id.clone() },
+            });
         }
         if let Some(job) = job {
             let reply = match m.message.kind {
@@ -286,6 +329,15 @@ impl Registry {
         }
         self.apply(&key, effects);
         self.arm(&key);
+    }
+
+    /// The live jobs that have this node, by id.
+    fn jobs_of(&self, key: &NodeKey) -> Vec<JobId> {
+        self.jobs
+            .iter()
+            .filter(|(_, w)| w.org == key.0 && w.nodes.contains(&key.1))
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Records the node's next deadline, if it has one, in the timer heap.
@@ -333,18 +385,24 @@ impl Registry {
                         Liveness::Busy
                     };
                     self.snapshot.set(&key.0, &key.1, liveness);
+                    if to == State::Idle && self.returning.remove(key) {
+                        for job in self.jobs_of(key) {
+                            self.forward(
+                                &job,
+                                JobInput::NodeBack {
+                                    node: key.1.clone(),
+                                    report: NodeReport::Idle,
+                                },
+                            );
+                        }
+                    }
                 }
                 machine::Effect::Stop(reason) => {
                     tracing::info!(org = %key.0, node = %key.1, ?reason, "node offline");
                     self.nodes.remove(key);
+                    self.returning.remove(key);
                     self.snapshot.remove(&key.0, &key.1);
-                    let watching: Vec<JobId> = self
-                        .jobs
-                        .iter()
-                        .filter(|(_, w)| w.org == key.0 && w.nodes.contains(&key.1))
-                        .map(|(id, _)| id.clone())
-                        .collect();
-                    for job in watching {
+                    for job in self.jobs_of(key) {
                         self.forward(
                             &job,
                             JobInput::NodeDown {

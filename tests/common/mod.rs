@@ -150,6 +150,12 @@ impl Harness {
     /// Stops this server (its tasks end; jobs stay as stored) and starts a new one on the
     /// same directory and database, as a process restart does.
     pub async fn restart(&mut self, tweak: impl Fn(&mut Config)) {
+        self.stop().await;
+        self.start(tweak).await;
+    }
+
+    /// The first half of [`Harness::restart`]: the server's tasks end, its sockets close.
+    pub async fn stop(&mut self) {
         self.token.cancel();
         self.state.tracker.close();
         tokio::time::timeout(
@@ -158,6 +164,10 @@ impl Harness {
         )
         .await
         .expect("the old server's tasks stop");
+    }
+
+    /// The second half of [`Harness::restart`]: a new server on the same directory.
+    pub async fn start(&mut self, tweak: impl Fn(&mut Config)) {
         self.state = Harness::boot(self.tmp.path(), &tweak).await;
         self.token = self.state.shutdown.clone();
     }

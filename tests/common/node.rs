@@ -33,6 +33,10 @@ pub enum Script {
     Hang,
     /// Commit, acknowledge the run, and succeed once [`ScriptedNode::release`] is called.
     Hold,
+    /// Commit without answering (the answer is lost), then run and succeed.
+    SilentCommit,
+    /// Commit, never see the first `run` (it is lost), then run and succeed on the next.
+    LoseFirstRun,
 }
 
 /// What the node saw, for assertions.
@@ -127,6 +131,7 @@ impl ScriptedNode {
         let (ready_tx, ready_rx) = mpsc::channel();
         let (reconnect_tx, reconnect_rx) = mpsc::channel();
         let public_key = pair.public_key;
+        let runs_to_lose = u32::from(matches!(script, Script::LoseFirstRun));
         let node = NodeLoop {
             name: name.to_owned(),
             key: conn.session_key,
@@ -136,6 +141,8 @@ impl ScriptedNode {
             sequence: 0,
             job: None,
             running: None,
+            started: false,
+            runs_to_lose,
             stop: stop.clone(),
             silent: silent.clone(),
             release: release.clone(),
@@ -186,6 +193,11 @@ struct NodeLoop {
     job: Option<String>,
     /// A held job waiting for release.
     running: Option<String>,
+    /// Whether the committed job's command started (heartbeats say `running`, else
+    /// `committed`).
+    started: bool,
+    /// Runs not seen yet by a [`Script::LoseFirstRun`] node.
+    runs_to_lose: u32,
     stop: Arc<AtomicBool>,
     silent: Arc<AtomicBool>,
     release: Arc<AtomicBool>,
@@ -205,10 +217,10 @@ fn connect(ctx: &zmq::Context, conn: &Connection, pair: &zmq::CurveKeyPair) -> z
 impl NodeLoop {
     fn message(&mut self, kind: ClientMessageType, job: Option<&str>) -> ClientMessage {
         self.sequence += 1;
-        let state = if self.job.is_some() {
-            "running"
-        } else {
-            "idle"
+        let state = match (&self.job, self.started) {
+            (Some(_), true) => "running",
+            (Some(_), false) => "committed",
+            (None, _) => "idle",
         };
         ClientMessage {
             node: self.name.clone(),
@@ -285,6 +297,7 @@ impl NodeLoop {
                 "abort" => {
                     let job = self.job.take();
                     self.running = None;
+                    self.started = false;
                     let m = self.message(ClientMessageType::Aborted, job.as_deref());
                     self.send(&dealer, &m);
                     if let Some(r) = ready.take() {
@@ -310,6 +323,10 @@ impl NodeLoop {
         let accept = self.job.is_none() && !matches!(self.script, Script::NackCommit);
         if accept {
             self.job = Some(job.clone());
+            self.started = false;
+            if matches!(self.script, Script::SilentCommit) {
+                return;
+            }
         }
         let kind = if accept {
             ClientMessageType::AckCommit
@@ -321,6 +338,11 @@ impl NodeLoop {
     }
 
     fn run_job(&mut self, dealer: &zmq::Socket, job: String) {
+        if self.runs_to_lose > 0 {
+            self.runs_to_lose -= 1;
+            return;
+        }
+        self.started = true;
         let ack = |me: &mut Self| {
             let m = me.message(ClientMessageType::AckRun, Some(&job));
             me.send(dealer, &m);
@@ -332,7 +354,11 @@ impl NodeLoop {
                 ack(self);
                 self.running = Some(job.clone());
             }
-            Script::Succeed { stdout, stderr } => {
+            Script::Succeed { .. } | Script::SilentCommit | Script::LoseFirstRun => {
+                let (stdout, stderr) = match self.script.clone() {
+                    Script::Succeed { stdout, stderr } => (stdout, stderr),
+                    _ => ("done".to_owned(), String::new()),
+                };
                 ack(self);
                 let mut done = self.message(ClientMessageType::Succeeded, Some(&job));
                 done.stdout = Some(stdout);
