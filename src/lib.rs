@@ -274,6 +274,7 @@ pub async fn build_state_with(
             "resumed jobs left unfinished by the last stop"
         );
     }
+    let body_budget = http::BodyBudget::new(config.pushy.http_body_memory, metrics.clone());
     Ok(AppState {
         config: Arc::new(config),
         store,
@@ -293,6 +294,7 @@ pub async fn build_state_with(
         shutdown,
         tracker,
         metrics,
+        body_budget,
     })
 }
 
@@ -326,17 +328,34 @@ pub fn service(
     tower::util::MapRequestLayer::new(http::normalize_path).layer(router)
 }
 
-/// Serves the API on `listener` until `state.shutdown` is cancelled.
+/// Serves the API on `listener` until `state.shutdown` is cancelled, under the
+/// connection limits of the config (`http_max_connections`, `http_header_timeout`; see
+/// [`http::server`]).
 ///
 /// # Errors
-/// When the listener fails.
+/// None today: accept errors are logged and retried. Kept for callers' `?`.
 pub async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
     let token = state.shutdown.clone();
     let tracker = state.tracker.clone();
+    let metrics = state.metrics.clone();
+    let p = &state.config.pushy;
+    let max_connections = http::server::connection_cap(
+        p.http_max_connections,
+        http::server::nofile_limit(),
+    );
+    if max_connections < p.http_max_connections {
+        tracing::warn!(
+            configured = p.http_max_connections,
+            max_connections,
+            "http_max_connections lowered to half the descriptor limit"
+        );
+    }
+    let limits = http::server::ConnectionLimits {
+        max_connections,
+        header_timeout: std::time::Duration::from_millis(p.http_header_timeout),
+    };
     let svc = service(state);
-    axum::serve(listener, tower::make::Shared::new(svc))
-        .with_graceful_shutdown(token.cancelled_owned())
-        .await?;
+    http::server::serve(listener, svc, limits, token, metrics).await;
     // Job tasks and the registry end on the same token; the drain is bounded.
     tracker.close();
     if tokio::time::timeout(std::time::Duration::from_secs(10), tracker.wait())

@@ -31,6 +31,9 @@ pub enum ApiError {
     /// Body over the limit.
     #[error("JSON must be no more than {0} bytes.")]
     BodyTooLarge(usize),
+    /// The body did not arrive (in time, intact, or within the memory budget).
+    #[error("{0}")]
+    Body(#[from] super::pipeline::BodyError),
     /// The job body failed validation.
     #[error("{0}")]
     InvalidJob(#[from] jobs::SpecError),
@@ -74,6 +77,7 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED
             }
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Body(e) => e.status(),
             ApiError::InvalidJob(_) | ApiError::MissingCcpk => StatusCode::BAD_REQUEST,
             ApiError::BadCcpk => StatusCode::UNAUTHORIZED,
             ApiError::Auth(e) => match e {
@@ -127,6 +131,11 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::MethodNotAllowed(allow) => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::Body(e) => {
+                if let Some(after) = e.retry_after() {
+                    headers.insert(header::RETRY_AFTER, HeaderValue::from_static(after));
+                }
             }
             ApiError::Auth(auth::Error::UnknownPrincipal(_) | auth::Error::BadSignature(_)) => {
                 headers.insert(

@@ -10,6 +10,7 @@ mod rows;
 mod sqlite;
 #[cfg(test)]
 mod tests;
+mod tx;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -21,9 +22,17 @@ pub use sqlite::SqliteStore;
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The database refused or could not run a statement.
+    /// The database cannot be reached or cannot take work right now: a connection failed
+    /// or was lost, no pooled connection came within the acquire timeout, PostgreSQL is
+    /// shutting down or refusing connections, SQLite's disk is full or its file locked.
+    /// Nothing was written (a transaction that met this was rolled back); the same call
+    /// may succeed later. See [`Error::is_transient`].
+    #[error("the job store is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// The database refused or could not run a statement, and trying again will not
+    /// help.
     #[error("database error")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
     /// Applying the schema migrations failed.
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -38,6 +47,73 @@ pub enum Error {
     /// A job with this id already exists.
     #[error("job {0} already exists")]
     DuplicateJob(JobId),
+}
+
+impl Error {
+    /// Whether the same call may succeed if made again later, unchanged: true for
+    /// [`Error::Unavailable`] only. The HTTP API answers these 503 with `Retry-After`;
+    /// a job task retries its write.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
+}
+
+/// Sorts a driver error into [`Error::Unavailable`] or [`Error::Database`].
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        if is_unavailable(&e) {
+            Error::Unavailable(e)
+        } else {
+            Error::Database(e)
+        }
+    }
+}
+
+/// Whether `e` says the database is away or overloaded rather than that the statement is
+/// wrong. SQLite: busy or locked, out of memory, I/O error, disk full, cannot open the
+/// file. PostgreSQL: connection exceptions (class 08), shutting down or starting up
+/// (57P01–03), out of resources (53000–53300), serialization failure and deadlock (the
+/// transaction was rolled back and can be run again).
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let Some(code) = db.code() else {
+                return false;
+            };
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // The extended result code; its low byte is the primary code.
+                const BUSY: i32 = 5;
+                const LOCKED: i32 = 6;
+                const NOMEM: i32 = 7;
+                const IOERR: i32 = 10;
+                const FULL: i32 = 13;
+                const CANTOPEN: i32 = 14;
+                code.parse::<i32>().is_ok_and(|c| {
+                    matches!(c & 0xff, BUSY | LOCKED | NOMEM | IOERR | FULL | CANTOPEN)
+                })
+            } else {
+                code.starts_with("08")
+                    || matches!(
+                        &*code,
+                        "57P01"
+                            | "57P02"
+                            | "57P03"
+                            | "53000"
+                            | "53100"
+                            | "53200"
+                            | "53300"
+                            | "40001"
+                            | "40P01"
+                    )
+            }
+        }
+        _ => false,
+    }
 }
 
 /// The options of a job (http.md §4.1, table `job_options`). All absent and `capture`

@@ -10,10 +10,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use pushy_protocol::job::{JobId, JobStatus, NodeStatus, OrgGuid};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Executor, Postgres, Row};
 
 use super::rows::{self, EmbeddedMigration, JobRow};
+use super::tx::Tx;
 use super::{Error, IncompleteJob, JobRecord, OutputChannel, Store, StoredOutput};
 
 /// The sqitch plan's five changes, re-runnable so they adopt a database it deployed, then
@@ -57,8 +58,10 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
 ];
 
 /// How long a statement waits for a pooled connection before failing, so that an
-/// exhausted pool or an unreachable server turns into an error instead of a hang.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// exhausted pool or an unreachable server turns into an error instead of a hang. While
+/// PostgreSQL refuses connections sqlx retries until this deadline, so it is how long a
+/// request waits for its 503 during an outage; a healthy pool answers in milliseconds.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `SELECT` of a job as [`job_row`] reads it, followed by the given conditions. A macro so
 /// that the statement stays a `&'static str`.
@@ -143,79 +146,144 @@ async fn job_nodes<'e>(
     .collect()
 }
 
+/// The rows of a new job, inside the caller's transaction.
+async fn insert_job(conn: &mut PgConnection, job: &JobRecord) -> Result<(), Error> {
+    let now = rows::to_stored_time(job.created_at);
+    let inserted = sqlx::query(
+        "INSERT INTO jobs (id, org_id, command, quorum, status, run_timeout, \
+         last_updated_by, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $1, $7, $7)",
+    )
+    .bind(job.id.as_str())
+    .bind(job.org_id.as_str())
+    .bind(&job.command)
+    .bind(job.quorum)
+    .bind(i32::from(JobStatus::New.code()))
+    .bind(job.run_timeout)
+    .bind(now)
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        // The primary key is the only unique constraint of `jobs`.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            return Err(Error::DuplicateJob(job.id.clone()));
+        }
+        other => other?,
+    };
+    // Every node in one statement (a round trip per node dominated large jobs); the
+    // array's ordinality is the position, from 0.
+    let names: Vec<&str> = job.nodes.iter().map(|(n, _)| n.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO job_nodes (job_id, org_id, node_name, status, created_at, \
+         updated_at, position) \
+         SELECT $1, $2, u.name, $4, $5, $5, u.n - 1 \
+         FROM UNNEST($3::text[]) WITH ORDINALITY AS u(name, n)",
+    )
+    .bind(job.id.as_str())
+    .bind(job.org_id.as_str())
+    .bind(names)
+    .bind(i32::from(NodeStatus::New.code()))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let o = &job.options;
+    if !o.is_empty() {
+        sqlx::query(
+            "INSERT INTO job_options (job_id, job_user, dir, env, capture, job_file) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(job.id.as_str())
+        .bind(o.user.as_deref())
+        .bind(o.dir.as_deref())
+        .bind(o.env.as_deref())
+        .bind(o.capture)
+        .bind(o.file.as_deref())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A job with its nodes, inside the caller's transaction.
+async fn read_job(
+    conn: &mut PgConnection,
+    org: &OrgGuid,
+    id: &JobId,
+) -> Result<Option<JobRecord>, Error> {
+    let row = sqlx::query(select_jobs!(
+        "WHERE j.id = $1::bpchar AND j.org_id = $2::bpchar"
+    ))
+    .bind(id.as_str())
+    .bind(org.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let job = job_row(&row)?;
+    let nodes = job_nodes(&mut *conn, id).await?;
+    job.into_record(nodes).map(Some)
+}
+
+/// The status changes of [`Store::update_statuses`], inside the caller's transaction.
+async fn set_statuses(
+    conn: &mut PgConnection,
+    org: &OrgGuid,
+    id: &JobId,
+    job: Option<JobStatus>,
+    nodes: &[(String, NodeStatus)],
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let now = rows::to_stored_time(now);
+    if !nodes.is_empty() {
+        // One statement for the whole burst: a round trip per node would cost more
+        // than the update itself.
+        let names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
+        let codes: Vec<i32> = nodes.iter().map(|(_, s)| i32::from(s.code())).collect();
+        sqlx::query(
+            "UPDATE job_nodes AS n SET status = u.status, updated_at = $3 \
+             FROM UNNEST($4::text[], $5::integer[]) AS u(node_name, status) \
+             WHERE n.job_id = $1::bpchar AND n.org_id = $2::bpchar \
+             AND n.node_name = u.node_name",
+        )
+        .bind(id.as_str())
+        .bind(org.as_str())
+        .bind(now)
+        .bind(names)
+        .bind(codes)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if let Some(status) = job {
+        sqlx::query(
+            "UPDATE jobs SET status = $2, updated_at = $3, last_updated_by = $1 \
+             WHERE id = $1::bpchar",
+        )
+        .bind(id.as_str())
+        .bind(i32::from(status.code()))
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn create_job(&self, job: &JobRecord) -> Result<(), Error> {
-        let now = rows::to_stored_time(job.created_at);
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (id, org_id, command, quorum, status, run_timeout, \
-             last_updated_by, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $1, $7, $7)",
-        )
-        .bind(job.id.as_str())
-        .bind(job.org_id.as_str())
-        .bind(&job.command)
-        .bind(job.quorum)
-        .bind(i32::from(JobStatus::New.code()))
-        .bind(job.run_timeout)
-        .bind(now)
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            // The primary key is the only unique constraint of `jobs`.
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(Error::DuplicateJob(job.id.clone()));
-            }
-            other => other?,
-        };
-        // Every node in one statement (a round trip per node dominated large jobs); the
-        // array's ordinality is the position, from 0.
-        let names: Vec<&str> = job.nodes.iter().map(|(n, _)| n.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO job_nodes (job_id, org_id, node_name, status, created_at, \
-             updated_at, position) \
-             SELECT $1, $2, u.name, $4, $5, $5, u.n - 1 \
-             FROM UNNEST($3::text[]) WITH ORDINALITY AS u(name, n)",
-        )
-        .bind(job.id.as_str())
-        .bind(job.org_id.as_str())
-        .bind(names)
-        .bind(i32::from(NodeStatus::New.code()))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let o = &job.options;
-        if !o.is_empty() {
-            sqlx::query(
-                "INSERT INTO job_options (job_id, job_user, dir, env, capture, job_file) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(job.id.as_str())
-            .bind(o.user.as_deref())
-            .bind(o.dir.as_deref())
-            .bind(o.env.as_deref())
-            .bind(o.capture)
-            .bind(o.file.as_deref())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let mut tx = Tx::begin(&self.pool, "BEGIN").await?;
+        let result = insert_job(tx.conn(), job).await;
+        tx.finish(result).await
     }
 
     async fn find_job(&self, org: &OrgGuid, id: &JobId) -> Result<Option<JobRecord>, Error> {
-        let row = sqlx::query(select_jobs!(
-            "WHERE j.id = $1::bpchar AND j.org_id = $2::bpchar"
-        ))
-        .bind(id.as_str())
-        .bind(org.as_str())
-        .fetch_optional(&self.pool)
+        // One snapshot for the job and its nodes: under READ COMMITTED each statement
+        // would see what a job task commits between them.
+        let mut tx = Tx::begin(
+            &self.pool,
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        )
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let job = job_row(&row)?;
-        let nodes = job_nodes(&self.pool, id).await?;
-        job.into_record(nodes).map(Some)
+        let result = read_job(tx.conn(), org, id).await;
+        tx.finish(result).await
     }
 
     async fn list_jobs(&self, org: &OrgGuid) -> Result<Vec<JobRecord>, Error> {
@@ -238,40 +306,9 @@ impl Store for PostgresStore {
         nodes: &[(String, NodeStatus)],
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
-        let now = rows::to_stored_time(now);
-        let mut tx = self.pool.begin().await?;
-        if !nodes.is_empty() {
-            // One statement for the whole burst: a round trip per node would cost more
-            // than the update itself.
-            let names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
-            let codes: Vec<i32> = nodes.iter().map(|(_, s)| i32::from(s.code())).collect();
-            sqlx::query(
-                "UPDATE job_nodes AS n SET status = u.status, updated_at = $3 \
-                 FROM UNNEST($4::text[], $5::integer[]) AS u(node_name, status) \
-                 WHERE n.job_id = $1::bpchar AND n.org_id = $2::bpchar \
-                 AND n.node_name = u.node_name",
-            )
-            .bind(id.as_str())
-            .bind(org.as_str())
-            .bind(now)
-            .bind(names)
-            .bind(codes)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(status) = job {
-            sqlx::query(
-                "UPDATE jobs SET status = $2, updated_at = $3, last_updated_by = $1 \
-                 WHERE id = $1::bpchar",
-            )
-            .bind(id.as_str())
-            .bind(i32::from(status.code()))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let mut tx = Tx::begin(&self.pool, "BEGIN").await?;
+        let result = set_statuses(tx.conn(), org, id, job, nodes, now).await;
+        tx.finish(result).await
     }
 
     async fn insert_output(

@@ -11,12 +11,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use pushy_protocol::job::{JobId, JobStatus, NodeStatus, OrgGuid};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Executor, Row, Sqlite};
 
 use super::rows::{self, EmbeddedMigration, JobRow};
+use super::tx::Tx;
 use super::{Error, IncompleteJob, JobRecord, OutputChannel, Store, StoredOutput};
 
 /// Nothing older to adopt: the schema, then our additions.
@@ -168,79 +169,144 @@ async fn job_nodes<'e>(
     .collect()
 }
 
+/// The rows of a new job, inside the caller's transaction.
+async fn insert_job(conn: &mut SqliteConnection, job: &JobRecord) -> Result<(), Error> {
+    let now = to_text(job.created_at);
+    let inserted = sqlx::query(
+        "INSERT INTO jobs (id, org_id, command, quorum, status, run_timeout, \
+         last_updated_by, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $1, $7, $7)",
+    )
+    .bind(job.id.as_str())
+    .bind(job.org_id.as_str())
+    .bind(&job.command)
+    .bind(job.quorum)
+    .bind(i32::from(JobStatus::New.code()))
+    .bind(job.run_timeout)
+    .bind(&now)
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        // The primary key is the only unique constraint of `jobs`.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            return Err(Error::DuplicateJob(job.id.clone()));
+        }
+        other => other?,
+    };
+    // Every node in one statement: the names go as a JSON array, and each element's
+    // index is its position. A statement per node costs a round trip to the
+    // connection's thread each, which dominated the creation of large jobs.
+    let names: Vec<&str> = job.nodes.iter().map(|(n, _)| n.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO job_nodes (job_id, org_id, node_name, status, created_at, \
+         updated_at, position) \
+         SELECT $1, $2, j.value, $4, $5, $5, j.key FROM json_each($3) AS j",
+    )
+    .bind(job.id.as_str())
+    .bind(job.org_id.as_str())
+    .bind(json_array(&names))
+    .bind(i32::from(NodeStatus::New.code()))
+    .bind(&now)
+    .execute(&mut *conn)
+    .await?;
+    let o = &job.options;
+    if !o.is_empty() {
+        sqlx::query(
+            "INSERT INTO job_options (job_id, job_user, dir, env, capture, job_file) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(job.id.as_str())
+        .bind(o.user.as_deref())
+        .bind(o.dir.as_deref())
+        .bind(o.env.as_deref())
+        .bind(i64::from(o.capture))
+        .bind(o.file.as_deref())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A job with its nodes, inside the caller's transaction.
+async fn read_job(
+    conn: &mut SqliteConnection,
+    org: &OrgGuid,
+    id: &JobId,
+) -> Result<Option<JobRecord>, Error> {
+    let row = sqlx::query(select_jobs!("WHERE j.id = $1 AND j.org_id = $2"))
+        .bind(id.as_str())
+        .bind(org.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let job = job_row(&row)?;
+    let nodes = job_nodes(&mut *conn, id).await?;
+    job.into_record(nodes).map(Some)
+}
+
+/// The status changes of [`Store::update_statuses`], inside the caller's transaction.
+async fn set_statuses(
+    conn: &mut SqliteConnection,
+    org: &OrgGuid,
+    id: &JobId,
+    job: Option<JobStatus>,
+    nodes: &[(String, NodeStatus)],
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let now = to_text(now);
+    // One statement per status rather than per node: a burst is mostly one status
+    // (thousands of nodes → ready), and `IN (json_each)` lets SQLite seek the unique
+    // (job_id, org_id, node_name) index once per name.
+    let mut by_status: Vec<(NodeStatus, Vec<&str>)> = Vec::new();
+    for (node, status) in nodes {
+        match by_status.iter_mut().find(|(s, _)| s == status) {
+            Some((_, names)) => names.push(node),
+            None => by_status.push((*status, vec![node.as_str()])),
+        }
+    }
+    for (status, names) in by_status {
+        sqlx::query(
+            "UPDATE job_nodes SET status = $3, updated_at = $4 \
+             WHERE job_id = $1 AND org_id = $2 \
+             AND node_name IN (SELECT value FROM json_each($5))",
+        )
+        .bind(id.as_str())
+        .bind(org.as_str())
+        .bind(i32::from(status.code()))
+        .bind(&now)
+        .bind(json_array(&names))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if let Some(status) = job {
+        sqlx::query(
+            "UPDATE jobs SET status = $2, updated_at = $3, last_updated_by = $1 WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .bind(i32::from(status.code()))
+        .bind(&now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_job(&self, job: &JobRecord) -> Result<(), Error> {
-        let now = to_text(job.created_at);
-        // Writes first thing, so the deferred transaction takes the write lock at once
-        // (waiting up to the busy timeout) and never has to upgrade a read lock.
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (id, org_id, command, quorum, status, run_timeout, \
-             last_updated_by, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $1, $7, $7)",
-        )
-        .bind(job.id.as_str())
-        .bind(job.org_id.as_str())
-        .bind(&job.command)
-        .bind(job.quorum)
-        .bind(i32::from(JobStatus::New.code()))
-        .bind(job.run_timeout)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            // The primary key is the only unique constraint of `jobs`.
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(Error::DuplicateJob(job.id.clone()));
-            }
-            other => other?,
-        };
-        // Every node in one statement: the names go as a JSON array, and each element's
-        // index is its position. A statement per node costs a round trip to the
-        // connection's thread each, which dominated the creation of large jobs.
-        let names: Vec<&str> = job.nodes.iter().map(|(n, _)| n.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO job_nodes (job_id, org_id, node_name, status, created_at, \
-             updated_at, position) \
-             SELECT $1, $2, j.value, $4, $5, $5, j.key FROM json_each($3) AS j",
-        )
-        .bind(job.id.as_str())
-        .bind(job.org_id.as_str())
-        .bind(json_array(&names))
-        .bind(i32::from(NodeStatus::New.code()))
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?;
-        let o = &job.options;
-        if !o.is_empty() {
-            sqlx::query(
-                "INSERT INTO job_options (job_id, job_user, dir, env, capture, job_file) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(job.id.as_str())
-            .bind(o.user.as_deref())
-            .bind(o.dir.as_deref())
-            .bind(o.env.as_deref())
-            .bind(i64::from(o.capture))
-            .bind(o.file.as_deref())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        // IMMEDIATE: the write lock at once (waiting up to the busy timeout), never the
+        // upgrade of a read lock.
+        let mut tx = Tx::begin(&self.pool, "BEGIN IMMEDIATE").await?;
+        let result = insert_job(tx.conn(), job).await;
+        tx.finish(result).await
     }
 
     async fn find_job(&self, org: &OrgGuid, id: &JobId) -> Result<Option<JobRecord>, Error> {
-        let row = sqlx::query(select_jobs!("WHERE j.id = $1 AND j.org_id = $2"))
-            .bind(id.as_str())
-            .bind(org.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let job = job_row(&row)?;
-        let nodes = job_nodes(&self.pool, id).await?;
-        job.into_record(nodes).map(Some)
+        // One read transaction: the job and its nodes come from the same snapshot, even
+        // while a job task commits between the two statements.
+        let mut tx = Tx::begin(&self.pool, "BEGIN").await?;
+        let result = read_job(tx.conn(), org, id).await;
+        tx.finish(result).await
     }
 
     async fn list_jobs(&self, org: &OrgGuid) -> Result<Vec<JobRecord>, Error> {
@@ -263,44 +329,9 @@ impl Store for SqliteStore {
         nodes: &[(String, NodeStatus)],
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
-        let now = to_text(now);
-        let mut tx = self.pool.begin().await?;
-        // One statement per status rather than per node: a burst is mostly one status
-        // (thousands of nodes → ready), and `IN (json_each)` lets SQLite seek the unique
-        // (job_id, org_id, node_name) index once per name.
-        let mut by_status: Vec<(NodeStatus, Vec<&str>)> = Vec::new();
-        for (node, status) in nodes {
-            match by_status.iter_mut().find(|(s, _)| s == status) {
-                Some((_, names)) => names.push(node),
-                None => by_status.push((*status, vec![node.as_str()])),
-            }
-        }
-        for (status, names) in by_status {
-            sqlx::query(
-                "UPDATE job_nodes SET status = $3, updated_at = $4 \
-                 WHERE job_id = $1 AND org_id = $2 \
-                 AND node_name IN (SELECT value FROM json_each($5))",
-            )
-            .bind(id.as_str())
-            .bind(org.as_str())
-            .bind(i32::from(status.code()))
-            .bind(&now)
-            .bind(json_array(&names))
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(status) = job {
-            sqlx::query(
-                "UPDATE jobs SET status = $2, updated_at = $3, last_updated_by = $1 WHERE id = $1",
-            )
-            .bind(id.as_str())
-            .bind(i32::from(status.code()))
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let mut tx = Tx::begin(&self.pool, "BEGIN IMMEDIATE").await?;
+        let result = set_statuses(tx.conn(), org, id, job, nodes, now).await;
+        tx.finish(result).await
     }
 
     async fn insert_output(

@@ -937,3 +937,438 @@ async fn postgres_schema_is_the_originals_plus_position_truncated_and_org_index(
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Faults (issue 12 §3): a failed transaction leaves no connection inside it, a job exists
+// durably or not at all, and the store works again once the fault clears.
+
+#[path = "../../tests/common/pg_proxy.rs"]
+mod pg_proxy;
+
+use sqlx::SqliteConnection;
+use sqlx::sqlite::SqliteConnectOptions;
+
+/// A connection to the store's file from outside its pool, waiting at most 1 s for a lock.
+async fn outsider(path: &std::path::Path) -> SqliteConnection {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .busy_timeout(Duration::from_secs(1));
+    SqliteConnection::connect_with(&options).await.unwrap()
+}
+
+/// Every connection of the pool is outside any transaction (SQLite refuses `BEGIN` inside
+/// one), and nothing holds the write lock: another connection can take it.
+async fn no_transaction_left_open(store: &SqliteStore, path: &std::path::Path) {
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut conn = store.pool().acquire().await.unwrap();
+        sqlx::raw_sql("BEGIN")
+            .execute(&mut *conn)
+            .await
+            .expect("a pooled connection is still inside a transaction");
+        sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.unwrap();
+        held.push(conn);
+    }
+    drop(held);
+    let mut outside = outsider(path).await;
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut outside)
+        .await
+        .expect("the write lock is free");
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut outside)
+        .await
+        .unwrap();
+}
+
+/// How many `jobs` rows of `org` another connection sees on disk.
+async fn jobs_on_disk(path: &std::path::Path, org: &OrgGuid) -> i64 {
+    let mut outside = outsider(path).await;
+    sqlx::query_scalar("SELECT count(*) FROM jobs WHERE org_id = $1")
+        .bind(org.as_str())
+        .fetch_one(&mut outside)
+        .await
+        .unwrap()
+}
+
+/// Armed by a row in `fault`: inserting nodes makes SQLite roll the whole transaction back
+/// by itself (as a full disk does), and so does updating a job; a job row inserted makes
+/// COMMIT fail on a deferred foreign key (the transaction stays open).
+const SQLITE_FAULTS: &str = "
+CREATE TABLE fault (kind TEXT NOT NULL);
+CREATE TABLE fault_parent (id INTEGER PRIMARY KEY);
+CREATE TABLE fault_child (parent INTEGER REFERENCES fault_parent(id) DEFERRABLE INITIALLY DEFERRED);
+CREATE TRIGGER fault_nodes BEFORE INSERT ON job_nodes
+  WHEN EXISTS (SELECT 1 FROM fault WHERE kind = 'rollback')
+  BEGIN SELECT RAISE(ROLLBACK, 'injected fault'); END;
+CREATE TRIGGER fault_jobs BEFORE UPDATE ON jobs
+  WHEN EXISTS (SELECT 1 FROM fault WHERE kind = 'rollback')
+  BEGIN SELECT RAISE(ROLLBACK, 'injected fault'); END;
+CREATE TRIGGER fault_commit AFTER INSERT ON jobs
+  WHEN EXISTS (SELECT 1 FROM fault WHERE kind = 'commit')
+  BEGIN INSERT INTO fault_child VALUES (42); END;
+";
+
+#[tokio::test]
+async fn sqlite_failed_transactions_leave_no_connection_inside_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pushy.sqlite");
+    let store = SqliteStore::open(&path).await.unwrap();
+    sqlx::raw_sql(SQLITE_FAULTS)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let arm = |kind: &'static str| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query("DELETE FROM fault")
+                .execute(&pool)
+                .await
+                .unwrap();
+            if !kind.is_empty() {
+                sqlx::query("INSERT INTO fault VALUES ($1)")
+                    .bind(kind)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let org = org(200);
+    let before = new_job(job_id(200), &org, &["n1", "n2"], at(0));
+    store.create_job(&before).await.unwrap();
+
+    // The engine rolls back by itself, often enough to meet every pooled connection.
+    arm("rollback").await;
+    for n in 0..8 {
+        let job = new_job(job_id(210 + n), &org, &["n1"], at(1));
+        let result = store.create_job(&job).await;
+        assert!(matches!(result, Err(Error::Database(_))), "{result:?}");
+        let result = store
+            .update_statuses(
+                &org,
+                &before.id,
+                Some(JobStatus::Complete),
+                &[("n1".into(), NodeStatus::Succeeded)],
+                at(2),
+            )
+            .await;
+        assert!(matches!(result, Err(Error::Database(_))), "{result:?}");
+        assert!(!result.unwrap_err().is_transient());
+    }
+    // Then ordinary failures on the same connections (with sqlx's own transactions these
+    // left one open for good), and failed COMMITs.
+    arm("").await;
+    for n in 0..8 {
+        let twice = new_job(job_id(220 + n), &org, &["n1", "n1"], at(3));
+        let result = store.create_job(&twice).await;
+        assert!(matches!(result, Err(Error::Database(_))), "{result:?}");
+    }
+    arm("commit").await;
+    for n in 0..8 {
+        let job = new_job(job_id(230 + n), &org, &["n1"], at(4));
+        let result = store.create_job(&job).await;
+        assert!(matches!(result, Err(Error::Database(_))), "{result:?}");
+    }
+    arm("").await;
+
+    no_transaction_left_open(&store, &path).await;
+    // Nothing of the failed jobs or updates, in the API or on disk.
+    assert_eq!(find(&store, &org, &before.id).await, Some(before.clone()));
+    for n in (210..238).filter(|n| n % 10 < 8) {
+        assert_eq!(find(&store, &org, &job_id(n)).await, None, "job {n}");
+    }
+    assert_eq!(store.list_jobs(&org).await.unwrap().len(), 1);
+    assert_eq!(jobs_on_disk(&path, &org).await, 1);
+
+    // The store works, and what it says is what is on disk.
+    for n in 0..8 {
+        let job = new_job(job_id(240 + n), &org, &["n1"], at(5));
+        store.create_job(&job).await.unwrap();
+    }
+    store
+        .update_statuses(
+            &org,
+            &before.id,
+            Some(JobStatus::Running),
+            &[("n2".into(), NodeStatus::Running)],
+            at(6),
+        )
+        .await
+        .unwrap();
+    assert_eq!(jobs_on_disk(&path, &org).await, 9);
+    no_transaction_left_open(&store, &path).await;
+    store.pool().close().await;
+    let reopened = SqliteStore::open(&path).await.unwrap();
+    let found = find(&reopened, &org, &before.id).await.unwrap();
+    assert_eq!(found.status, JobStatus::Running);
+    assert_eq!(
+        found.nodes,
+        [
+            ("n1".to_owned(), NodeStatus::New),
+            ("n2".to_owned(), NodeStatus::Running)
+        ]
+    );
+    assert_eq!(reopened.list_jobs(&org).await.unwrap().len(), 9);
+}
+
+/// A tmpfs of 3 MB on a fresh directory, unmounted when dropped. `None` (said on stderr)
+/// where tmpfs cannot be mounted (not root, or no mount permission in the container).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount() -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status();
+        match mounted {
+            Ok(status) if status.success() => Some(SmallDisk { dir }),
+            other => {
+                eprintln!("SKIPPED: cannot mount a tmpfs here ({other:?})");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Fills what is left of the disk with a file.
+    fn fill(&self) {
+        use std::io::Write as _;
+        let mut filler = std::fs::File::create(self.dir.path().join("filler")).unwrap();
+        let chunk = vec![0xa5_u8; 64 * 1024];
+        // 3 MB in 64 KiB chunks: the bound is never reached.
+        for _ in 0..1000 {
+            if filler.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+        panic!("the disk never filled");
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.dir.path().join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn sqlite_full_disk_is_unavailable_then_recovers_by_itself() {
+    let Some(disk) = SmallDisk::mount() else {
+        return;
+    };
+    let path = disk.path().join("pushy.sqlite");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let org = org(300);
+    let before = new_job(job_id(300), &org, &["n1", "n2"], at(0));
+    store.create_job(&before).await.unwrap();
+    // An empty write-ahead log, so that any commit needs new space.
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    disk.fill();
+
+    for n in 0..8 {
+        let job = new_job(job_id(310 + n), &org, &["n1"], at(1));
+        let result = store.create_job(&job).await;
+        assert!(
+            matches!(&result, Err(e @ Error::Unavailable(_)) if e.is_transient()),
+            "{result:?}"
+        );
+        let result = store
+            .update_statuses(
+                &org,
+                &before.id,
+                Some(JobStatus::Complete),
+                &[("n1".into(), NodeStatus::Succeeded)],
+                at(2),
+            )
+            .await;
+        assert!(matches!(result, Err(Error::Unavailable(_))), "{result:?}");
+    }
+    // Reads still work and show only what was committed.
+    assert_eq!(find(&store, &org, &before.id).await, Some(before.clone()));
+    assert_eq!(find(&store, &org, &job_id(310)).await, None);
+    assert_eq!(store.list_jobs(&org).await.unwrap().len(), 1);
+
+    disk.free();
+    no_transaction_left_open(&store, &path).await;
+    for n in 0..8 {
+        let job = new_job(job_id(320 + n), &org, &["n1"], at(3));
+        store.create_job(&job).await.unwrap();
+    }
+    store
+        .update_statuses(&org, &before.id, Some(JobStatus::Running), &[], at(4))
+        .await
+        .unwrap();
+    store.pool().close().await;
+    let reopened = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(
+        find(&reopened, &org, &before.id).await.unwrap().status,
+        JobStatus::Running
+    );
+    assert_eq!(reopened.list_jobs(&org).await.unwrap().len(), 9);
+    assert_eq!(find(&reopened, &org, &job_id(310)).await, None);
+    reopened.pool().close().await;
+}
+
+/// Armed by a row in `fault`: inserting options fails mid-transaction (after the job and
+/// node rows), and a deferred constraint trigger makes COMMIT fail.
+const POSTGRES_FAULTS: &str = "
+CREATE TABLE fault (kind text NOT NULL);
+CREATE FUNCTION fault_if(k text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM fault WHERE kind = k) THEN
+    RAISE EXCEPTION 'injected fault';
+  END IF;
+END $$;
+CREATE FUNCTION fault_options() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM fault_if('statement'); RETURN NEW; END $$;
+CREATE FUNCTION fault_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM fault_if('commit'); RETURN NULL; END $$;
+CREATE TRIGGER fault_options BEFORE INSERT ON job_options
+  FOR EACH ROW EXECUTE FUNCTION fault_options();
+CREATE CONSTRAINT TRIGGER fault_commit AFTER INSERT ON jobs
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fault_commit();
+";
+
+/// Connections to the current database that are inside a transaction, other than the
+/// asking one.
+async fn open_transactions(admin: &mut PgConnection) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'",
+    )
+    .fetch_one(admin)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn postgres_failed_transactions_leave_no_connection_inside_one() {
+    with_throwaway_db(|url| async move {
+        // One connection, so every transaction reuses the one that failed before.
+        let store = PostgresStore::connect(&url, 1).await.unwrap();
+        sqlx::raw_sql(POSTGRES_FAULTS)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let mut admin = PgConnection::connect(&url).await.unwrap();
+        let org = org(400);
+        let before = new_job(job_id(400), &org, &["n1"], at(0));
+        store.create_job(&before).await.unwrap();
+
+        for (n, kind) in [(410, "statement"), (420, "commit")] {
+            sqlx::query("INSERT INTO fault VALUES ($1)")
+                .bind(kind)
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            for i in 0..3 {
+                let mut job = new_job(job_id(n + i), &org, &["n1", "n2"], at(1));
+                job.options.capture = true;
+                let result = store.create_job(&job).await;
+                assert!(
+                    matches!(result, Err(Error::Database(_))),
+                    "{kind}: {result:?}"
+                );
+                assert_eq!(open_transactions(&mut admin).await, 0, "{kind}");
+                // The pool's one connection works, outside any transaction.
+                assert_eq!(find(&store, &org, &job.id).await, None);
+            }
+            sqlx::query("DELETE FROM fault")
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+
+        let after = new_job(job_id(430), &org, &["n1"], at(2));
+        store.create_job(&after).await.unwrap();
+        let on_disk: Vec<String> =
+            sqlx::query_scalar("SELECT id::text FROM jobs WHERE org_id = $1::bpchar ORDER BY id")
+                .bind(org.as_str())
+                .fetch_all(&mut admin)
+                .await
+                .unwrap();
+        assert_eq!(on_disk, [before.id.as_str(), after.id.as_str()]);
+        let nodes: i64 = sqlx::query_scalar("SELECT count(*) FROM job_nodes")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(nodes, 2);
+        assert_eq!(open_transactions(&mut admin).await, 0);
+        store.pool().close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_outage_is_unavailable_and_the_pool_recovers() {
+    with_throwaway_db(|url| async move {
+        let proxy = pg_proxy::PgProxy::in_front_of(&url).await;
+        let store = PostgresStore::connect(&proxy.url(&url), 2).await.unwrap();
+        let org = org(500);
+        let before = new_job(job_id(500), &org, &["n1"], at(0));
+        store.create_job(&before).await.unwrap();
+
+        // A transaction under way when the database goes: its COMMIT fails and nothing of
+        // it stays.
+        let mut tx = super::tx::Tx::begin(store.pool(), "BEGIN").await.unwrap();
+        sqlx::query(
+            "INSERT INTO jobs (id, org_id, command, quorum, status, run_timeout, \
+             last_updated_by, created_at, updated_at) \
+             VALUES ($1, $2, 'x', 1, 0, 1, $1, now(), now())",
+        )
+        .bind(job_id(501).as_str())
+        .bind(org.as_str())
+        .execute(tx.conn())
+        .await
+        .unwrap();
+        proxy.cut().await;
+        let result = tx.finish(Ok(())).await;
+        assert!(matches!(&result, Err(e) if e.is_transient()), "{result:?}");
+
+        let result = store
+            .create_job(&new_job(job_id(502), &org, &["n1"], at(1)))
+            .await;
+        assert!(matches!(&result, Err(e) if e.is_transient()), "{result:?}");
+        let result = store.find_job(&org, &before.id).await;
+        assert!(matches!(&result, Err(e) if e.is_transient()), "{result:?}");
+        let result = store.list_jobs(&org).await;
+        assert!(matches!(&result, Err(e) if e.is_transient()), "{result:?}");
+
+        // Back, with the same pool.
+        proxy.restore().await;
+        assert_eq!(find(&store, &org, &before.id).await, Some(before.clone()));
+        assert_eq!(find(&store, &org, &job_id(501)).await, None);
+        assert_eq!(find(&store, &org, &job_id(502)).await, None);
+        let after = new_job(job_id(503), &org, &["n1"], at(2));
+        store.create_job(&after).await.unwrap();
+        let ids: Vec<JobId> = store
+            .list_jobs(&org)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(ids, [before.id, after.id]);
+        store.pool().close().await;
+    })
+    .await;
+}

@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod node;
+pub mod pg_proxy;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
