@@ -172,53 +172,152 @@ async fn a_killed_agent_leaves_its_node_crashed() {
     let _ = Command::new("pkill").arg("-f").arg("sleep 618").status();
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Starts a `gate` job on a logged agent and waits until it runs; returns the job's path
+/// and the gate that ends it.
+async fn gated_job(rr: &RestartRig, node: &str) -> (String, std::path::PathBuf) {
+    let gate = rr.r.h.tmp.path().join(format!("gate-{node}"));
+    let body = json!({
+        "command": format!("gate {}", gate.display()),
+        "nodes": [node],
+        "capture_output": true,
+    });
+    let job = rr.r.h.create_job(&body.to_string(), ADMIN_USER).await;
+    rr.r.h.wait_for_job(&job, "running", WAIT).await;
+    (job, gate)
 }
 
-/// The server restarts while an agent runs a job: the agent sees the new incarnation,
-/// reconfigures without touching its job, and the job's result completes the resumed job.
+/// Issue 12, result after the reconnect: the server restarts while an agent runs a job;
+/// the agent sees the new incarnation, reconfigures without touching its job, and its
+/// result, sent on the new connection, completes the rehydrated job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_mid_job_completes_the_job() {
-    let (hb, cmd) = (free_port(), free_port());
-    let fixed = move |c: &mut pushy_server::config::Config| {
+    let mut rr = RestartRig::new(fast).await;
+    let (_a, log) = rr.r.start_agent_logged("agent-restart");
+    rr.r.wait_available("agent-restart").await;
+    let (job, gate) = gated_job(&rr, "agent-restart").await;
+    rr.restart().await;
+    log.wait_for("connected", 2).await;
+    open_gate(&gate, 0);
+    let body = rr.r.h.wait_for_job(&job, "complete", WAIT).await;
+    assert_eq!(
+        body["nodes"],
+        json!({"succeeded": ["agent-restart"]}),
+        "{}",
+        log.text()
+    );
+    let out = rr.r.output(&job, "agent-restart", "stdout").await;
+    assert_eq!(out.text, "released\n");
+}
+
+/// Issue 12, result while the server is down: the agent keeps the result and sends it
+/// first on its new connection, so the job ends with the node's real exit status and
+/// output instead of `crashed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixes_a_result_produced_while_the_server_is_down_completes_the_job() {
+    let mut rr = RestartRig::new(fast).await;
+    let (_a, log) = rr.r.start_agent_logged("agent-down");
+    rr.r.wait_available("agent-down").await;
+    let (job, gate) = gated_job(&rr, "agent-down").await;
+    rr.stop().await;
+    open_gate(&gate, 3);
+    log.wait_for("job finished", 1).await;
+    rr.start().await;
+    let body = rr.r.h.wait_for_job(&job, "complete", WAIT).await;
+    assert_eq!(
+        body["nodes"],
+        json!({"failed": ["agent-down"]}),
+        "{}",
+        log.text()
+    );
+    let out = rr.r.output(&job, "agent-down", "stdout").await;
+    assert_eq!(out.text, "released\n");
+    // The node is usable afterwards.
+    rr.r.wait_available("agent-down").await;
+}
+
+/// Issue 12, result during the reconnect splay: the command ends after the server came
+/// back but before the agent reconnected, so the result first goes out on the old
+/// connection, which the new server process cannot read. A longer heartbeat interval
+/// makes that window (first server beat, then a splay of up to one interval) seconds wide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixes_a_result_produced_before_the_agent_reconnects_completes_the_job() {
+    let mut rr = RestartRig::new(|c| {
         fast(c);
-        c.pushy.server_heartbeat_port = hb;
-        c.pushy.command_port = cmd;
-    };
-    let h = Harness::with_file_store(fixed).await;
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = std_listener.local_addr().unwrap();
-    drop(std_listener);
-    let serve = |h: &Harness| {
-        let state = h.state.clone();
-        async move {
-            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-            tokio::spawn(pushy_server::run(state, listener));
-        }
-    };
-    serve(&h).await;
-    let mut r = Rig {
-        h,
-        base: format!("http://{addr}"),
-    };
-    let _a = r.start_agent("agent-restart", "");
-    r.wait_available("agent-restart").await;
+        c.pushy.heartbeat_interval = 2000;
+    })
+    .await;
+    let (_a, log) = rr.r.start_agent_logged("agent-splay");
+    rr.r.wait_available("agent-splay").await;
+    let (job, gate) = gated_job(&rr, "agent-splay").await;
+    rr.restart().await;
+    open_gate(&gate, 0);
+    log.wait_for("job finished", 1).await;
+    if log.count("connected") > 1 {
+        // Not a failure: the agent was quick and this run checked a later result.
+        eprintln!("the agent reconnected before the command ended");
+    }
+    let body = rr.r.h.wait_for_job(&job, "complete", WAIT).await;
+    assert_eq!(
+        body["nodes"],
+        json!({"succeeded": ["agent-splay"]}),
+        "{}",
+        log.text()
+    );
+    let out = rr.r.output(&job, "agent-splay", "stdout").await;
+    assert_eq!(out.text, "released\n");
+}
+
+/// Issue 12 §5: output is fitted to the message after JSON escaping (a newline is two
+/// bytes there), so `seq 200000` keeps its newest lines instead of arriving empty; binary
+/// output keeps every line (invalid UTF-8 becomes U+FFFD, the rest is kept as written).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixes_output_keeps_the_newest_tail_and_every_binary_line() {
+    let r = rig().await;
+    let _a = r.start_agent("agent-out", "");
+    r.wait_available("agent-out").await;
     let job =
         r.h.create_job(
-            r#"{"command":"sleep 3","nodes":["agent-restart"]}"#,
+            r#"{"command":"seq","nodes":["agent-out"],"capture_output":true}"#,
             ADMIN_USER,
         )
         .await;
-    r.h.wait_for_job(&job, "running", WAIT).await;
-    r.h.restart(fixed).await;
-    serve(&r.h).await;
     let body = r.h.wait_for_job(&job, "complete", WAIT).await;
-    assert_eq!(body["nodes"], json!({"succeeded": ["agent-restart"]}));
+    assert_eq!(body["nodes"], json!({"succeeded": ["agent-out"]}));
+    let out = r.output(&job, "agent-out", "stdout").await;
+    assert!(
+        out.text.ends_with("\n199999\n200000\n"),
+        "{}",
+        out.text.len()
+    );
+    // The client's 63000-byte message, less the other fields and one escape per line.
+    assert!(
+        (50_000..63_000).contains(&out.text.len()),
+        "{}",
+        out.text.len()
+    );
+    assert_eq!(
+        out.headers
+            .get("x-push-output-truncated")
+            .map(|v| v.to_str().unwrap()),
+        Some("true")
+    );
+
+    r.wait_available("agent-out").await;
+    let job =
+        r.h.create_job(
+            r#"{"command":"binary","nodes":["agent-out"],"capture_output":true}"#,
+            ADMIN_USER,
+        )
+        .await;
+    r.h.wait_for_job(&job, "complete", WAIT).await;
+    let out = r.output(&job, "agent-out", "stdout").await;
+    assert_eq!(out.text, "\0\u{1}\u{FFFD}\nline2\n");
+    assert_eq!(
+        out.headers
+            .get("x-push-output-truncated")
+            .map(|v| v.to_str().unwrap()),
+        Some("false")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

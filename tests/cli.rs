@@ -517,6 +517,54 @@ async fn nowait_then_status_and_abort() {
     cli(&home, &["job", "status", "not-a-job"]).await.expect(2);
 }
 
+/// Issue 12: a waiting `job start` rides out a server restart. Its feed ends and the
+/// server refuses connections for a while; it retries with back-off, resumes the job's
+/// feed with `Last-Event-ID`, and exits with the job's real result instead of 8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixes_a_waiting_job_start_survives_a_server_restart() {
+    let mut rr = RestartRig::new(fast).await;
+    let (_a, log) = rr.r.start_agent_logged("cli-restart");
+    rr.r.wait_available("cli-restart").await;
+    let home = home_for(&rr.r, ADMIN_USER);
+    let gate = rr.r.h.tmp.path().join("gate-cli");
+    let command_line = format!("gate {}", gate.display());
+    let waiting = command(&home, &["job", "start", &command_line, "cli-restart"], &[])
+        .spawn()
+        .unwrap();
+    let waiting = tokio::task::spawn_blocking(move || finish(waiting));
+    let path = format!("/organizations/{ORG}/pushy/jobs");
+    let deadline = Instant::now() + WAIT;
+    let id = loop {
+        let list = rr.r.h.call("GET", &path, "", ADMIN_USER).await.json();
+        let running = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["status"] == "running");
+        if let Some(j) = running {
+            break j["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "the job never ran: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    rr.stop().await;
+    // An outage the CLI has to ride out: its feed was closed by the stopping server, and
+    // every request now meets a closed port.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    rr.start().await;
+    log.wait_for("connected", 2).await;
+    open_gate(&gate, 0);
+    let run = waiting.await.unwrap();
+    run.expect(0);
+    assert_eq!(run.job_id(), id);
+    assert!(run.stdout.contains("Complete.\n"), "{run:#?}");
+    assert!(
+        run.stdout.contains("  succeeded: cli-restart\n"),
+        "{run:#?}"
+    );
+    assert!(run.stderr.contains("the server is unreachable"), "{run:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_for_failures_timeouts_usage_auth_and_server_errors() {
     let r = rig().await;
