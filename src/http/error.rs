@@ -13,6 +13,18 @@ use crate::{auth, jobs, store};
 /// accepted too, §8.1 item 13).
 const WWW_AUTHENTICATE: &str = "X-Ops-Sign version=\"1.0\" version=\"1.1\"";
 
+/// Seconds a client is told to wait (`Retry-After`) when the store is unavailable.
+const STORE_RETRY_AFTER: &str = "5";
+
+/// What the client reads when the store failed: whether to retry, never the cause.
+fn store_message(e: &store::Error) -> &'static str {
+    if e.is_transient() {
+        "the job store is unavailable; retry later"
+    } else {
+        "internal error"
+    }
+}
+
 /// An HTTP error answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -55,8 +67,9 @@ pub enum ApiError {
     /// The request conflicts with the job's state (aborting a finished job).
     #[error("{0}")]
     Conflict(String),
-    /// The store failed; the cause is logged, the client sees a generic message.
-    #[error("internal error")]
+    /// The store failed; the cause is logged, the client sees a generic message. 503 with
+    /// `Retry-After` when the store is unavailable (transient), else 500.
+    #[error("{}", store_message(.0))]
     Store(#[from] store::Error),
     /// Something else failed inside the server; logged.
     #[error("internal error")]
@@ -94,6 +107,7 @@ impl ApiError {
             ApiError::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Store(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -131,6 +145,12 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::MethodNotAllowed(allow) => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::Store(e) if e.is_transient() => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(STORE_RETRY_AFTER),
+                );
             }
             ApiError::Body(e) => {
                 if let Some(after) = e.retry_after() {

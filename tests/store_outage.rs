@@ -1,0 +1,93 @@
+//! The store away (issue 12 §3): while PostgreSQL is unreachable or SQLite cannot take a
+//! write, requests that need the store answer 503 with `Retry-After` and an error body of
+//! the documented shape; once the store is back they succeed again, without a restart,
+//! and nothing of the refused requests was kept.
+
+mod common;
+use std::sync::Arc;
+
+use common::pg_proxy::PgProxy;
+use common::*;
+use pushy_server::store::{PostgresStore, Store};
+use serde_json::json;
+
+const JOB: &str = r#"{"command":"sleep 1","nodes":["DONKEY"]}"#;
+
+fn jobs_url() -> String {
+    format!("/organizations/{ORG}/pushy/jobs")
+}
+
+fn expect_unavailable(r: &Reply) {
+    assert_eq!(r.status, 503, "{}", r.text);
+    let retry_after = r.headers.get("retry-after").and_then(|v| v.to_str().ok());
+    assert_eq!(retry_after, Some("5"));
+    assert_eq!(
+        r.json(),
+        json!({"error": ["the job store is unavailable; retry later"]})
+    );
+}
+
+fn job_count(r: &Reply) -> usize {
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json().as_array().expect("a list of jobs").len()
+}
+
+#[tokio::test]
+async fn postgres_outage_answers_503_with_retry_after_then_recovers() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let proxy = PgProxy::in_front_of(&db.url).await;
+    let store: Arc<dyn Store> = Arc::new(
+        PostgresStore::connect(&proxy.url(&db.url), 4)
+            .await
+            .unwrap(),
+    );
+    let h = Harness::with_store(store, |_| {}).await;
+    let job = h.create_job(JOB, ADMIN_USER).await;
+
+    proxy.cut().await;
+    expect_unavailable(&h.call("GET", &jobs_url(), "", ADMIN_USER).await);
+    expect_unavailable(&h.call("GET", &job, "", ADMIN_USER).await);
+    expect_unavailable(&h.call("POST", &jobs_url(), JOB, ADMIN_USER).await);
+    // Errors that are not the store's are answered as ever.
+    let r = h.call("GET", &jobs_url(), "", INVALID_USER).await;
+    assert_eq!(r.status, 401, "{}", r.text);
+
+    proxy.restore().await;
+    let r = h.call("GET", &job, "", ADMIN_USER).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    h.create_job(JOB, ADMIN_USER).await;
+    let r = h.call("GET", &jobs_url(), "", ADMIN_USER).await;
+    assert_eq!(job_count(&r), 2, "the refused job was not kept");
+    h.token.cancel();
+}
+
+#[tokio::test]
+async fn sqlite_write_lock_held_answers_503_then_recovers() {
+    let h = Harness::with_file_store(|_| {}).await;
+    // Another process holds the write lock; the store's busy timeout (5 s) runs out.
+    let mut other = {
+        use sqlx::Connection as _;
+        let options =
+            sqlx::sqlite::SqliteConnectOptions::new().filename(h.tmp.path().join("pushy.sqlite"));
+        sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap()
+    };
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    expect_unavailable(&h.call("POST", &jobs_url(), JOB, ADMIN_USER).await);
+    // Readers are not blocked, and see nothing of the refused job.
+    let r = h.call("GET", &jobs_url(), "", ADMIN_USER).await;
+    assert_eq!(job_count(&r), 0);
+
+    sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
+    h.create_job(JOB, ADMIN_USER).await;
+    let r = h.call("GET", &jobs_url(), "", ADMIN_USER).await;
+    assert_eq!(job_count(&r), 1);
+    h.token.cancel();
+}
