@@ -2,7 +2,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use openssl::hash::{MessageDigest, hash};
+use openssl::hash::{Hasher, MessageDigest, hash};
 
 use super::ProtocolVersion;
 
@@ -51,12 +51,48 @@ pub fn content_hash(version: ProtocolVersion, body: &[u8]) -> String {
     b64_digest(version.digest(), body)
 }
 
+/// [`content_hash`] computed piece by piece, for a body read as it arrives and never
+/// held whole.
+pub struct ContentHasher(Hasher);
+
+impl ContentHasher {
+    /// A hasher for `version`'s digest.
+    pub fn new(version: ProtocolVersion) -> ContentHasher {
+        // Creating and feeding a built-in digest cannot fail short of a broken OpenSSL.
+        ContentHasher(Hasher::new(version.digest()).expect("openssl digest"))
+    }
+
+    /// Adds the next piece of the body.
+    pub fn update(&mut self, piece: &[u8]) {
+        self.0.update(piece).expect("openssl digest");
+    }
+
+    /// The `X-Ops-Content-Hash` value of everything added.
+    pub fn finish(mut self) -> String {
+        STANDARD.encode(self.0.finish().expect("openssl digest"))
+    }
+}
+
+impl std::fmt::Debug for ContentHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContentHasher")
+    }
+}
+
 /// The canonical string for `req` under `version`, or `None` when the request cannot
 /// be canonicalised (a non-integer `X-Ops-Server-API-Version` under 1.3).
 pub fn canonical_string(version: ProtocolVersion, req: &Request<'_>) -> Option<String> {
+    canonical_string_hashed(version, req, &content_hash(version, req.body))
+}
+
+/// As [`canonical_string`], with the body's hash given (`req.body` is not read).
+pub(super) fn canonical_string_hashed(
+    version: ProtocolVersion,
+    req: &Request<'_>,
+    body_hash: &str,
+) -> Option<String> {
     let method = req.method.to_ascii_uppercase();
     let path = canonical_path(req.path);
-    let body_hash = content_hash(version, req.body);
     match version {
         ProtocolVersion::V1_0 | ProtocolVersion::V1_1 | ProtocolVersion::V1_2 => {
             let user = if version == ProtocolVersion::V1_0 {

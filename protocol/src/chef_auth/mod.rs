@@ -10,10 +10,10 @@ mod headers;
 mod sign;
 mod verify;
 
-pub use canonical::{Request, canonical_path, canonical_string, content_hash};
+pub use canonical::{ContentHasher, Request, canonical_path, canonical_string, content_hash};
 pub use headers::{DEFAULT_CLOCK_SKEW, HeaderError, SignedHeaders, parse_timestamp};
 pub use sign::{SignError, format_timestamp, sign_request};
-pub use verify::verify_signature;
+pub use verify::{verify_signature, verify_signature_hashed};
 
 use openssl::hash::MessageDigest;
 

@@ -6,7 +6,8 @@ use openssl::pkey::{PKey, Public};
 use openssl::rsa::Padding;
 use openssl::sign::Verifier;
 
-use super::{ProtocolVersion, Request, SignedHeaders, canonical_string, content_hash};
+use super::canonical::canonical_string_hashed;
+use super::{ProtocolVersion, Request, SignedHeaders, content_hash};
 
 /// Whether `headers` carry a valid signature by `key` over this method, path and body.
 /// Every failure (bad base64, wrong length, mismatch, wrong key type) is just `false`.
@@ -17,15 +18,34 @@ pub fn verify_signature(
     body: &[u8],
     key: &PKey<Public>,
 ) -> bool {
+    verify_signature_hashed(
+        headers,
+        method,
+        path,
+        &content_hash(headers.version, body),
+        key,
+    )
+}
+
+/// As [`verify_signature`] for a body the caller hashed itself with
+/// [`ContentHasher`](super::ContentHasher) under `headers.version` (a body streamed,
+/// never held whole): `body_hash` is that hash, not the header's claim.
+pub fn verify_signature_hashed(
+    headers: &SignedHeaders,
+    method: &str,
+    path: &str,
+    body_hash: &str,
+    key: &PKey<Public>,
+) -> bool {
     let req = Request {
         method,
         path,
-        body,
+        body: b"",
         user_id: &headers.user_id,
         timestamp: &headers.timestamp,
         server_api_version: headers.server_api_version.as_deref(),
     };
-    let Some(canonical) = canonical_string(headers.version, &req) else {
+    let Some(canonical) = canonical_string_hashed(headers.version, &req, body_hash) else {
         return false;
     };
     let Ok(signature) = STANDARD.decode(headers.signature.as_bytes()) else {
@@ -38,8 +58,7 @@ pub fn verify_signature(
         ProtocolVersion::V1_0 | ProtocolVersion::V1_1 => {
             // The canonical string carries the computed body hash; 1.0/1.1 also require
             // the header to match it (chef_authn does the same).
-            let computed = content_hash(headers.version, body);
-            if !ct_eq(computed.as_bytes(), headers.content_hash.as_bytes()) {
+            if !ct_eq(body_hash.as_bytes(), headers.content_hash.as_bytes()) {
                 return false;
             }
             let Ok(rsa) = key.rsa() else { return false };
