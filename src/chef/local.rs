@@ -24,7 +24,7 @@ use pushy_protocol::job::OrgGuid;
 use pushy_protocol::keys::public_key_from_pem;
 use serde::{Deserialize, Serialize};
 
-use super::{ChefServer, Error, Group, Principal, PrincipalKind, PrincipalLookup};
+use super::{ChefServer, Error, Group, MAX_NAME_LEN, Principal, PrincipalKind, PrincipalLookup};
 
 /// `org.json`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -69,9 +69,32 @@ impl LocalChefServer {
     }
 }
 
-/// Names become path components: refuse anything that could leave the directory.
+/// Names become path components: refuse anything that could leave the directory or
+/// that no file name can hold (over [`MAX_NAME_LEN`] bytes). Such a name is simply
+/// unknown.
 fn is_safe_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+}
+
+/// A group's file name, `GROUP.json`, when the group can have one.
+fn group_file_name(group: &str) -> Option<String> {
+    let file = format!("{group}.json");
+    (is_safe_name(group) && file.len() <= MAX_NAME_LEN).then_some(file)
+}
+
+/// Errors that say the path cannot name an entry (too long, or a file where a directory
+/// is expected): the entry does not exist, rather than the directory failing.
+fn names_nothing(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound
+            | std::io::ErrorKind::InvalidFilename
+            | std::io::ErrorKind::NotADirectory
+    )
 }
 
 /// A JSON file, `None` when it does not exist.
@@ -80,7 +103,7 @@ fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| Error::Upstream(format!("{}: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if names_nothing(&e) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -143,7 +166,7 @@ impl KeyCache {
 fn read_keys(dir: &Path, cache: &KeyCache) -> Result<Option<Vec<PKey<Public>>>, Error> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if names_nothing(&e) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     let mut files = Vec::new();
@@ -222,15 +245,10 @@ impl ChefServer for LocalChefServer {
     }
 
     async fn group(&self, org: &str, group: &str) -> Result<Option<Group>, Error> {
-        if !is_safe_name(org) || !is_safe_name(group) {
+        let Some(file) = group_file_name(group).filter(|_| is_safe_name(org)) else {
             return Ok(None);
-        }
-        let path = self
-            .dir
-            .join("orgs")
-            .join(org)
-            .join("groups")
-            .join(format!("{group}.json"));
+        };
+        let path = self.dir.join("orgs").join(org).join("groups").join(file);
         self.blocking(move |_, _| read_json_file(&path)).await
     }
 }
@@ -502,6 +520,65 @@ mod tests {
         assert_eq!(lookup().await.len(), 2, "a key added beside it is seen");
         std::fs::remove_file(&extra).unwrap();
         assert_eq!(lookup().await, second, "a removed key is gone");
+    }
+
+    /// Names of 256 bytes and more, and names that would leave the directory, are unknown
+    /// (never a failed lookup); 255 bytes is an ordinary name.
+    #[tokio::test]
+    async fn impossible_names_are_unknown() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("chef");
+        admin::create_org(&dir, "acme").unwrap();
+        admin::create_user(&dir, "acme", "alice", true, &tmp.path().join("a.pem")).unwrap();
+        // Something outside the directory a traversal would reach.
+        std::fs::create_dir_all(tmp.path().join("outside")).unwrap();
+        std::fs::write(tmp.path().join("outside/org.json"), r#"{"guid":"x"}"#).unwrap();
+        let chef = LocalChefServer::new(&dir);
+        for long in [256, 300, 5000] {
+            let name = "a".repeat(long);
+            assert_eq!(chef.org_guid(&name).await.unwrap(), None);
+            let user = chef.principals("acme", &name).await.unwrap();
+            assert!(
+                matches!(user, PrincipalLookup::PrincipalNotFound),
+                "{user:?}"
+            );
+            let org = chef.principals(&name, "alice").await.unwrap();
+            assert!(matches!(org, PrincipalLookup::OrgNotFound), "{org:?}");
+            assert_eq!(chef.group("acme", &name).await.unwrap(), None);
+        }
+        let name = "a".repeat(255);
+        assert_eq!(chef.org_guid(&name).await.unwrap(), None);
+        let user = chef.principals("acme", &name).await.unwrap();
+        assert!(
+            matches!(user, PrincipalLookup::PrincipalNotFound),
+            "{user:?}"
+        );
+        for group in ["a".repeat(250), "a".repeat(251), "a".repeat(255)] {
+            assert_eq!(chef.group("acme", &group).await.unwrap(), None);
+        }
+        for bad in [
+            "..",
+            ".",
+            "",
+            "../outside",
+            "a/b",
+            "a\\b",
+            "a\0b",
+            "../../outside",
+        ] {
+            assert_eq!(chef.org_guid(bad).await.unwrap(), None, "{bad:?}");
+            let user = chef.principals("acme", bad).await.unwrap();
+            assert!(
+                matches!(user, PrincipalLookup::PrincipalNotFound),
+                "{bad:?}"
+            );
+            assert_eq!(chef.group("acme", bad).await.unwrap(), None, "{bad:?}");
+            assert_eq!(chef.group(bad, "admins").await.unwrap(), None, "{bad:?}");
+        }
+        // A file where a directory belongs is no principal, not a failed lookup.
+        std::fs::write(dir.join("users/bob"), "not a directory").unwrap();
+        let bob = chef.principals("acme", "bob").await.unwrap();
+        assert!(matches!(bob, PrincipalLookup::PrincipalNotFound), "{bob:?}");
     }
 
     #[tokio::test]

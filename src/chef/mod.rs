@@ -15,6 +15,13 @@ use pushy_protocol::job::OrgGuid;
 pub use local::{LocalChefServer, admin as local_admin};
 pub use remote::{RemoteChefServer, RemoteConfig};
 
+/// The longest organization, user, client or group name that can exist, in bytes. Chef
+/// Server's own rule for organization names stops at 255, and so does a file name (the
+/// local directory makes names into file names). A longer name is answered as unknown
+/// without asking: a lookup of it could only fail (`ENAMETOOLONG`, or an upstream that
+/// refuses the URL), which used to surface as a 500.
+pub const MAX_NAME_LEN: usize = 255;
+
 /// Why a question to the Chef Server got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -9,7 +9,8 @@
 //! Deliberate differences from the original:
 //! * ORG, NAME and GROUP are percent-encoded path segments (the original inserted them
 //!   verbatim, so a name holding `/` or `?` could reach another resource). The segments
-//!   `""`, `.` and `..` are never sent; they cannot be Chef names, so they "do not exist".
+//!   `""`, `.`, `..` and names over 255 bytes are never sent; they cannot be Chef names, so
+//!   they "do not exist".
 //! * Org GUIDs are cached for 10 minutes rather than effectively forever, so an org
 //!   deleted and recreated under the same name is noticed without a restart.
 //! * Groups are cached for 5 seconds (the original did not cache them): authorization
@@ -382,9 +383,11 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// `name` as one percent-encoded path segment (only RFC 3986 unreserved bytes stay), or
-/// `None` for `""`, `.` and `..`, which URL parsing would fold into a different path.
+/// `None` for `""`, `.` and `..`, which URL parsing would fold into a different path, and
+/// for names longer than any Chef name ([`MAX_NAME_LEN`](super::MAX_NAME_LEN)), which
+/// Chef Server or its proxy could only refuse.
 fn segment(name: &str) -> Option<String> {
-    if matches!(name, "" | "." | "..") {
+    if matches!(name, "" | "." | "..") || name.len() > super::MAX_NAME_LEN {
         return None;
     }
     let mut out = String::with_capacity(name.len());
@@ -821,6 +824,32 @@ mod tests {
         assert_eq!(lock(&fake.seen).len(), 1);
     }
 
+    /// A name no Chef name can be (over 255 bytes) is unknown without a lookup, which
+    /// could only fail; 255 bytes is still asked.
+    #[tokio::test]
+    async fn names_too_long_for_chef_are_unknown_without_asking() {
+        let (fake, url) = start().await;
+        let chef = chef(&url);
+        let long = "a".repeat(256);
+        assert_eq!(chef.org_guid(&long).await.expect("lookup"), None);
+        let user = chef.principals("acme", &long).await.expect("lookup");
+        assert!(
+            matches!(user, PrincipalLookup::PrincipalNotFound),
+            "{user:?}"
+        );
+        let org = chef.principals(&long, "alice").await.expect("lookup");
+        assert!(matches!(org, PrincipalLookup::PrincipalNotFound), "{org:?}");
+        assert_eq!(chef.group("acme", &long).await.expect("lookup"), None);
+        assert!(lock(&fake.seen).is_empty(), "{:?}", lock(&fake.seen));
+        let most = "a".repeat(255);
+        let user = chef.principals("acme", &most).await.expect("lookup");
+        assert!(
+            matches!(user, PrincipalLookup::PrincipalNotFound),
+            "{user:?}"
+        );
+        assert_eq!(lock(&fake.seen).len(), 1);
+    }
+
     #[tokio::test]
     async fn closed_port_is_unreachable() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -933,5 +962,7 @@ mod tests {
         assert_eq!(segment(".."), None);
         assert_eq!(segment("."), None);
         assert_eq!(segment(""), None);
+        assert_eq!(segment(&"x".repeat(256)), None);
+        assert_eq!(segment(&"x".repeat(255)), Some("x".repeat(255)));
     }
 }
