@@ -11,13 +11,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -40,16 +40,24 @@ pub struct JobLabels {
     pub status: String,
 }
 
-/// Labels of the HTTP request counter.
+/// Labels of the HTTP request counter. Every label takes a bounded set of values, so no
+/// client can grow the page: the route is a registered pattern (or `unmatched`), the
+/// method one of [`method_label`]'s, the status a three-digit code.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// The route pattern (`/organizations/{org}/pushy/jobs`), not the concrete path, so
-    /// the number of series stays bounded.
+    /// The route pattern (`/organizations/{org}/pushy/jobs`), not the concrete path.
     pub route: String,
-    /// HTTP method.
-    pub method: String,
+    /// HTTP method: a standard one, or `other`.
+    pub method: &'static str,
     /// Response status code.
     pub status: u16,
+}
+
+/// Label of the read-timeout counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// `header` (request line and headers) or `body`.
+    pub phase: &'static str,
 }
 
 /// Label of the HTTP latency histogram.
@@ -76,6 +84,16 @@ pub struct Metrics {
     pub http_requests: Family<RequestLabels, Counter>,
     /// Seconds to answer (to the response head: a feed's stream is not timed), by route.
     pub http_duration: Family<RouteLabels, Histogram>,
+    /// HTTP connections being served.
+    pub http_connections_open: Gauge,
+    /// Times the accept loop found every connection slot taken and had to wait.
+    pub http_connection_waits: Counter,
+    /// Connections closed, or requests refused, for sending their head or body too slowly.
+    pub http_read_timeouts: Family<PhaseLabels, Counter>,
+    /// Bytes of request bodies held in memory now (bounded by `http_body_memory`).
+    pub http_body_bytes: Gauge,
+    /// Requests refused (503) because bodies in flight held all of `http_body_memory`.
+    pub http_body_memory_refusals: Counter,
     snapshot: Arc<Snapshot>,
     registry: Registry,
 }
@@ -138,6 +156,36 @@ impl Metrics {
             "Seconds to the response head, by route pattern",
             http_duration.clone(),
         );
+        let http_connections_open = Gauge::default();
+        registry.register(
+            "http_connections_open",
+            "HTTP connections being served",
+            http_connections_open.clone(),
+        );
+        let http_connection_waits = Counter::default();
+        registry.register(
+            "http_connection_waits",
+            "Times every HTTP connection slot was taken and accepting had to wait",
+            http_connection_waits.clone(),
+        );
+        let http_read_timeouts = Family::<PhaseLabels, Counter>::default();
+        registry.register(
+            "http_read_timeouts",
+            "HTTP requests whose head or body did not arrive in time, by phase",
+            http_read_timeouts.clone(),
+        );
+        let http_body_bytes = Gauge::default();
+        registry.register(
+            "http_body_bytes",
+            "Bytes of HTTP request bodies held in memory",
+            http_body_bytes.clone(),
+        );
+        let http_body_memory_refusals = Counter::default();
+        registry.register(
+            "http_body_memory_refusals",
+            "HTTP requests refused because request bodies held all of http_body_memory",
+            http_body_memory_refusals.clone(),
+        );
         let snapshot = Arc::new(Snapshot::default());
         registry.register_collector(Box::new(snapshot.clone()));
         Metrics {
@@ -148,6 +196,11 @@ impl Metrics {
             job_duration,
             http_requests,
             http_duration,
+            http_connections_open,
+            http_connection_waits,
+            http_read_timeouts,
+            http_body_bytes,
+            http_body_memory_refusals,
             snapshot,
             registry,
         }
@@ -164,6 +217,13 @@ impl Metrics {
     pub fn sent(&self, kind: &'static str) {
         self.messages_sent
             .get_or_create(&MessageLabels { r#type: kind })
+            .inc();
+    }
+
+    /// Counts a request head or body that did not arrive in time.
+    pub fn read_timeout(&self, phase: &'static str) {
+        self.http_read_timeouts
+            .get_or_create(&PhaseLabels { phase })
             .inc();
     }
 
@@ -274,13 +334,36 @@ pub async fn serve(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Middleware counting and timing every request by its route pattern.
+/// The `method` label: the method itself when it is one of HTTP's standard ones, else
+/// `other`. Any token is a valid method, and a label per token would let each client
+/// request add a series to every scrape for the process's lifetime.
+pub fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::HEAD, "HEAD"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::PATCH, "PATCH"),
+        (Method::TRACE, "TRACE"),
+        (Method::CONNECT, "CONNECT"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(m, _)| m == method)
+        .map_or("other", |(_, label)| label)
+}
+
+/// Middleware counting and timing every request by its route pattern. The router only
+/// sets [`MatchedPath`] to a registered pattern, so a path no route takes is `unmatched`
+/// whatever it is.
 pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let start = Instant::now();
     let response = next.run(req).await;
     metrics
@@ -298,4 +381,22 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
         })
         .inc();
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_standard_methods_get_their_own_label() {
+        for m in ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"] {
+            assert_eq!(method_label(&Method::from_bytes(m.as_bytes()).unwrap()), m);
+        }
+        for m in ["get", "FOO", "PROPFIND", "X-1234"] {
+            assert_eq!(
+                method_label(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "other"
+            );
+        }
+    }
 }
