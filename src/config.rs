@@ -132,6 +132,18 @@ pub struct PushyConfig {
     pub max_request_size: usize,
     /// Chef request-signature clock skew window, seconds (hard-coded 900 in the original).
     pub auth_skew: u64,
+    /// Most HTTP connections served at once; past it new connections wait in the
+    /// kernel's accept queue until one closes (not in the original).
+    pub http_max_connections: usize,
+    /// Milliseconds a connection has to deliver a complete request head (request line
+    /// and headers), counted from the connection's opening or its previous response.
+    pub http_header_timeout: u64,
+    /// Milliseconds a request has to deliver its whole body once its head is in.
+    pub http_body_timeout: u64,
+    /// Bytes of request bodies held in memory at once across all connections, while
+    /// they are read and before their signature is checked; a request that would
+    /// exceed it answers 503.
+    pub http_body_memory: usize,
 }
 
 impl Default for PushyConfig {
@@ -161,6 +173,10 @@ impl Default for PushyConfig {
             zmq_io_processes: 2,
             max_request_size: 1_000_000,
             auth_skew: 900,
+            http_max_connections: 1024,
+            http_header_timeout: 20_000,
+            http_body_timeout: 30_000,
+            http_body_memory: 64_000_000,
         }
     }
 }
@@ -356,6 +372,21 @@ impl Config {
         if p.max_request_size == 0 {
             return Err(invalid("pushy.max_request_size", "must be at least 1 byte"));
         }
+        if p.http_max_connections == 0 {
+            return Err(invalid("pushy.http_max_connections", "must be at least 1"));
+        }
+        if p.http_header_timeout == 0 || p.http_body_timeout == 0 {
+            return Err(invalid(
+                "pushy.http_header_timeout",
+                "http_header_timeout and http_body_timeout must be at least 1 ms",
+            ));
+        }
+        if p.http_body_memory < p.max_request_size {
+            return Err(invalid(
+                "pushy.http_body_memory",
+                "must be at least max_request_size (one largest body must fit)",
+            ));
+        }
         if p.server_name.is_empty() {
             return Err(invalid("pushy.server_name", "must not be empty"));
         }
@@ -441,6 +472,10 @@ mod tests {
         assert_eq!(c.pushy.server_heartbeat_port, 10000);
         assert_eq!(c.database.engine, DatabaseEngine::Sqlite);
         assert_eq!(c.chef_server.mode, ChefMode::Local);
+        assert_eq!(c.pushy.http_max_connections, d.http_max_connections);
+        assert_eq!(c.pushy.http_header_timeout, d.http_header_timeout);
+        assert_eq!(c.pushy.http_body_timeout, d.http_body_timeout);
+        assert_eq!(c.pushy.http_body_memory, d.http_body_memory);
     }
 
     #[test]
@@ -466,6 +501,15 @@ mod tests {
         assert!(Config::from_toml("[pushy]\napi_port = 70000\n", "c").is_err());
         assert!(Config::from_toml("[pushy]\ndown_threshold = 2.0\n", "c").is_err());
         assert!(Config::from_toml("[database]\nengine = \"mysql\"\n", "c").is_err());
+        for bad in [
+            "http_max_connections = 0",
+            "http_header_timeout = 0",
+            "http_body_timeout = 0",
+            "http_body_memory = 999999",
+        ] {
+            let e = Config::from_toml(&format!("[pushy]\n{bad}\n"), "c").unwrap_err();
+            assert!(e.to_string().contains("pushy.http_"), "{bad}: {e}");
+        }
         let e = Config::from_toml(
             "[chef_server]\nmode = \"remote\"\nerchef_root_url = \"ftp://x\"\n",
             "c",

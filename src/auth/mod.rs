@@ -5,7 +5,7 @@
 mod authz;
 
 use openssl::pkey::{PKey, Public};
-use pushy_protocol::chef_auth::{SignedHeaders, verify_signature};
+use pushy_protocol::chef_auth::{SignedHeaders, verify_signature_hashed};
 use pushy_protocol::job::OrgGuid;
 
 use crate::chef::{self, ChefServer, PrincipalKind, PrincipalLookup};
@@ -77,8 +77,9 @@ pub struct SignedRequest<'a> {
     pub method: &'a str,
     /// Path as received.
     pub path: &'a str,
-    /// Body bytes as received.
-    pub body: &'a [u8],
+    /// The body's `X-Ops-Content-Hash` as the server computed it from the bytes received
+    /// (under the request's protocol version), not the header's claim.
+    pub body_hash: &'a str,
 }
 
 /// Authenticates a request to `org` (http.md §1.2 step 5): org GUID, principal lookup,
@@ -106,9 +107,15 @@ pub async fn authenticate(
     if members.is_empty() {
         return Err(Error::NotAssociated(name.clone(), org.to_owned()));
     }
-    let verified = members
-        .into_iter()
-        .find(|p| verify_signature(req.headers, req.method, req.path, req.body, &p.public_key));
+    let verified = members.into_iter().find(|p| {
+        verify_signature_hashed(
+            req.headers,
+            req.method,
+            req.path,
+            req.body_hash,
+            &p.public_key,
+        )
+    });
     match verified {
         Some(p) => Ok(Requestor {
             name: name.clone(),

@@ -8,6 +8,7 @@ mod feed;
 mod jobs;
 mod node_states;
 mod pipeline;
+pub mod server;
 mod status;
 
 use std::sync::Arc;
@@ -20,6 +21,8 @@ use openssl::pkey::{PKey, Private};
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use pipeline::BodyError;
+pub use server::BodyBudget;
 
 use crate::channel::{ClientKeys, CurveIdentity, SessionKeys};
 use crate::chef::ChefServer;
@@ -69,6 +72,8 @@ pub struct AppState {
     pub tracker: tokio_util::task::TaskTracker,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Bounds the request body bytes held in memory at once (`http_body_memory`).
+    pub body_budget: BodyBudget,
 }
 
 /// The API's routes. Every path is registered for any method: each handler runs the

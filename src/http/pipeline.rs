@@ -3,16 +3,24 @@
 //! header pre-checks (400/401), body size (413), route-specific checks before
 //! authentication (job validation, `ccpk`), authentication, authorization, content
 //! negotiation (406).
+//!
+//! Reading the body is the one step a client controls the pace of, so it runs under
+//! `http_body_timeout` (408) and, for the bodies it keeps, under the server-wide
+//! [`BodyBudget`](super::BodyBudget) (503).
 
-use axum::body::Bytes;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use chrono::{TimeDelta, Utc};
-use pushy_protocol::chef_auth::SignedHeaders;
+use futures::StreamExt as _;
+use pushy_protocol::chef_auth::{ContentHasher, ProtocolVersion, SignedHeaders};
 
 use super::AppState;
 use super::error::ApiError;
+use super::server::BodyHold;
 use crate::auth::{self, Requestor, Rule, SignedRequest};
 
 /// What a route accepts and produces.
@@ -84,12 +92,8 @@ pub(crate) async fn admit<T>(
     check_method(&parts.method, ep)?;
     let skew = TimeDelta::seconds(state.config.pushy.auth_skew as i64);
     let signed = SignedHeaders::check(header_lookup(&parts.headers), Utc::now(), skew)?;
-    let limit = state.config.pushy.max_request_size;
-    // Reading stops one past the limit, so an oversized body never sits in memory whole.
-    let body = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::BodyTooLarge(limit))?;
-    let checked = pre_auth(&parts, &body)?;
+    let body = read_body(state, &parts, body, signed.version).await?;
+    let checked = pre_auth(&parts, &body.bytes)?;
     let who = auth::authenticate(
         state.chef.as_ref(),
         org,
@@ -97,15 +101,128 @@ pub(crate) async fn admit<T>(
             headers: &signed,
             method: parts.method.as_str(),
             path: parts.uri.path(),
-            body: &body,
+            body_hash: &body.hash,
         },
     )
     .await?;
     auth::authorize(state.chef.as_ref(), &who, rule).await?;
+    // The body (and its share of the budget) is no longer needed.
+    drop(body);
     if !accepts(&parts.headers, ep.produces) {
         return Err(ApiError::NotAcceptable);
     }
     Ok((Admitted { who, parts }, checked))
+}
+
+/// Why a request body could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// It did not arrive within `http_body_timeout`.
+    #[error("Request body not received in time")]
+    TimedOut,
+    /// The connection failed or the framing was broken while it arrived.
+    #[error("Request body could not be read")]
+    Unreadable,
+    /// Bodies in flight hold all of `http_body_memory`.
+    #[error("Too many request bodies in progress; retry later")]
+    Busy,
+}
+
+impl BodyError {
+    /// 408, 400 or 503.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BodyError::TimedOut => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Unreadable => StatusCode::BAD_REQUEST,
+            BodyError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `Retry-After` of a 503, seconds.
+    pub fn retry_after(&self) -> Option<&'static str> {
+        matches!(self, BodyError::Busy).then_some("5")
+    }
+}
+
+/// A body as the rest of the pipeline needs it.
+struct ReceivedBody {
+    /// The bytes: POST and PUT only, empty otherwise.
+    bytes: Bytes,
+    /// Its `X-Ops-Content-Hash`, computed as it arrived.
+    hash: String,
+    /// Its share of the body budget, given back when the body is dropped.
+    _hold: Option<BodyHold>,
+}
+
+/// Reads the body under `http_body_timeout`, hashing it for the signature as it arrives.
+///
+/// POST and PUT bodies are kept (the job route parses them): more than `max_request_size`
+/// bytes is a 413 (http.md §1.2 step 4.2), said before reading anything when
+/// `Content-Length` announces it, and every byte kept is taken from the body budget.
+/// Other methods' bodies — no route reads one — are only hashed, never held, and have no
+/// size limit, as in the original: the signature still covers them.
+async fn read_body(
+    state: &AppState,
+    parts: &Parts,
+    body: Body,
+    version: ProtocolVersion,
+) -> Result<ReceivedBody, ApiError> {
+    let p = &state.config.pushy;
+    let limit = p.max_request_size;
+    let keep = parts.method == Method::POST || parts.method == Method::PUT;
+    if keep && declared_length(&parts.headers).is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::BodyTooLarge(limit));
+    }
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut hasher = ContentHasher::new(version);
+        let mut hold = keep.then(|| state.body_budget.hold());
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut len = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| BodyError::Unreadable)?;
+            hasher.update(&chunk);
+            let Some(hold) = hold.as_mut() else {
+                continue;
+            };
+            if len + chunk.len() > limit {
+                return Err(ApiError::BodyTooLarge(limit));
+            }
+            if !hold.take(chunk.len()) {
+                return Err(BodyError::Busy.into());
+            }
+            len += chunk.len();
+            chunks.push(chunk);
+        }
+        let bytes = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.pop().unwrap_or_default(),
+            _ => Bytes::from(chunks.concat()),
+        };
+        Ok(ReceivedBody {
+            bytes,
+            hash: hasher.finish(),
+            _hold: hold,
+        })
+    };
+    match tokio::time::timeout(Duration::from_millis(p.http_body_timeout), read).await {
+        Ok(received) => received,
+        Err(_) => {
+            state.metrics.read_timeout("body");
+            Err(BodyError::TimedOut.into())
+        }
+    }
+}
+
+/// The `Content-Length` the client announced, if any and readable.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Whether the `Accept` header admits `media` (absent means anything).
