@@ -41,9 +41,18 @@ use crate::store::{PostgresStore, SqliteStore, Store};
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The store could not be opened or migrated.
-    #[error("opening the job store")]
+    /// The store failed after it was opened (resuming unfinished jobs).
+    #[error("reading the job store")]
     Store(#[from] store::Error),
+    /// The configured store could not be opened or migrated.
+    #[error("opening the job store ({location})")]
+    OpenStore {
+        /// Which database, where: engine, host, port, user or file; never a password.
+        location: String,
+        /// The cause.
+        #[source]
+        source: store::Error,
+    },
     /// A key file or data directory could not be read, written or parsed.
     #[error("{path}: {why}")]
     File {
@@ -66,6 +75,90 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+/// Mode of the directories the server makes for its data: the store and the keys hold job
+/// commands, environments, files, output and private keys.
+#[cfg(unix)]
+const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode of the SQLite database and its `-wal` and `-shm` files.
+#[cfg(unix)]
+const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` and its missing parents, accessible to the server's user only (0700). An
+/// existing directory is left as it is (it may be shared, or chosen by an administrator),
+/// with a warning when other users may enter it: the files the server keeps there are
+/// 0600 whatever the directory's mode.
+///
+/// # Errors
+/// [`Error::File`] naming the directory.
+pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
+    if dir.as_os_str().is_empty() {
+        return Ok(());
+    }
+    match std::fs::metadata(dir) {
+        Ok(meta) => {
+            #[cfg(unix)]
+            {
+                let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+                if mode & 0o077 != 0 {
+                    tracing::warn!(
+                        path = %dir.display(),
+                        mode = format!("{mode:04o}"),
+                        "the data directory is open to other users; `chmod 700` it"
+                    );
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = meta;
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, PRIVATE_DIR_MODE);
+            builder.create(dir).map_err(|e| file_error(dir, e))
+        }
+        Err(e) => Err(file_error(dir, e)),
+    }
+}
+
+/// Makes sure the SQLite database at `path` and the `-wal`/`-shm` files SQLite keeps beside
+/// it are readable by the server's user only: the database is created 0600 before SQLite
+/// opens it (SQLite would make it 0644, and gives its `-wal` and `-shm` files the
+/// database's mode), and files an earlier version left more open are tightened.
+#[cfg(unix)]
+fn private_sqlite_files(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)
+        .map_err(|e| file_error(path, e))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        let meta = match std::fs::metadata(file) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(file_error(file, e)),
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(PRIVATE_FILE_MODE))
+                .map_err(|e| file_error(file, e))?;
+            tracing::warn!(
+                path = %file.display(),
+                was = format!("{mode:04o}"),
+                "the database file was open to other users; made it 0600"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn file_error(path: &Path, why: impl std::fmt::Display) -> Error {
     Error::File {
         path: path.display().to_string(),
@@ -83,8 +176,8 @@ pub fn load_or_create_server_key(path: &Path) -> Result<PKey<Private>, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let rsa = Rsa::generate(2048).map_err(|e| file_error(path, e))?;
             let pem = rsa.private_key_to_pem().map_err(|e| file_error(path, e))?;
-            if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
+            if let Some(dir) = path.parent() {
+                create_private_dir(dir)?;
             }
             let mut opts = std::fs::OpenOptions::new();
             opts.write(true).create_new(true);
@@ -101,20 +194,41 @@ pub fn load_or_create_server_key(path: &Path) -> Result<PKey<Private>, Error> {
     }
 }
 
-/// Opens the configured store (creating the SQLite file and data directory if needed).
+/// Opens the configured store. SQLite: the data directory is created 0700 and the
+/// database files are kept 0600 ([`create_private_dir`]).
+///
+/// # Errors
+/// [`Error::OpenStore`] naming the database and where it is (never the password).
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, Error> {
-    Ok(match config.database.engine {
+    let db = &config.database;
+    Ok(match db.engine {
         DatabaseEngine::Sqlite => {
             let path = config.sqlite_path();
-            if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
+            if let Some(dir) = path.parent() {
+                create_private_dir(dir)?;
             }
-            Arc::new(SqliteStore::open(&path).await?)
+            #[cfg(unix)]
+            private_sqlite_files(&path)?;
+            let store = SqliteStore::open(&path)
+                .await
+                .map_err(|source| Error::OpenStore {
+                    location: format!("SQLite file {}", path.display()),
+                    source,
+                })?;
+            Arc::new(store)
         }
-        DatabaseEngine::Postgresql => Arc::new(
-            PostgresStore::connect(&config.database.postgres_url(), config.database.pool_size)
-                .await?,
-        ),
+        DatabaseEngine::Postgresql => {
+            let store = PostgresStore::connect(&db.postgres_url(), db.pool_size)
+                .await
+                .map_err(|source| Error::OpenStore {
+                    location: format!(
+                        "PostgreSQL database {} on {}:{} as user {}",
+                        db.name, db.host, db.port, db.user
+                    ),
+                    source,
+                })?;
+            Arc::new(store)
+        }
     })
 }
 
@@ -132,7 +246,7 @@ pub fn chef_server(config: &Config) -> Result<Arc<dyn ChefServer>, Error> {
             ) {
                 (Some(pem), _) => (
                     pem.to_owned(),
-                    "CHEF_SECRETS_DATA chef-server.superuser_key".to_owned(),
+                    "the handed-over secret chef-server.superuser_key".to_owned(),
                 ),
                 (None, Some(path)) => (
                     std::fs::read_to_string(path).map_err(|e| file_error(path, e))?,
@@ -141,9 +255,8 @@ pub fn chef_server(config: &Config) -> Result<Arc<dyn ChefServer>, Error> {
                 (None, None) => {
                     return Err(Error::File {
                         path: "chef_server.superuser_key".into(),
-                        why:
-                            "required when mode = \"remote\" (or hand it over in CHEF_SECRETS_DATA)"
-                                .into(),
+                        why: "required when mode = \"remote\" (or hand it over in CHEF_SECRETS_FD)"
+                            .into(),
                     });
                 }
             };
@@ -189,7 +302,7 @@ pub async fn build_state_with(
     let chef = chef_server(&config)?;
     let private = match config.secret("push-jobs-server", "pushy_priv_key") {
         Some(pem) => pushy_protocol::keys::private_key_from_pem(pem).map_err(|e| Error::File {
-            path: "CHEF_SECRETS_DATA push-jobs-server.pushy_priv_key".into(),
+            path: "the handed-over secret push-jobs-server.pushy_priv_key".into(),
             why: e.to_string(),
         })?,
         None => load_or_create_server_key(&config.pushy_priv_key())?,

@@ -198,6 +198,9 @@ fn key_path(config: &Config, given: Option<PathBuf>, name: &str) -> PathBuf {
 }
 
 fn local(config: &Config, cmd: Local) -> anyhow::Result<()> {
+    // The keys written here (and the store, later) live under the data directory: make it
+    // private before anything is written into it.
+    pushy_server::create_private_dir(&config.data_dir)?;
     let dir = config.local_chef_dir();
     let dir: &Path = &dir;
     match cmd {

@@ -1,12 +1,16 @@
 //! Chef Server's consolidated credentials as the daemon receives them (ops.md §3.4): a
-//! JSON object `{"group": {"name": "value"}}` in the environment variable
-//! `CHEF_SECRETS_DATA`, or written to the file descriptor named by `CHEF_SECRETS_FD`.
-//! `push-jobs-server-ctl` starts the daemon that way, so no secret is ever written in
-//! clear to disk. The variable is removed from the environment once read, as the
-//! original's `chef_secrets_env` provider does.
+//! JSON object `{"group": {"name": "value"}}` written to the file descriptor named by
+//! `CHEF_SECRETS_FD` (what `push-jobs-server-ctl launch` does: a pipe, as veil-env-helper's
+//! `--use-file`), or in the environment variable `CHEF_SECRETS_DATA`. No secret is ever
+//! written in clear to disk. The descriptor is read to its end and closed, so the secrets
+//! are gone from the pipe; the variable is removed from the environment once read, as the
+//! original's `chef_secrets_env` provider does, but `/proc/PID/environ` keeps the initial
+//! environment for the process's life, which is why the ctl uses the descriptor.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::Read as _;
+use std::os::fd::{FromRawFd as _, IntoRawFd as _, RawFd};
 
 /// Why the secrets could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +81,7 @@ impl Secrets {
         Ok(Secrets { groups })
     }
 
-    /// Reads `CHEF_SECRETS_DATA` (then unsets it) or `CHEF_SECRETS_FD`; `None` when
+    /// Reads `CHEF_SECRETS_DATA` or `CHEF_SECRETS_FD` (then unsets it); `None` when
     /// neither is set.
     ///
     /// # Errors
@@ -90,18 +94,9 @@ impl Secrets {
             return Secrets::parse(&data, "CHEF_SECRETS_DATA").map(Some);
         }
         if let Ok(fd) = std::env::var("CHEF_SECRETS_FD") {
-            let n: i32 = fd.parse().map_err(|_| Error::Fd {
-                fd: fd.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a number"),
-            })?;
-            let mut text = String::new();
-            let path = format!("/proc/self/fd/{n}");
-            std::fs::File::open(&path)
-                .and_then(|mut f| f.read_to_string(&mut text))
-                .map_err(|source| Error::Fd {
-                    fd: fd.clone(),
-                    source,
-                })?;
+            // SAFETY: as above.
+            unsafe { std::env::remove_var("CHEF_SECRETS_FD") };
+            let text = read_descriptor(&fd).map_err(|source| Error::Fd { fd, source })?;
             return Secrets::parse(&text, "CHEF_SECRETS_FD").map(Some);
         }
         Ok(None)
@@ -111,6 +106,29 @@ impl Secrets {
     pub fn get(&self, group: &str, name: &str) -> Option<&str> {
         self.groups.get(group)?.get(name).map(String::as_str)
     }
+}
+
+/// Reads the inherited descriptor `fd` to its end, then closes it (standard streams stay
+/// open). It is read where it is, not reopened through `/proc/self/fd`: the ctl makes the
+/// pipe as root and the daemon runs as Chef Server's user, who may not open a root-owned
+/// pipe but may read the descriptor it was handed.
+fn read_descriptor(fd: &str) -> std::io::Result<String> {
+    let n: RawFd =
+        fd.parse().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a descriptor")
+        })?;
+    std::fs::read_link(format!("/proc/self/fd/{n}"))
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::NotFound, "not an open descriptor"))?;
+    // SAFETY: `n` is open (checked just above, before any other thread exists), and
+    // nothing else in the process owns it: it was inherited for this purpose only.
+    let mut file = unsafe { File::from_raw_fd(n) };
+    let mut text = String::new();
+    let read = file.read_to_string(&mut text);
+    if n <= 2 {
+        // Leave stdin/stdout/stderr open: only the handed-over pipe is ours to close.
+        let _ = file.into_raw_fd();
+    }
+    read.map(|_| text)
 }
 
 #[cfg(test)]
