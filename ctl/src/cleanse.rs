@@ -163,6 +163,7 @@ fn remove_service(service: &Service, report: &mut Report) -> anyhow::Result<()> 
         Manager::Systemd => {
             report.actions.push(service.disable());
             remove_path(&service.unit, report)?;
+            remove_path(&service.logrotate, report)?;
             report.actions.push(service.daemon_reload());
         }
         Manager::Runit { real, .. } => {

@@ -165,6 +165,29 @@ pub fn render_unit(settings: &Settings, chef: &ChefServer) -> Result<String, Err
     )
 }
 
+/// logrotate's file for the daemon's log under systemd: `log_rotation`'s size and count, as
+/// svlogd applies them under runit. `log_directory` is the daemon's log directory as the
+/// real system names it.
+///
+/// # Errors
+/// [`Error::Render`] (a log directory logrotate cannot name).
+pub fn render_logrotate(
+    log_directory: &Path,
+    rotation: &crate::user_config::LogRotation,
+) -> Result<String, Error> {
+    templates::render(
+        templates::LOGROTATE,
+        context! {
+            log_file => log_directory.join("current").display().to_string(),
+            rotation => rotation,
+        },
+    )
+    .map_err(|source| Error::Render {
+        file: PathBuf::from(paths::LOGROTATE_CONF),
+        source,
+    })
+}
+
 /// Runs the step.
 ///
 /// # Errors
@@ -188,6 +211,15 @@ pub fn configure(
     let service_changed = match &service.manager {
         Manager::Systemd => {
             let unit = render_unit(settings, chef)?;
+            // systemd appends the daemon's output to one file; logrotate keeps it to
+            // log_rotation's size and count. A change here needs no restart.
+            let logrotate = render_logrotate(&daemon.log_directory, &daemon.log_rotation)?;
+            converge.file(
+                &paths.logrotate_conf(),
+                logrotate.as_bytes(),
+                0o644,
+                Own::Root,
+            )?;
             converge.file(&service.unit, unit.as_bytes(), 0o644, Own::Root)?
         }
         Manager::Runit { real, logical } => {

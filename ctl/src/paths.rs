@@ -60,6 +60,8 @@ pub const CHEF_SERVER_RUNNING_JSON: &str = "/etc/opscode/chef-server-running.jso
 pub const CHEF_RUNSVDIR_UNIT: &str = "/etc/systemd/system/private_chef-runsvdir-start.service";
 /// Our systemd unit for the daemon (the default service definition; issue 6).
 pub const SYSTEMD_UNIT: &str = "/etc/systemd/system/opscode-pushy-server.service";
+/// logrotate's file for the daemon's log under systemd (runit's svlogd rotates it there).
+pub const LOGROTATE_CONF: &str = "/etc/logrotate.d/opscode-pushy-server";
 /// The runit / systemd service name of the daemon (ops.md §0).
 pub const SERVICE_NAME: &str = "opscode-pushy-server";
 /// Where `cleanse` backs the config directory up, before the `-<YYYY-MM-DDTHH:MM>` suffix
@@ -247,6 +249,11 @@ impl Paths {
     /// `/etc/systemd/system/opscode-pushy-server.service`.
     pub fn systemd_unit(&self) -> PathBuf {
         self.resolve(SYSTEMD_UNIT)
+    }
+
+    /// `/etc/logrotate.d/opscode-pushy-server`.
+    pub fn logrotate_conf(&self) -> PathBuf {
+        self.resolve(LOGROTATE_CONF)
     }
 
     /// `/tmp/opt`, which `cleanse` and `uninstall` delete (ops.md §2.2).

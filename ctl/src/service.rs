@@ -253,6 +253,8 @@ pub struct Service {
     pub runner: Runner,
     /// The unit file, under the root.
     pub unit: PathBuf,
+    /// logrotate's file for the daemon's log (systemd), under the root.
+    pub logrotate: PathBuf,
 }
 
 impl Service {
@@ -262,6 +264,7 @@ impl Service {
             manager: Manager::detect(paths, chef_install_path),
             runner: Runner::new(paths),
             unit: paths.systemd_unit(),
+            logrotate: paths.logrotate_conf(),
         }
     }
 

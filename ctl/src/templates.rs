@@ -20,6 +20,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     (RUNIT_RUN, include_str!("../templates/sv-run.j2")),
     (RUNIT_LOG_RUN, include_str!("../templates/sv-log-run.j2")),
+    (LOGROTATE, include_str!("../templates/logrotate.j2")),
     (
         NGINX_UPSTREAMS,
         include_str!("../templates/nginx-upstreams.conf.j2"),
@@ -38,6 +39,8 @@ pub const SYSTEMD_UNIT: &str = "opscode-pushy-server.service.j2";
 pub const RUNIT_RUN: &str = "sv-run.j2";
 /// runit's `log/run`.
 pub const RUNIT_LOG_RUN: &str = "sv-log-run.j2";
+/// `/etc/logrotate.d/opscode-pushy-server` (systemd only).
+pub const LOGROTATE: &str = "logrotate.j2";
 /// nginx `10-push_jobs_upstreams.conf`.
 pub const NGINX_UPSTREAMS: &str = "nginx-upstreams.conf.j2";
 /// nginx `10-push_jobs_external.conf`.
@@ -51,6 +54,7 @@ fn environment() -> Environment<'static> {
     env.set_auto_escape_callback(|_| AutoEscape::None);
     env.add_filter("toml", toml_literal);
     env.add_filter("sh", sh_word);
+    env.add_filter("logrotate_path", logrotate_path);
     for (name, source) in TEMPLATES {
         env.add_template(name, source)
             .unwrap_or_else(|e| panic!("template {name} does not compile: {e:#}"));
@@ -65,6 +69,18 @@ fn environment() -> Environment<'static> {
 pub fn render(name: &str, context: Value) -> Result<String, Error> {
     let env = environment();
     env.get_template(name)?.render(context)
+}
+
+/// `{{ path | logrotate_path }}`: a path as logrotate reads it, double-quoted. logrotate has
+/// no escapes inside quotes, so a path holding `"`, `\` or a line break is refused.
+fn logrotate_path(path: &str) -> Result<String, Error> {
+    if path.contains(['"', '\\', '\n', '\r']) {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("{path:?} cannot be written in a logrotate file"),
+        ));
+    }
+    Ok(format!("\"{path}\""))
 }
 
 /// `{{ v | toml }}`: `v` as a TOML literal.

@@ -395,6 +395,14 @@ async fn first_install_sets_everything_up() {
             "ExecStart=/opt/opscode-push-jobs-server/bin/push-jobs-server-ctl launch --config /var/opt/opscode-push-jobs-server/opscode-pushy-server/opscode-pushy-server.toml --user opscode\n"
         ), "{unit_text}");
         assert!(unit_text.contains("StandardOutput=append:/var/log/opscode/opscode-pushy-server/current"));
+        // That file is rotated by log_rotation's size and count, as svlogd does under runit.
+        let logrotate = tree.at("/etc/logrotate.d/opscode-pushy-server");
+        assert_eq!(mode(&logrotate), 0o644);
+        let logrotate_text = fs::read_to_string(&logrotate).unwrap();
+        assert!(
+            logrotate_text.contains("\"/var/log/opscode/opscode-pushy-server/current\" {\n    size 104857600\n    rotate 10\n"),
+            "{logrotate_text}"
+        );
 
         // Roles, database, schema (ops.md §4.2).
         let mut admin = connect_as(&pg, &pg.superuser, "postgres").await;
@@ -807,6 +815,7 @@ async fn cleanse_stops_and_removes_what_reconfigure_made() {
 async fn under_chef_servers_runit_an_ha_backend_is_configured_but_not_restarted() {
     with_names(|pg, names| async move {
         let tree = chef_server_tree(&pg, &names);
+            "/etc/logrotate.d/opscode-pushy-server",
         // Chef Server's runit, and an HA topology where this host is the backend.
         write(&tree.at("/opt/opscode/embedded/bin/sv"), "#!/bin/sh\n");
         fs::create_dir_all(tree.at("/opt/opscode/sv")).unwrap();
@@ -885,3 +894,4 @@ async fn under_chef_servers_runit_an_ha_backend_is_configured_but_not_restarted(
     })
     .await;
 }
+        assert!(!tree.at("/etc/logrotate.d/opscode-pushy-server").exists(), "svlogd rotates");
