@@ -5,8 +5,8 @@
 //! The configuration (`<dir>/opscode-pushy-server.toml`, 0644) holds no secret. The service
 //! starts `push-jobs-server-ctl launch` as root, which reads the secrets file, hands
 //! `push-jobs-server.{pushy_priv_key,pushy_pub_key,sql_password}` and
-//! `chef-server.superuser_key` to the daemon in `CHEF_SECRETS_DATA` and becomes Chef Server's
-//! user before exec'ing it (`crate::launch`, ops.md §3.4), so no secret is written in clear.
+//! `chef-server.superuser_key` to the daemon in a pipe (`CHEF_SECRETS_FD`) and becomes Chef
+//! Server's user before exec'ing it (`crate::launch`, ops.md §3.4), so no secret is written in clear.
 
 use std::path::{Path, PathBuf};
 

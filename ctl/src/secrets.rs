@@ -3,7 +3,8 @@
 //! delete them), migrate the pivotal key, generate `sql_password` / `sql_ro_password`, and make
 //! the RSA-2048 key pair. Existing entries always win; keys are never regenerated.
 //!
-//! The daemon gets these through `CHEF_SECRETS_DATA` ([`daemon_secrets`], ops.md §3.4).
+//! The daemon gets these through a pipe named by `CHEF_SECRETS_FD` ([`daemon_secrets`],
+//! `crate::launch`, ops.md §3.4).
 
 use std::fs;
 use std::io;
