@@ -6,7 +6,8 @@
 //! 2. directories: `/etc/opscode-push-jobs-server` (0775), `/var/opt/opscode-push-jobs-server`
 //!    (0755);
 //! 3. secrets: the bootstrap of ops.md §3.3 (migration of the ≤ 2.1 files, pivotal key,
-//!    passwords, key pair);
+//!    passwords, key pair); without a pivotal key the run stops here when the daemon runs on
+//!    this host (the original logged an error and reported success);
 //! 4. database: roles, database, grants, schema (ops.md §4.2);
 //! 5. nginx: the add-on files, nginx restarted only when they changed (ops.md §5);
 //! 6. daemon (when `opscode_pushy_server['enable']`): directories, config, service definition,
@@ -201,6 +202,21 @@ pub async fn reconfigure(paths: &Paths, options: &Options) -> anyhow::Result<Rep
     }
     for removed in &secrets_report.removed {
         tracing::info!(path = %removed.display(), "migrated into the secrets file and removed");
+    }
+    if secrets_report.pivotal == secrets::Pivotal::Missing {
+        if settings.server.enable {
+            bail!(
+                "Could not find the pivotal key: {} holds no chef-server.superuser_key and {} does \
+                 not exist. The daemon signs its calls to Chef Server with it and cannot start \
+                 without it: run chef-server-ctl reconfigure on this host (or copy pivotal.pem \
+                 from a Chef Server front end), then run this reconfigure again.",
+                paths.chef_secrets_file().display(),
+                paths.pivotal_pem().display()
+            );
+        }
+        tracing::warn!(
+            "no pivotal key (chef-server.superuser_key) yet; the daemon does not run on this host"
+        );
     }
     let store = SecretsFile::load(&paths.chef_secrets_file())?;
 

@@ -71,7 +71,9 @@ pub enum Pivotal {
     Stored,
     /// It was taken from `/etc/opscode/pivotal.pem`.
     Migrated,
-    /// Neither in the store nor on disk; the original logs an error and carries on.
+    /// Neither in the store nor on disk. The original logs an error and carries on, leaving a
+    /// service that cannot start; `reconfigure` stops with an error when the daemon runs on
+    /// this host.
     Missing,
 }
 
@@ -170,7 +172,7 @@ pub fn bootstrap(paths: &Paths) -> Result<Report, Error> {
         )?;
         Pivotal::Migrated
     } else {
-        tracing::error!("Could not find pivotal key in secrets store or on disk!");
+        // The caller decides: reconfigure refuses to go on when the daemon runs here.
         Pivotal::Missing
     };
 

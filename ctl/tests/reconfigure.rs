@@ -673,6 +673,35 @@ fn an_unreadable_secrets_file_is_a_clear_error() {
     assert_stopped_before_writing(&tree);
 }
 
+/// The original logged "Could not find pivotal key…", printed "Reconfigured!" and exited 0,
+/// leaving a service that cannot start. Ours stops with the reason and exit 1.
+#[test]
+fn fixes_a_missing_pivotal_key_fails_the_run() {
+    let tree = chef_server_tree(&Pg::from_env(), &Names::new());
+    let pivotal = tree.at("/etc/opscode/pivotal.pem");
+    fs::remove_file(&pivotal).unwrap();
+    let out = Command::new(CTL)
+        .args(["reconfigure", "--accept-license", "--root"])
+        .arg(tree.root())
+        .args(["--fqdn", FQDN])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(!stdout.contains("Reconfigured!"), "{stdout}");
+    assert!(
+        stderr.contains("Could not find the pivotal key")
+            && stderr.contains("chef-server.superuser_key")
+            && stderr.contains(&pivotal.display().to_string()),
+        "{stderr}"
+    );
+    assert_stopped_before_writing(&tree);
+}
+
 #[test]
 fn a_database_that_cannot_be_reached_is_named_and_nothing_is_half_written() {
     // A port nothing listens on.
@@ -786,6 +815,7 @@ async fn cleanse_stops_and_removes_what_reconfigure_made() {
             "/var/opt/opscode-push-jobs-server",
             "/var/log/opscode/opscode-pushy-server",
             "/etc/systemd/system/opscode-pushy-server.service",
+            "/etc/logrotate.d/opscode-pushy-server",
             "/var/opt/opscode/nginx/etc/addon.d/10-push_jobs_upstreams.conf",
             "/var/opt/opscode/nginx/etc/addon.d/10-push_jobs_external.conf",
         ] {
@@ -815,7 +845,6 @@ async fn cleanse_stops_and_removes_what_reconfigure_made() {
 async fn under_chef_servers_runit_an_ha_backend_is_configured_but_not_restarted() {
     with_names(|pg, names| async move {
         let tree = chef_server_tree(&pg, &names);
-            "/etc/logrotate.d/opscode-pushy-server",
         // Chef Server's runit, and an HA topology where this host is the backend.
         write(&tree.at("/opt/opscode/embedded/bin/sv"), "#!/bin/sh\n");
         fs::create_dir_all(tree.at("/opt/opscode/sv")).unwrap();
@@ -866,6 +895,7 @@ async fn under_chef_servers_runit_an_ha_backend_is_configured_but_not_restarted(
             Path::new("/opt/opscode/embedded/bin/sv")
         );
         assert!(!tree.at("/etc/systemd/system/opscode-pushy-server.service").exists());
+        assert!(!tree.at("/etc/logrotate.d/opscode-pushy-server").exists(), "svlogd rotates");
         // The upstream is the backend VIP; the daemon still reaches erchef through api_fqdn.
         let upstreams = fs::read_to_string(tree.at("/var/opt/opscode/nginx/etc/addon.d/10-push_jobs_upstreams.conf")).unwrap();
         assert!(upstreams.contains("server 10.0.0.5:10003;"), "{upstreams}");
@@ -894,4 +924,3 @@ async fn under_chef_servers_runit_an_ha_backend_is_configured_but_not_restarted(
     })
     .await;
 }
-        assert!(!tree.at("/etc/logrotate.d/opscode-pushy-server").exists(), "svlogd rotates");
