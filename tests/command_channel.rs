@@ -558,3 +558,47 @@ async fn metrics_count_nodes_messages_jobs_requests_and_refusals() {
     );
     assert!(text.trim_end().ends_with("# EOF"));
 }
+
+/// PostgreSQL text cannot hold NUL: output with one is stored with U+FFFD in its place
+/// (as the agent does for bytes that are not UTF-8), and the job keeps its result rather
+/// than failing on the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_with_nul_is_stored_on_postgresql() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let store: Arc<dyn Store> = Arc::new(
+        pushy_server::store::PostgresStore::connect(&db.url, 2)
+            .await
+            .unwrap(),
+    );
+    let h = Harness::with_store(store, fast).await;
+    h.add_client("DONKEY");
+    let _d = ScriptedNode::start(
+        &h,
+        "DONKEY",
+        Script::Succeed {
+            stdout: "before\0after\n".into(),
+            stderr: "\0".into(),
+        },
+    )
+    .await;
+    let job = h
+        .create_job(
+            r#"{"command":"echo","nodes":["DONKEY"],"capture_output":true}"#,
+            ADMIN_USER,
+        )
+        .await;
+    let body = h.wait_for_job(&job, "complete", WAIT).await;
+    assert_eq!(body["nodes"], json!({"succeeded": ["DONKEY"]}));
+    let out = h
+        .call(
+            "GET",
+            &format!("{job}/output/DONKEY/stdout"),
+            "",
+            ADMIN_USER,
+        )
+        .await;
+    assert_eq!(out.status, 200, "{}", out.text);
+    assert_eq!(out.text, "before\u{FFFD}after\n");
+}

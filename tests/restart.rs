@@ -240,3 +240,52 @@ async fn the_run_timer_survives_two_restarts() {
     let body = h.wait_for_job(&job, "timed_out", WAIT).await;
     assert_eq!(body["nodes"], json!({"timed_out": ["DONKEY"]}));
 }
+
+/// A job the original left running (here a 1.x database adopted in place) cannot be
+/// resumed: its nodes will never report to this server. It ends `crashed` at start-up,
+/// with its unfinished nodes, instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_the_original_left_running_ends_crashed_at_start() {
+    use sqlx::{Connection as _, Executor as _};
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    conn.execute(include_str!("fixtures/original_1x.sql"))
+        .await
+        .unwrap();
+    conn.execute(
+        "INSERT INTO jobs VALUES ('0123456789abcdef0123456789abcdef', \
+           'feedfacefeedfacefeedfacefeedface', 'chef-client', 1, 3600, \
+           '0123456789abcdef0123456789abcdef', '2013-10-14 12:00:00', '2013-10-14 12:01:40', 2);
+         INSERT INTO job_nodes VALUES
+           ('0123456789abcdef0123456789abcdef', 'feedfacefeedfacefeedfacefeedface', 'zeta', 2,
+            '2013-10-14 12:00:00', '2013-10-14 12:01:39'),
+           ('0123456789abcdef0123456789abcdef', 'feedfacefeedfacefeedfacefeedface', 'alpha', 3,
+            '2013-10-14 12:00:00', '2013-10-14 12:01:40');",
+    )
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(
+        pushy_server::store::PostgresStore::connect(&db.url, 2)
+            .await
+            .unwrap(),
+    );
+    let _h = Harness::with_store(store.clone(), fast).await;
+    let org = OrgGuid("feedfacefeedfacefeedfacefeedface".into());
+    let id = JobId::parse("0123456789abcdef0123456789abcdef").unwrap();
+    let job = store.find_job(&org, &id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Crashed);
+    let mut nodes = job.nodes.clone();
+    nodes.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        nodes,
+        [
+            ("alpha".to_owned(), NodeStatus::Succeeded),
+            ("zeta".to_owned(), NodeStatus::Crashed)
+        ]
+    );
+    assert!(store.incomplete_jobs().await.unwrap().is_empty());
+}

@@ -565,6 +565,11 @@ impl Job {
                 self.set(i, NodeStatus::Failed, fx);
                 self.run_complete(i, R::Failure, fx);
             }
+            // Ours: a node that already delivered its result and sends one again (our
+            // agent re-sends a result whose acknowledgement was lost) is not a client that
+            // died; the driver acknowledges it again and nothing else happens.
+            (RunningColumn::Terminal, Msg::Succeeded | Msg::Failed)
+                if matches!(self.nodes[i].1, NodeStatus::Succeeded | NodeStatus::Failed) => {}
             (RunningColumn::Terminal, Msg::Succeeded | Msg::Failed) => {
                 self.rehab(i, fx);
                 self.run_complete(i, R::ClientDiedWhileRunning, fx);

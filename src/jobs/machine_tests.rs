@@ -679,7 +679,7 @@ fn running_succeeded_from_terminal_node_stores_output_rehabs_and_reports_client_
     let t = Instant::now();
     let mut job = running(t);
     job.handle(t, reply("a", Reply::AckRun));
-    job.handle(t, reply("a", failed()));
+    job.handle(t, down("a"));
     let fx = job.handle(t, reply("a", succeeded()));
     assert_eq!(
         fx,
@@ -690,7 +690,7 @@ fn running_succeeded_from_terminal_node_stores_output_rehabs_and_reports_client_
             run_complete("a", RunStatus::ClientDiedWhileRunning),
         ]
     );
-    assert_eq!(job.node_status("a"), Some(NodeStatus::Failed));
+    assert_eq!(job.node_status("a"), Some(NodeStatus::Crashed));
 }
 
 #[test]
@@ -731,7 +731,7 @@ fn running_failed_from_terminal_node_stores_output_rehabs_and_reports_client_die
     let t = Instant::now();
     let mut job = running(t);
     job.handle(t, reply("a", Reply::AckRun));
-    job.handle(t, reply("a", succeeded()));
+    job.handle(t, down("a"));
     let fx = job.handle(t, reply("a", failed()));
     assert_eq!(
         fx,
@@ -742,7 +742,7 @@ fn running_failed_from_terminal_node_stores_output_rehabs_and_reports_client_die
             run_complete("a", RunStatus::ClientDiedWhileRunning),
         ]
     );
-    assert_eq!(job.node_status("a"), Some(NodeStatus::Succeeded));
+    assert_eq!(job.node_status("a"), Some(NodeStatus::Crashed));
 }
 
 #[test]
@@ -1459,4 +1459,18 @@ fn a_voting_node_back_is_asked_again_or_counted() {
     );
     // Terminal nodes and finished jobs ignore reports.
     assert!(job.handle(now, back("c", NodeReport::Committed)).is_empty());
+}
+
+/// Ours: our agent re-sends a result whose acknowledgement was lost; the node already
+/// delivered one, so nothing changes (the store keeps the first output).
+#[test]
+fn a_result_delivered_again_changes_nothing() {
+    let t = Instant::now();
+    let mut job = running(t);
+    job.handle(t, reply("a", Reply::AckRun));
+    job.handle(t, reply("a", failed()));
+    for again in [failed(), succeeded()] {
+        assert_eq!(job.handle(t, reply("a", again)), vec![store("a")]);
+        assert_eq!(job.node_status("a"), Some(NodeStatus::Failed));
+    }
 }

@@ -359,10 +359,16 @@ impl JobsHandle {
     /// When the store fails.
     pub async fn resume_unfinished(&self) -> Result<usize, store::Error> {
         let incomplete = self.store.incomplete_jobs().await?;
+        let mut resumed = 0;
         for j in &incomplete {
+            if !j.ours {
+                self.crash_foreign(j).await?;
+                continue;
+            }
             let Some(record) = self.store.find_job(&j.org_id, &j.id).await? else {
                 continue;
             };
+            resumed += 1;
             let run_timeout = Duration::from_secs(record.run_timeout.max(0) as u64);
             let nodes: Vec<String> = record.nodes.iter().map(|(n, _)| n.clone()).collect();
             let running_for = (Utc::now() - record.updated_at)
@@ -390,7 +396,34 @@ impl JobsHandle {
             tracing::info!(job_id = %record.id, org = %record.org_id, status = %record.status, "resumed an unfinished job");
             self.spawn(ctx, job, inbox, effects);
         }
-        Ok(incomplete.len())
+        Ok(resumed)
+    }
+
+    /// A job another server left unfinished (the original, before an upgrade) cannot be
+    /// resumed: its nodes ran under that server and will never report to this one (1.x
+    /// clients cannot even connect). It ends `crashed`, its unfinished nodes too, as the
+    /// original itself does at start-up (zmq.md §5.5), instead of running forever.
+    async fn crash_foreign(&self, j: &store::IncompleteJob) -> Result<(), store::Error> {
+        let Some(record) = self.store.find_job(&j.org_id, &j.id).await? else {
+            return Ok(());
+        };
+        let nodes: Vec<(String, NodeStatus)> = record
+            .nodes
+            .iter()
+            .filter(|(_, status)| !status.is_terminal())
+            .map(|(node, _)| (node.clone(), NodeStatus::Crashed))
+            .collect();
+        self.store
+            .update_statuses(
+                &j.org_id,
+                &j.id,
+                Some(JobStatus::Crashed),
+                &nodes,
+                now_seconds(),
+            )
+            .await?;
+        tracing::warn!(job_id = %j.id, org = %j.org_id, status = %j.status, "unfinished job written by another server: crashed");
+        Ok(())
     }
 }
 

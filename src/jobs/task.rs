@@ -167,23 +167,35 @@ impl JobContext {
                 .await?;
         }
         for effect in effects {
-            if let Effect::StoreOutput {
+            let Effect::StoreOutput {
                 node,
                 stdout,
                 stderr,
             } = effect
-                && !self
-                    .store
-                    .insert_output(
-                        &self.id,
-                        node,
-                        stdout,
-                        stderr,
-                        self.truncated.contains(node),
-                    )
-                    .await?
+            else {
+                continue;
+            };
+            // PostgreSQL text cannot hold NUL; both stores get the same replacement the agent
+            // uses for bytes that are not UTF-8.
+            let (stdout, stderr) = (without_nul(stdout), without_nul(stderr));
+            match self
+                .store
+                .insert_output(
+                    &self.id,
+                    node,
+                    &stdout,
+                    &stderr,
+                    self.truncated.contains(node),
+                )
+                .await
             {
-                tracing::debug!(node, "output already stored for this node; kept the first");
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(node, "output already stored for this node; kept the first");
+                }
+                Err(e) if e.is_transient() => return Err(e),
+                // Output the store refuses for good must not cost the job its record.
+                Err(e) => tracing::error!(node, error = %e, "output not stored"),
             }
         }
         Ok(())
@@ -222,6 +234,14 @@ impl JobContext {
                 }
             }
         }
+    }
+}
+
+fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
     }
 }
 

@@ -195,6 +195,10 @@ pub struct IncompleteJob {
     pub org_id: OrgGuid,
     /// Its status when read.
     pub status: JobStatus,
+    /// Whether this server wrote it: every node row carries its request position, which
+    /// the original never kept. A job another server left running (a 1.x or 2.x original
+    /// before an upgrade) has nodes that will never report to this one.
+    pub ours: bool,
 }
 
 /// Everything the server persists. Implementations must be safe to share between tasks.

@@ -369,8 +369,9 @@ impl Store for PostgresStore {
 
     async fn incomplete_jobs(&self) -> Result<Vec<IncompleteJob>, Error> {
         sqlx::query(
-            "SELECT id, org_id, status FROM jobs WHERE status IN ($1, $2, $3) \
-             ORDER BY created_at, id",
+            "SELECT id, org_id, status, NOT EXISTS (SELECT 1 FROM job_nodes n \
+             WHERE n.job_id = jobs.id AND n.position IS NULL) AS ours \
+             FROM jobs WHERE status IN ($1, $2, $3) ORDER BY created_at, id",
         )
         .bind(i32::from(JobStatus::New.code()))
         .bind(i32::from(JobStatus::Voting.code()))
@@ -383,6 +384,7 @@ impl Store for PostgresStore {
                 id: rows::job_id("jobs", row.try_get("id")?)?,
                 org_id: OrgGuid(rows::unpad(row.try_get("org_id")?)),
                 status: rows::job_status(row.try_get::<i32, _>("status")?.into())?,
+                ours: row.try_get("ours")?,
             })
         })
         .collect()

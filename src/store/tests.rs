@@ -485,6 +485,7 @@ async fn incomplete_jobs_are_new_voting_and_running(store: &dyn Store) {
         id: job_id(n),
         org_id: org.clone(),
         status,
+        ours: true,
     });
     assert_eq!(incomplete, expected);
 }
@@ -786,6 +787,26 @@ async fn postgres_adopts_original_1x_database() {
             }]
         );
         assert!(store.incomplete_jobs().await.unwrap().is_empty());
+        // An original job left running is not ours to resume (issue 12 §2).
+        raw(
+            &url,
+            "UPDATE jobs SET status = 1 WHERE id = '0123456789abcdef0123456789abcdef'",
+        )
+        .await;
+        assert_eq!(
+            store.incomplete_jobs().await.unwrap(),
+            [IncompleteJob {
+                id: old.id.clone(),
+                org_id: old.org_id.clone(),
+                status: JobStatus::Running,
+                ours: false,
+            }]
+        );
+        raw(
+            &url,
+            "UPDATE jobs SET status = 2 WHERE id = '0123456789abcdef0123456789abcdef'",
+        )
+        .await;
 
         let tables: Vec<String> = sqlx::query_scalar(
             "SELECT table_name::text FROM information_schema.tables \
