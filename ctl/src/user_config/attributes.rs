@@ -211,7 +211,8 @@ impl Default for OcChefPedant {
     }
 }
 
-/// Settings the original accepts and silently ignores, and why (ops.md §1.3, §9 item 4).
+/// Settings that are accepted but change nothing here, and why (ops.md §1.3, §9 item 4): the
+/// original ignored most of them silently; we warn like we do for unknown settings.
 const IGNORED: &[(&[&str], &str)] = &[
     (
         &["postgresql", "vip"],
@@ -236,6 +237,34 @@ const IGNORED: &[(&[&str], &str)] = &[
     (
         &["opscode_pushy_server", "keyring_dir"],
         "is not used: the keys are kept in /etc/opscode/private-chef-secrets.json",
+    ),
+    (
+        &["opscode_pushy_server", "listen"],
+        "is not used: the API listens on 0.0.0.0:api_port, as the original's did",
+    ),
+    (
+        &["opscode_pushy_server", "ha"],
+        "is not used: a legacy DRBD-HA marker the original ignored too",
+    ),
+    (
+        &["opscode_pushy_server", "enable_graphite"],
+        "is not used: there is no Graphite reporter; scrape GET /metrics on api_port instead",
+    ),
+    (
+        &["opscode_pushy_server", "graphite_host"],
+        "is not used: there is no Graphite reporter; scrape GET /metrics on api_port instead",
+    ),
+    (
+        &["opscode_pushy_server", "graphite_port"],
+        "is not used: there is no Graphite reporter; scrape GET /metrics on api_port instead",
+    ),
+    (
+        &["opscode_pushy_server", "ibrowse_max_sessions"],
+        "is not used: it sized the original's Erlang HTTP client",
+    ),
+    (
+        &["opscode_pushy_server", "ibrowse_max_pipeline_size"],
+        "is not used: it sized the original's Erlang HTTP client",
     ),
 ];
 
