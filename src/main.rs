@@ -308,6 +308,16 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// Restores the default action of SIGPIPE (end the process), which Rust's start-up code
+/// replaces with "ignore".
+fn default_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_DFL installs no handler code; nothing else here manages SIGPIPE.
+    if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
+        tracing::debug!(error = %e, "could not restore SIGPIPE");
+    }
+}
+
 /// Prints the error and its causes once each (a cause already quoted by the message
 /// above it is not repeated), without a backtrace, and exits 1.
 fn report(err: &anyhow::Error) -> std::process::ExitCode {
@@ -354,6 +364,12 @@ async fn run(secrets: Option<pushy_server::secrets::Secrets>) -> anyhow::Result<
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, None | Some(Command::Serve { .. })) {
+        // One-shot commands print and end: a reader that stops early (`| head`) ends them
+        // quietly, as it does any Unix tool, instead of a panic on EPIPE. The daemon keeps
+        // Rust's default (SIGPIPE ignored), so a peer closing a socket never kills it.
+        default_sigpipe();
+    }
     let mut config = load_config(&cli)?;
     if let Some(secrets) = secrets {
         tracing::info!("using secrets from the environment");

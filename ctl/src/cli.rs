@@ -362,7 +362,20 @@ pub fn help_text(exe: &str) -> String {
 
 /// The binaries' entry point: parses the command line, runs the command, returns its exit code.
 pub fn main() -> ExitCode {
+    default_sigpipe();
     main_from(std::env::args_os())
+}
+
+/// Restores the default action of SIGPIPE, which Rust's start-up code sets to "ignore": a
+/// reader that stops early (`push-jobs-server-ctl show-config | head`) ends the command
+/// quietly, as it does any Unix tool, instead of a panic on EPIPE. `launch` execs the daemon,
+/// whose own start-up ignores SIGPIPE again.
+fn default_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_DFL installs no handler code; nothing else here manages SIGPIPE.
+    if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
+        eprintln!("push-jobs-server-ctl: could not restore SIGPIPE: {e}");
+    }
 }
 
 /// [`main`] with explicit arguments (the first is the program name).
