@@ -294,10 +294,11 @@ fn read_credentials(
 /// The knife config file to read, if any.
 fn config_file(sources: &Sources) -> Result<Option<PathBuf>, Error> {
     if let Some(path) = &sources.config_file {
-        if !path.exists() {
+        // The OS's own reason ("No such file or directory", "Permission denied").
+        if let Err(source) = std::fs::metadata(path) {
             return Err(Error::Io {
                 path: path.clone(),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                source,
             });
         }
         return Ok(Some(path.clone()));
