@@ -91,3 +91,43 @@ async fn sqlite_write_lock_held_answers_503_then_recovers() {
     assert_eq!(job_count(&r), 1);
     h.token.cancel();
 }
+
+/// The job side of an outage: a node finishes while PostgreSQL is away; the job's write
+/// waits and is retried, and the job ends with the node's true result once the store is
+/// back (it used to give up, write `crashed` best-effort and stop driving the job).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_outlives_a_postgres_outage_with_its_true_result() {
+    use common::node::{Script, ScriptedNode};
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let proxy = PgProxy::in_front_of(&db.url).await;
+    let store: Arc<dyn Store> = Arc::new(
+        PostgresStore::connect(&proxy.url(&db.url), 4)
+            .await
+            .unwrap(),
+    );
+    let h = Harness::with_store(store, |c| {
+        c.pushy.heartbeat_interval = 100;
+        c.pushy.decay_window = 4;
+        c.pushy.down_threshold = 0.25;
+        c.pushy.wait_complete_time = 1;
+    })
+    .await;
+    h.add_client("DONKEY");
+    let d = ScriptedNode::start(&h, "DONKEY", Script::Hold).await;
+    let job = h.create_job(JOB, ADMIN_USER).await;
+    let wait = std::time::Duration::from_secs(30);
+    h.wait_for_job(&job, "running", wait).await;
+
+    proxy.cut().await;
+    d.release();
+    // Longer than the pool's acquire timeout, so the write fails at least once.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    expect_unavailable(&h.call("GET", &job, "", ADMIN_USER).await);
+    proxy.restore().await;
+
+    let body = h.wait_for_job(&job, "complete", wait).await;
+    assert_eq!(body["nodes"], json!({"succeeded": ["DONKEY"]}));
+    assert!(d.saw("ack"), "the result was acknowledged once stored");
+}
