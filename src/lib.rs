@@ -452,10 +452,8 @@ pub async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
     let tracker = state.tracker.clone();
     let metrics = state.metrics.clone();
     let p = &state.config.pushy;
-    let max_connections = http::server::connection_cap(
-        p.http_max_connections,
-        http::server::nofile_limit(),
-    );
+    let max_connections =
+        http::server::connection_cap(p.http_max_connections, http::server::nofile_limit());
     if max_connections < p.http_max_connections {
         tracing::warn!(
             configured = p.http_max_connections,
