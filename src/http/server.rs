@@ -9,7 +9,8 @@
 //!   can never exhaust the descriptors the command channel and the store need;
 //! * a connection has `http_header_timeout` to deliver a complete request head, counted
 //!   from its opening or from its previous response (so it also bounds idle keep-alive
-//!   connections), else it is closed;
+//!   connections), else it is closed; a head over [`MAX_HEAD_BYTES`] is a 431 (hyper's
+//!   default, ~400 KB, let 1024 connections hold 400 MB of unfinished heads);
 //! * bodies are read by the request pipeline under `http_body_timeout`, and the bytes of
 //!   bodies held in memory at once are bounded by [`BodyBudget`].
 
@@ -31,6 +32,9 @@ use tower::ServiceExt as _;
 
 use crate::metrics::Metrics;
 
+/// The largest request head (request line and headers) read, bytes. A Chef-signed head
+/// is about 1–2 KB, and Chef Server's nginx refuses header lines over 8 KB.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How long shutdown waits for open connections to finish their current request.
 const DRAIN: Duration = Duration::from_secs(10);
 /// Pause after an accept error that is not the peer's (EMFILE, ENOBUFS…), so a full
@@ -82,7 +86,8 @@ pub async fn serve<S>(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(MAX_HEAD_BYTES);
     let mut last_warning: Option<Instant> = None;
     loop {
         let slot = match slots.clone().try_acquire_owned() {
