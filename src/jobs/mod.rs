@@ -203,9 +203,8 @@ impl JobsHandle {
         let (ctx, inbox) = self.context(&id, org, &record);
         let available = self.watch(&id, org, spec.nodes.clone()).await;
         let effects = job.start(Instant::now(), |n| available.contains(n));
-        // The job exists durably from here on; its task records the start (retrying if the
-        // store is away) before anything is sent to its nodes.
-        self.spawn(ctx, job, inbox, effects);
+        // The job exists durably from here on, whatever happens to its start.
+        self.start_task(ctx, job, inbox, effects).await;
         Ok(id)
     }
 
@@ -273,6 +272,27 @@ impl JobsHandle {
             .filter(|(_, up)| *up)
             .map(|(n, _)| n)
             .collect()
+    }
+
+    /// Applies a job's first effects here, so the caller's next read sees them (a GET right
+    /// after the 201 shows the start), then spawns its task. If the store fails, nothing
+    /// was sent (stores come first in [`JobContext::apply`]), so the task is handed the
+    /// same effects to apply again, retrying while the store is away.
+    async fn start_task(
+        &self,
+        mut ctx: JobContext,
+        job: Job,
+        inbox: mpsc::UnboundedReceiver<TaskMsg>,
+        effects: Vec<machine::Effect>,
+    ) {
+        let initial = match ctx.apply(&effects).await {
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                tracing::warn!(job_id = %ctx.id, error = %e, "recording the job's start failed; its task retries");
+                effects
+            }
+        };
+        self.spawn(ctx, job, inbox, initial);
     }
 
     fn spawn(
@@ -394,7 +414,7 @@ impl JobsHandle {
                 effects.extend(job.start(Instant::now(), |_| true));
             }
             tracing::info!(job_id = %record.id, org = %record.org_id, status = %record.status, "resumed an unfinished job");
-            self.spawn(ctx, job, inbox, effects);
+            self.start_task(ctx, job, inbox, effects).await;
         }
         Ok(resumed)
     }
