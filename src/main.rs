@@ -321,18 +321,15 @@ fn default_sigpipe() {
 /// Prints the error and its causes once each (a cause already quoted by the message
 /// above it is not repeated), without a backtrace, and exits 1.
 fn report(err: &anyhow::Error) -> std::process::ExitCode {
-    let mut shown = String::new();
-    for (i, cause) in err.chain().enumerate() {
-        let text = cause.to_string();
-        if i > 0 && shown.contains(&text) {
-            continue;
-        }
+    for (i, text) in pushy_protocol::report::causes(err.as_ref())
+        .iter()
+        .enumerate()
+    {
         if i == 0 {
             eprintln!("error: {text}");
         } else {
             eprintln!("  caused by: {text}");
         }
-        shown.push_str(&text);
     }
     std::process::ExitCode::FAILURE
 }

@@ -106,25 +106,11 @@ async fn main() -> std::process::ExitCode {
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("push-jobs-client: {}", error_text(&e));
+            eprintln!(
+                "push-jobs-client: {}",
+                pushy_protocol::report::one_line(e.as_ref())
+            );
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes on one line, each once: many of our errors quote their cause
-/// in their own message and also return it as `source()`, which `{:#}` would print again.
-fn error_text(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
 }

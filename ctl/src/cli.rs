@@ -405,27 +405,10 @@ pub fn main_from<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     match run(&exe, &cli, command, &args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("{exe}: {}", error_text(&e));
+            eprintln!("{exe}: {}", pushy_protocol::report::one_line(e.as_ref()));
             ExitCode::from(1)
         }
     }
-}
-
-/// The error and its causes on one line, each cause once: a cause whose text the message
-/// already quotes (sqlx and io errors repeat their source) is not repeated.
-pub fn error_text(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
 }
 
 fn init_tracing(cli: &Cli) {
@@ -720,11 +703,14 @@ mod tests {
             .context("connecting to 127.0.0.1:1: refused")
             .context("database step");
         assert_eq!(
-            error_text(&e),
+            pushy_protocol::report::one_line(e.as_ref()),
             "database step: connecting to 127.0.0.1:1: refused"
         );
         let e = anyhow::Error::new(io::Error::other("disk full")).context("writing x");
-        assert_eq!(error_text(&e), "writing x: disk full");
+        assert_eq!(
+            pushy_protocol::report::one_line(e.as_ref()),
+            "writing x: disk full"
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ async fn main() -> ExitCode {
     let exit = match pushy_cli::cmd::run(cli).await {
         Ok(exit) => exit,
         Err(e) => {
-            eprintln!("ERROR: {}", error_text(&e));
+            eprintln!("ERROR: {}", pushy_protocol::report::one_line(e.as_ref()));
             Exit::for_error(&e)
         }
     };
@@ -40,21 +40,4 @@ fn default_sigpipe() {
     if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
         eprintln!("push-jobs: could not restore SIGPIPE: {e}");
     }
-}
-
-/// The error and its causes on one line, each once: many of our errors quote their cause
-/// in their own message and also return it as `source()`, which `{:#}` would print again.
-fn error_text(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
 }

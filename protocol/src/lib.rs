@@ -1,5 +1,6 @@
 //! Everything both ends of Push Jobs must agree on: job vocabulary, Chef request signing
-//! and verification, and key encodings. Sans-IO: bytes, keys and times in, values out.
+//! and verification, and key encodings, and how errors are worded for people. Sans-IO:
+//! bytes, keys and times in, values out.
 #![warn(missing_docs)]
 
 pub mod chef_auth;
@@ -7,3 +8,4 @@ pub mod frame;
 pub mod job;
 pub mod keys;
 pub mod message;
+pub mod report;
