@@ -69,7 +69,7 @@ pub struct Config {
     #[arg(long, value_enum, default_value = "refuse")]
     pub outage_mode: proxy::OutageMode,
     /// Random wait between the end of a fault and the next cue, milliseconds (A..B).
-    /// Default: 500..4000 for kills; for outages a third of the outage to all of it (at
+    /// Default: 500..4000 for kills; for outages a fifth of the outage to half of it (at
     /// least 1000..6000), so jobs flow between outages.
     #[arg(long, value_parser = range)]
     pub fault_gap_ms: Option<RangeInclusive<u64>>,
@@ -132,7 +132,7 @@ impl Config {
             chaos::FaultKind::Kill => 500..=4000,
             chaos::FaultKind::Outage => {
                 let ms = self.outage_secs * 1000;
-                (ms / 3).max(1000)..=ms.max(6000)
+                (ms / 5).max(1000)..=(ms / 2).max(6000)
             }
         }
     }

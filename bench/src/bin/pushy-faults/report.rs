@@ -3,7 +3,7 @@
 //! server's log lines for its job (the server logs with `job_id` on every job line) and
 //! the agent's lines for that node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -120,6 +120,7 @@ pub fn markdown(facts: &RunFacts, t: &Tally, findings: &[Finding], logs: &Path) 
         "- agents exited: {:?}; nodes not available at the end: {:?}",
         facts.agents_exited, facts.nodes_unavailable
     );
+    let _ = writeln!(s, "- exercised (from the logs): {}", exercised(logs));
     let mut back: Vec<f64> = facts
         .faults
         .iter()
@@ -163,6 +164,44 @@ pub fn markdown(facts: &RunFacts, t: &Tally, findings: &[Finding], logs: &Path) 
         }
     }
     s
+}
+
+/// What the faults made the server and agents do, counted from their logs: resumed jobs,
+/// results re-sent on a new connection, jobs whose writes waited for the store. A log
+/// wording change shows here as 0.
+fn exercised(logs: &Path) -> String {
+    let mut resumes = 0;
+    let mut resumed = BTreeSet::new();
+    let mut waited = BTreeSet::new();
+    let mut resent = 0;
+    for entry in std::fs::read_dir(logs).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines() {
+            let job = line.split("job_id=").nth(1).map(|r| {
+                r.trim_start_matches('"')
+                    .chars()
+                    .take(32)
+                    .collect::<String>()
+            });
+            if name.starts_with("server.") {
+                if line.contains("resumed an unfinished job") {
+                    resumes += 1;
+                    resumed.extend(job);
+                } else if line.contains("store unavailable; the job's writes wait") {
+                    waited.extend(job);
+                }
+            } else if line.contains("sending the job's result again") {
+                resent += 1;
+            }
+        }
+    }
+    format!(
+        "{resumes} job resumes after a restart ({} distinct jobs); {resent} results re-sent by \
+         agents on a new connection; {} jobs whose writes waited for the store",
+        resumed.len(),
+        waited.len()
+    )
 }
 
 /// The server's lines naming the job (each start's log in order), and the agent's for the
