@@ -221,10 +221,8 @@ impl Agent {
             {
                 Ok(s) => s,
                 Err(e) => {
-                    let delay = match retry {
-                        None => self.interval.unwrap_or(FETCH_RETRY).max(FETCH_RETRY_MIN),
-                        Some(d) => (d * 2).min(FETCH_RETRY),
-                    };
+                    let delay =
+                        fetch_retry_delay(retry, self.interval, self.pending.job_id().is_some());
                     retry = Some(delay);
                     let wait = jitter(delay);
                     tracing::warn!(error = %e, retry_in = ?wait, "config fetch failed");
@@ -653,6 +651,23 @@ impl Agent {
     }
 }
 
+/// How long to wait before fetching the config again after a failure: the heartbeat
+/// interval first (at least [`FETCH_RETRY_MIN`]), then doubling up to [`FETCH_RETRY`], so
+/// a fleet does not hammer a server that is away. Except while the agent holds a result
+/// the server has not acknowledged: the job's run timer counts on at the server, so that
+/// node keeps retrying at the first delay (only such nodes do).
+fn fetch_retry_delay(
+    previous: Option<Duration>,
+    interval: Option<Duration>,
+    holding_result: bool,
+) -> Duration {
+    let first = interval.unwrap_or(FETCH_RETRY).max(FETCH_RETRY_MIN);
+    match previous {
+        Some(d) if !holding_result => (d * 2).min(FETCH_RETRY),
+        _ => first,
+    }
+}
+
 /// Puts the newest output that fits into `m`, so the body stays within `max_body` bytes:
 /// the room left by everything else is measured on the message itself (with the largest
 /// sequence number and the truncation flag, which can only make it longer), and the
@@ -675,6 +690,24 @@ mod tests {
     use pushy_protocol::message::JobRef;
 
     use super::*;
+
+    #[test]
+    fn config_retries_back_off_unless_a_result_waits() {
+        let second = Duration::from_secs(1);
+        let first = fetch_retry_delay(None, Some(second), false);
+        assert_eq!(first, second.max(FETCH_RETRY_MIN));
+        let mut d = first;
+        for _ in 0..10 {
+            d = fetch_retry_delay(Some(d), Some(second), false);
+        }
+        assert_eq!(d, FETCH_RETRY);
+        // A result the server has not acknowledged races the job's run timer.
+        assert_eq!(
+            fetch_retry_delay(Some(FETCH_RETRY), Some(second), true),
+            first
+        );
+        assert_eq!(fetch_retry_delay(None, None, false), FETCH_RETRY);
+    }
 
     fn succeeded() -> ClientMessage {
         ClientMessage {
