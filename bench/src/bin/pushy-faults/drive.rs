@@ -176,17 +176,19 @@ pub async fn submit(ctx: Arc<Ctx>, deadline: Instant) -> anyhow::Result<()> {
     }
 }
 
-/// A job on one free node, whatever the limit on jobs in flight, or on a random node
-/// when none is free (it may then be `nacked`): the probe the fault scheduler sends
-/// during an outage.
+/// A job on one free node, whatever the limit on jobs in flight: the probe the fault
+/// scheduler sends during an outage. None when no node is free.
 pub async fn probe(ctx: &Ctx) -> anyhow::Result<()> {
-    let nodes = {
+    let node = {
         let s = ctx.lock();
-        let free = s.free_nodes(&ctx.nodes, true);
-        let pool = if free.is_empty() { &ctx.nodes } else { &free };
-        vec![pool.choose(&mut rand::rng()).expect("nodes").clone()]
+        s.free_nodes(&ctx.nodes, true)
+            .choose(&mut rand::rng())
+            .cloned()
     };
-    post(ctx, nodes).await.map(|_| ())
+    match node {
+        Some(node) => post(ctx, vec![node]).await.map(|_| ()),
+        None => Ok(()),
+    }
 }
 
 /// POSTs one job on `nodes` and records what came back; returns how long to wait before
