@@ -2,11 +2,11 @@
 //! scheduler), the submitter that POSTs jobs on free nodes with a bounded number in flight,
 //! the poller that follows each unfinished job, and the marker watcher.
 //!
-//! A node is free when no unfinished job the harness knows holds it and no marker command
-//! runs on it, so a commit is refused (`nacked`) only when the server or agent lost track
-//! of something. A POST that got no answer, or an error answer, may still have created a
-//! job: its nodes stay reserved until the next full job list, which adopts any job the
-//! harness did not know.
+//! A node is free when no unfinished job the harness knows holds it, no POST waiting for
+//! its answer names it, and no marker command runs on it, so a commit is refused
+//! (`nacked`) only when the server or agent lost track of something. A POST that got no
+//! answer, or an error answer, may still have created a job: its nodes stay reserved
+//! until the next full job list, which adopts any job the harness did not know.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -56,6 +56,9 @@ pub struct Shared {
     pub refusal_samples: Vec<String>,
     /// Nodes of POSTs with an unknown outcome, with when the POST was sent.
     suspect: Vec<(Instant, Vec<String>)>,
+    /// Nodes of POSTs waiting for their answer, by a number per POST.
+    posting: BTreeMap<u64, Vec<String>>,
+    next_post: u64,
     pub markers: Markers,
     /// Set once every job is posted (or the time budget for posting ran out).
     pub posting_done: bool,
@@ -70,6 +73,8 @@ impl Shared {
             posts: PostCounts::default(),
             refusal_samples: Vec::new(),
             suspect: Vec::new(),
+            posting: BTreeMap::new(),
+            next_post: 0,
             markers,
             posting_done: false,
             available: BTreeSet::new(),
@@ -94,7 +99,12 @@ impl Shared {
         for j in self.jobs.values().filter(|j| !j.terminal) {
             busy.extend(j.nodes.iter().cloned());
         }
-        for (_, nodes) in &self.suspect {
+        for nodes in self
+            .suspect
+            .iter()
+            .map(|(_, n)| n)
+            .chain(self.posting.values())
+        {
             busy.extend(nodes.iter().cloned());
         }
         all.iter()
@@ -199,11 +209,19 @@ async fn post(ctx: &Ctx, nodes: Vec<String>) -> anyhow::Result<Duration> {
         "nodes": nodes,
         "run_timeout": ctx.cfg.run_timeout,
     });
-    ctx.lock().posts.attempts += 1;
+    let ticket = {
+        let mut s = ctx.lock();
+        s.posts.attempts += 1;
+        s.next_post += 1;
+        let ticket = s.next_post;
+        s.posting.insert(ticket, nodes.clone());
+        ticket
+    };
     let sent = Instant::now();
     ctx.post_sent.notify_waiters();
     let outcome = ctx.api.post_job(&body).await;
     let mut s = ctx.lock();
+    s.posting.remove(&ticket);
     let t = ctx.t();
     Ok(match outcome {
         PostOutcome::Created(id) => {
