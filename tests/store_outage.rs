@@ -131,3 +131,57 @@ async fn a_job_outlives_a_postgres_outage_with_its_true_result() {
     assert_eq!(body["nodes"], json!({"succeeded": ["DONKEY"]}));
     assert!(d.saw("ack"), "the result was acknowledged once stored");
 }
+
+/// Results that reached the server during an outage count before the run timer, even
+/// when the outage outlasts it: the job was only waiting for its store (found by
+/// bench/faults with 30 s outages, where the timer won a coin toss against results
+/// already in the job's inbox).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_that_arrived_during_an_outage_beat_the_run_timer() {
+    use common::node::{Script, ScriptedNode};
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let proxy = PgProxy::in_front_of(&db.url).await;
+    let store: Arc<dyn Store> = Arc::new(
+        PostgresStore::connect(&proxy.url(&db.url), 4)
+            .await
+            .unwrap(),
+    );
+    let h = Harness::with_store(store, |c| {
+        c.pushy.heartbeat_interval = 100;
+        c.pushy.decay_window = 4;
+        c.pushy.down_threshold = 0.25;
+        c.pushy.wait_complete_time = 1;
+    })
+    .await;
+    let names = ["DONKEY", "FIONA", "SHREK"];
+    let mut nodes = Vec::new();
+    for n in names {
+        h.add_client(n);
+        nodes.push(ScriptedNode::start(&h, n, Script::Hold).await);
+    }
+    let job = h
+        .create_job(
+            r#"{"command":"sleep 1","nodes":["DONKEY","FIONA","SHREK"],"run_timeout":3}"#,
+            ADMIN_USER,
+        )
+        .await;
+    let wait = std::time::Duration::from_secs(30);
+    h.wait_for_job(&job, "running", wait).await;
+
+    proxy.cut().await;
+    for n in &nodes {
+        n.release();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Past the 3 s run timeout, with every result in and none stored.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    proxy.restore().await;
+
+    let body = h.wait_for_job(&job, "complete", wait).await;
+    assert_eq!(
+        body["nodes"],
+        json!({"succeeded": ["DONKEY", "FIONA", "SHREK"]})
+    );
+}

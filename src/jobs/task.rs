@@ -299,6 +299,10 @@ pub(crate) async fn run(
             break;
         } else {
             tokio::select! {
+            // In this order: what already reached the job counts before its timer, even
+            // when the job was held up past the deadline (a store outage, retried above):
+            // a node's result that arrived in time must not be recorded `timed_out`.
+            biased;
             msg = inbox.recv() => match msg {
                 Some(msg) => {
                     let mut effects = Vec::new();
