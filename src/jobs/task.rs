@@ -214,7 +214,14 @@ impl JobContext {
         let mut wait = RETRY_FIRST;
         let mut failures = 0u32;
         loop {
-            match self.apply(&effects).await {
+            let attempt = match tokio::time::timeout(WRITE_TIMEOUT, self.apply(&effects)).await {
+                Ok(result) => result,
+                // A connection gone silent (not refused) can hold a statement for as long
+                // as TCP retransmits. Dropping the attempt drops its connection; the
+                // writes are idempotent, so retrying one that did land changes nothing.
+                Err(_) => Err(store::Error::TimedOut(WRITE_TIMEOUT)),
+            };
+            match attempt {
                 Err(e) if e.is_transient() => {
                     failures += 1;
                     if failures == 1 || failures.is_power_of_two() {
@@ -244,6 +251,9 @@ fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Borrowed(text)
     }
 }
+
+/// Longest one attempt at a job's writes may take before it counts as failed.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// First and longest wait between retries of a job's writes while the store is away.
 const RETRY_FIRST: Duration = Duration::from_millis(100);

@@ -47,14 +47,18 @@ pub enum Error {
     /// A job with this id already exists.
     #[error("job {0} already exists")]
     DuplicateJob(JobId),
+    /// The store did not answer within this long (a caller's bound, e.g. a connection
+    /// that went silent): it may or may not have done the work. Transient.
+    #[error("the job store did not answer within {0:?}")]
+    TimedOut(std::time::Duration),
 }
 
 impl Error {
     /// Whether the same call may succeed if made again later, unchanged: true for
-    /// [`Error::Unavailable`] only. The HTTP API answers these 503 with `Retry-After`;
+    /// [`Error::Unavailable`] and [`Error::TimedOut`] only. The HTTP API answers these 503 with `Retry-After`;
     /// a job task retries its write.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Unavailable(_))
+        matches!(self, Error::Unavailable(_) | Error::TimedOut(_))
     }
 }
 
