@@ -289,3 +289,48 @@ async fn a_job_the_original_left_running_ends_crashed_at_start() {
     );
     assert!(store.incomplete_jobs().await.unwrap().is_empty());
 }
+
+/// A request dropped while its job is being created (the client gave up, say on a store
+/// that hung) must not leave the job behind with nobody driving it: every job that exists
+/// moves on from `new` (found by bench/faults with blackholed PostgreSQL outages).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_create_request_leaves_no_job_stuck_new() {
+    let h = harness().await;
+    let org: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            chef_dir(h.tmp.path())
+                .join("orgs")
+                .join(ORG)
+                .join("org.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let org = OrgGuid(org["guid"].as_str().unwrap().to_owned());
+    let spec = br#"{"command":"chef-client","nodes":["DONKEY"]}"#;
+    // Give up on each creation after a different short while, so some are dropped before
+    // the insert, some after it, and some not at all.
+    for micros in (0..400).step_by(5) {
+        let create = h.state.jobs.create(
+            &org,
+            ADMIN_USER,
+            pushy_server::jobs::parse_spec(spec).unwrap(),
+        );
+        let _ = tokio::time::timeout(Duration::from_micros(micros), create).await;
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let jobs = h.state.store.list_jobs(&org).await.unwrap();
+        assert!(!jobs.is_empty());
+        let stuck = jobs.iter().filter(|j| j.status == JobStatus::New).count();
+        if stuck == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{stuck} of {} jobs stuck new",
+            jobs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

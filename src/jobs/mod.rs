@@ -73,6 +73,10 @@ fn now_seconds() -> DateTime<Utc> {
     now.with_nanosecond(0).unwrap_or(now)
 }
 
+/// How long creating or resuming a job waits for its start to be recorded before handing
+/// that to the job's task (which retries): a store that hangs must not hang the request.
+const START_WAIT: Duration = Duration::from_secs(10);
+
 /// A job id: the last 12 characters of the org GUID, then 20 random hex digits
 /// (http.md §1.4.2 keeps the org suffix as a prefix).
 pub fn new_job_id(org: &OrgGuid) -> JobId {
@@ -137,9 +141,18 @@ impl JobsHandle {
     ) -> Result<JobId, store::Error> {
         let id = new_job_id(org);
         let span = tracing::info_span!("job", job_id = %id, org = %org);
-        self.create_inner(id, org, requestor, spec)
-            .instrument(span.clone())
-            .await
+        // From the insert on, creation runs to its end even if the request is dropped (the
+        // client gave up, e.g. while the store hung): a job row without its task would
+        // stay `new` until the next restart.
+        let this = self.clone();
+        let (org, requestor) = (org.clone(), requestor.to_owned());
+        let creating = tokio::spawn(
+            async move { this.create_inner(id, &org, &requestor, spec).await }.instrument(span),
+        );
+        match creating.await {
+            Ok(result) => result,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 
     async fn create_inner(
@@ -274,7 +287,7 @@ impl JobsHandle {
             .collect()
     }
 
-    /// Applies a job's first effects here, so the caller's next read sees them (a GET right
+    /// Applies a job's first effects here (waiting at most [`START_WAIT`] for the store), so the caller's next read sees them (a GET right
     /// after the 201 shows the start), then spawns its task. If the store fails, nothing
     /// was sent (stores come first in [`JobContext::apply`]), so the task is handed the
     /// same effects to apply again, retrying while the store is away.
@@ -285,10 +298,17 @@ impl JobsHandle {
         inbox: mpsc::UnboundedReceiver<TaskMsg>,
         effects: Vec<machine::Effect>,
     ) {
-        let initial = match ctx.apply(&effects).await {
-            Ok(_) => Vec::new(),
-            Err(e) => {
+        let initial = match tokio::time::timeout(START_WAIT, ctx.store_writes(&effects)).await {
+            Ok(Ok(())) => {
+                ctx.deliver(&effects).await;
+                Vec::new()
+            }
+            Ok(Err(e)) => {
                 tracing::warn!(job_id = %ctx.id, error = %e, "recording the job's start failed; its task retries");
+                effects
+            }
+            Err(_) => {
+                tracing::warn!(job_id = %ctx.id, "recording the job's start took over {START_WAIT:?}; its task retries");
                 effects
             }
         };

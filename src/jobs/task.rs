@@ -106,6 +106,11 @@ impl JobContext {
     /// Returns the final status once the job finished.
     pub async fn apply(&mut self, effects: &[Effect]) -> Result<Option<JobStatus>, store::Error> {
         self.store_writes(effects).await?;
+        Ok(self.deliver(effects).await)
+    }
+
+    /// The half of [`JobContext::apply`] after the store: sends, events, the finish.
+    pub(crate) async fn deliver(&mut self, effects: &[Effect]) -> Option<JobStatus> {
         let mut finished = None;
         for effect in effects.iter().cloned() {
             match effect {
@@ -153,13 +158,13 @@ impl JobContext {
                 }
             }
         }
-        Ok(finished)
+        finished
     }
 }
 
 impl JobContext {
     /// The store half of [`JobContext::apply`].
-    async fn store_writes(&self, effects: &[Effect]) -> Result<(), store::Error> {
+    pub(crate) async fn store_writes(&self, effects: &[Effect]) -> Result<(), store::Error> {
         let (job, nodes) = status_changes(effects);
         if job.is_some() || !nodes.is_empty() {
             self.store
