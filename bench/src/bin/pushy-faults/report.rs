@@ -83,6 +83,14 @@ pub fn markdown(facts: &RunFacts, t: &Tally, findings: &[Finding], logs: &Path) 
         "- POSTs: {} sent, {} created, {} refused connection (server down), {} without answer, refused {:?}",
         p.attempts, p.created, p.down, p.no_answer, p.refused
     );
+    // A job whose POST got no answer may exist; one whose POST was refused must not.
+    let refused_but_exist = t.jobs_unacked.saturating_sub(p.no_answer as usize);
+    if refused_but_exist > 0 {
+        let _ = writeln!(
+            s,
+            "- **{refused_but_exist} job(s) exist although their POST was refused** (jobs without a 201 beyond the POSTs that got no answer)"
+        );
+    }
     for sample in &facts.refusal_samples {
         let _ = writeln!(s, "  - {sample}");
     }

@@ -250,6 +250,13 @@ async fn run_in(
     if let Some(why) = &facts.aborted {
         println!("  RUN ABORTED: {why}");
     }
+    // A POST with no answer may have made a job; a refused one must not have.
+    let refused_but_exist = tally
+        .jobs_unacked
+        .saturating_sub(facts.posts.no_answer as usize);
+    if refused_but_exist > 0 {
+        println!("  {refused_but_exist} job(s) exist although their POST was refused (5xx)");
+    }
     if let Some(path) = &cfg.summary_file {
         use std::io::Write as _;
         let mut f = std::fs::OpenOptions::new()
@@ -262,6 +269,7 @@ async fn run_in(
         writeln!(f, "{row}")?;
     }
     Ok(tally.lost + tally.wedged + tally.wrong == 0
+        && refused_but_exist == 0
         && facts.aborted.is_none()
         && tally.jobs_acked >= cfg.jobs
         && facts.agents_exited.is_empty())
