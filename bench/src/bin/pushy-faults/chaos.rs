@@ -26,11 +26,13 @@ pub enum FaultKind {
 }
 
 /// The moment a fault is injected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Trigger {
     /// 0–8 ms after a POST was sent: while the server creates the job.
+    #[value(name = "during-post")]
     DuringPost,
     /// 0–200 ms after a POST answered 201: job just stored, commits out, votes coming.
+    #[value(name = "after-201")]
     AfterPost,
     /// 0–1.5 s after a job was seen running: commands running, results on the way.
     Running,
@@ -47,7 +49,7 @@ pub enum Trigger {
 impl fmt::Display for Trigger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Trigger::DuringPost => "during-POST",
+            Trigger::DuringPost => "during-post",
             Trigger::AfterPost => "after-201",
             Trigger::Running => "running",
             Trigger::Completion => "completion",
@@ -126,7 +128,7 @@ async fn inject(
         }
         let burst = rand::rng().random_range(1..=ctx.cfg.burst.max(1));
         for i in 0..burst {
-            let trigger = pick(kind, i > 0);
+            let trigger = pick(kind, i > 0, &ctx.cfg.moments);
             if !matches!(trigger, Trigger::Recovery | Trigger::Startup) {
                 let gap = rand::rng().random_range(ctx.cfg.fault_gap());
                 let until = Instant::now() + Duration::from_millis(gap);
@@ -195,27 +197,32 @@ async fn outage(ctx: &Arc<Ctx>, proxy: &Proxy) -> anyhow::Result<String> {
     ))
 }
 
-/// The next trigger. A burst opens with a moment of normal work; later faults of a burst
-/// come, half the time, right after the previous one ended (for kills: half of those
-/// during the next start-up).
-fn pick(kind: FaultKind, in_burst: bool) -> Trigger {
+/// The next trigger, among `allowed`. A burst opens with a moment of normal work; later
+/// faults of a burst come, half the time, right after the previous one ended (for kills:
+/// half of those during the next start-up).
+fn pick(kind: FaultKind, in_burst: bool, allowed: &[Trigger]) -> Trigger {
     let mut rng = rand::rng();
-    if in_burst && rng.random_bool(0.5) {
-        return if kind == FaultKind::Kill && rng.random_bool(0.5) {
-            Trigger::Startup
-        } else {
-            Trigger::Recovery
-        };
-    }
-    *[
+    let ok = |t: &Trigger| allowed.contains(t);
+    let follow: Vec<Trigger> = [Trigger::Startup, Trigger::Recovery]
+        .into_iter()
+        .filter(|t| ok(t) && (kind == FaultKind::Kill || *t != Trigger::Startup))
+        .collect();
+    let open: Vec<Trigger> = [
         Trigger::DuringPost,
         Trigger::AfterPost,
         Trigger::Running,
         Trigger::Completion,
         Trigger::Random,
     ]
-    .choose(&mut rng)
-    .expect("not empty")
+    .into_iter()
+    .filter(ok)
+    .collect();
+    let from = if (in_burst && rng.random_bool(0.5)) || open.is_empty() {
+        &follow
+    } else {
+        &open
+    };
+    from.choose(&mut rng).copied().unwrap_or(Trigger::Random)
 }
 
 /// Waits for the trigger's moment plus its random delay. `Some(false)` when the moment did

@@ -158,6 +158,9 @@ impl Ctx {
 /// When the server refuses a job for a reason a retry cannot fix (400, 401, 403): the
 /// harness itself is wrong.
 pub async fn submit(ctx: Arc<Ctx>, deadline: Instant) -> anyhow::Result<()> {
+    // Whether the next job may take nodes the server does not count available: drawn once
+    // per job, so waiting for available nodes does not give offline jobs extra draws.
+    let mut any = None;
     loop {
         let nodes = {
             let mut s = ctx.lock();
@@ -166,7 +169,8 @@ pub async fn submit(ctx: Arc<Ctx>, deadline: Instant) -> anyhow::Result<()> {
                 return Ok(());
             }
             let mut rng = rand::rng();
-            let any = rng.random_range(0..100) < ctx.cfg.offline_percent;
+            let any =
+                *any.get_or_insert_with(|| rng.random_range(0..100) < ctx.cfg.offline_percent);
             let free = s.free_nodes(&ctx.nodes, any);
             if s.in_flight() >= ctx.cfg.in_flight || free.is_empty() {
                 None
@@ -181,6 +185,7 @@ pub async fn submit(ctx: Arc<Ctx>, deadline: Instant) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        any = None;
         let pause = post(&ctx, nodes).await?;
         tokio::time::sleep(pause).await;
     }

@@ -59,6 +59,14 @@ pub struct Config {
     /// available (the rest wait for available nodes, so their commands run).
     #[arg(long, default_value_t = 10)]
     pub offline_percent: u32,
+    /// The moments faults may be injected at (comma-separated; README.md lists them).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "during-post,after-201,running,completion,recovery,startup,random"
+    )]
+    pub moments: Vec<chaos::Trigger>,
     /// Most faults in a burst; between bursts every agent is back (available).
     #[arg(long, default_value_t = 3)]
     pub burst: u32,
