@@ -187,7 +187,14 @@ impl JobsHandle {
                 .map(|n| (n.clone(), NodeStatus::New))
                 .collect(),
         };
-        self.store.create_job(&record).await?;
+        if let Err(e) = self.store.create_job(&record).await {
+            // A connection lost during COMMIT leaves it unknown whether the job exists: if
+            // it does, it must be started (answering 503 would leave it `new` for good).
+            if !e.is_transient() || !self.exists_after_all(org, &id).await {
+                return Err(e);
+            }
+            tracing::info!("job row committed although the store reported {e}; starting it");
+        }
         tracing::info!(requestor, nodes = spec.nodes.len(), quorum, "job created");
         self.metrics.jobs_created.inc();
         self.events.begin_job(org, &id);
@@ -219,6 +226,24 @@ impl JobsHandle {
         // The job exists durably from here on, whatever happens to its start.
         self.start_task(ctx, job, inbox, effects).await;
         Ok(id)
+    }
+
+    /// Whether a job whose insert failed transiently exists after all, asking the store
+    /// again for up to [`START_WAIT`]. False when it is absent or the store stays away
+    /// (then the next start resumes it, if it exists).
+    async fn exists_after_all(&self, org: &OrgGuid, id: &JobId) -> bool {
+        let deadline = Instant::now() + START_WAIT;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.store.find_job(org, id).await {
+                Ok(found) => return found.is_some(),
+                Err(_) if Instant::now() + wait < deadline => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                Err(_) => return false,
+            }
+        }
     }
 
     fn context(
