@@ -33,6 +33,17 @@ async fn harness() -> Harness {
     h
 }
 
+/// The test org's GUID, from the local key directory.
+fn org_guid(h: &Harness) -> OrgGuid {
+    let path = chef_dir(h.tmp.path())
+        .join("orgs")
+        .join(ORG)
+        .join("org.json");
+    let org: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    OrgGuid(org["guid"].as_str().unwrap().to_owned())
+}
+
 async fn job_body(h: &Harness, job: &str) -> serde_json::Value {
     h.call("GET", job, "", ADMIN_USER).await.json()
 }
@@ -146,17 +157,7 @@ async fn a_job_left_new_waits_for_its_nodes_to_come_back() {
     .await;
     h.stop().await;
     // Killed right after the 201: the job row exists, nothing was sent.
-    let org: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            chef_dir(h.tmp.path())
-                .join("orgs")
-                .join(ORG)
-                .join("org.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let org = OrgGuid(org["guid"].as_str().unwrap().to_owned());
+    let org = org_guid(&h);
     let id = pushy_server::jobs::new_job_id(&org);
     let store = SqliteStore::open(&h.tmp.path().join("pushy.sqlite"))
         .await
@@ -296,17 +297,7 @@ async fn a_job_the_original_left_running_ends_crashed_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_create_request_leaves_no_job_stuck_new() {
     let h = harness().await;
-    let org: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            chef_dir(h.tmp.path())
-                .join("orgs")
-                .join(ORG)
-                .join("org.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let org = OrgGuid(org["guid"].as_str().unwrap().to_owned());
+    let org = org_guid(&h);
     let spec = br#"{"command":"chef-client","nodes":["DONKEY"]}"#;
     // Give up on each creation after a different short while, so some are dropped before
     // the insert, some after it, and some not at all.

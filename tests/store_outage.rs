@@ -27,6 +27,25 @@ fn expect_unavailable(r: &Reply) {
     );
 }
 
+/// A server with fast heartbeats whose PostgreSQL is reached through a proxy the test can
+/// cut.
+async fn fast_harness_behind_proxy(db: &PgDb) -> (PgProxy, Harness) {
+    let proxy = PgProxy::in_front_of(&db.url).await;
+    let store: Arc<dyn Store> = Arc::new(
+        PostgresStore::connect(&proxy.url(&db.url), 4)
+            .await
+            .unwrap(),
+    );
+    let h = Harness::with_store(store, |c| {
+        c.pushy.heartbeat_interval = 100;
+        c.pushy.decay_window = 4;
+        c.pushy.down_threshold = 0.25;
+        c.pushy.wait_complete_time = 1;
+    })
+    .await;
+    (proxy, h)
+}
+
 fn job_count(r: &Reply) -> usize {
     assert_eq!(r.status, 200, "{}", r.text);
     r.json().as_array().expect("a list of jobs").len()
@@ -101,19 +120,7 @@ async fn a_job_outlives_a_postgres_outage_with_its_true_result() {
     let Some(db) = PgDb::create().await else {
         return;
     };
-    let proxy = PgProxy::in_front_of(&db.url).await;
-    let store: Arc<dyn Store> = Arc::new(
-        PostgresStore::connect(&proxy.url(&db.url), 4)
-            .await
-            .unwrap(),
-    );
-    let h = Harness::with_store(store, |c| {
-        c.pushy.heartbeat_interval = 100;
-        c.pushy.decay_window = 4;
-        c.pushy.down_threshold = 0.25;
-        c.pushy.wait_complete_time = 1;
-    })
-    .await;
+    let (proxy, h) = fast_harness_behind_proxy(&db).await;
     h.add_client("DONKEY");
     let d = ScriptedNode::start(&h, "DONKEY", Script::Hold).await;
     let job = h.create_job(JOB, ADMIN_USER).await;
@@ -142,19 +149,7 @@ async fn results_that_arrived_during_an_outage_beat_the_run_timer() {
     let Some(db) = PgDb::create().await else {
         return;
     };
-    let proxy = PgProxy::in_front_of(&db.url).await;
-    let store: Arc<dyn Store> = Arc::new(
-        PostgresStore::connect(&proxy.url(&db.url), 4)
-            .await
-            .unwrap(),
-    );
-    let h = Harness::with_store(store, |c| {
-        c.pushy.heartbeat_interval = 100;
-        c.pushy.decay_window = 4;
-        c.pushy.down_threshold = 0.25;
-        c.pushy.wait_complete_time = 1;
-    })
-    .await;
+    let (proxy, h) = fast_harness_behind_proxy(&db).await;
     let names = ["DONKEY", "FIONA", "SHREK"];
     let mut nodes = Vec::new();
     for n in names {
