@@ -6,7 +6,7 @@
 mod common;
 use std::sync::Arc;
 
-use common::pg_proxy::PgProxy;
+use common::pg_proxy::{AtCommit, PgProxy};
 use common::*;
 use pushy_server::store::{PostgresStore, Store};
 use serde_json::json;
@@ -38,6 +38,7 @@ async fn fast_harness_behind_proxy(db: &PgDb) -> (PgProxy, Harness) {
     );
     let h = Harness::with_store(store, |c| {
         c.pushy.heartbeat_interval = 100;
+        c.pushy.voting_timeout = 2;
         c.pushy.decay_window = 4;
         c.pushy.down_threshold = 0.25;
         c.pushy.wait_complete_time = 1;
@@ -179,4 +180,54 @@ async fn results_that_arrived_during_an_outage_beat_the_run_timer() {
         body["nodes"],
         json!({"succeeded": ["DONKEY", "FIONA", "SHREK"]})
     );
+}
+
+/// The connection drops while the job's insert commits: PostgreSQL committed, the server
+/// never heard. It reads the job back, finds it, answers 201 and runs it (it used to
+/// answer 503 and leave a job nobody drives `new` until the next start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_commit_answer_was_lost_is_created_and_runs() {
+    use common::node::{Script, ScriptedNode};
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let (proxy, h) = fast_harness_behind_proxy(&db).await;
+    h.add_client("DONKEY");
+    let _d = ScriptedNode::start(&h, "DONKEY", Script::Fail).await;
+    proxy.at_next_commit(AtCommit::LoseReply);
+    let job = h.create_job(JOB, ADMIN_USER).await;
+    assert!(!proxy.commit_fault_pending(), "the insert met the fault");
+
+    let body = h
+        .wait_for_job(&job, "complete", std::time::Duration::from_secs(30))
+        .await;
+    assert_eq!(body["nodes"], json!({"failed": ["DONKEY"]}));
+    let r = h.call("GET", &jobs_url(), "", ADMIN_USER).await;
+    assert_eq!(job_count(&r), 1);
+}
+
+/// The store goes away right after a job's insert, so its start (`voting`, then the
+/// commits) waits for the store. The voting window opens when the commits go out: the
+/// node's vote still counts although the outage outlasted `voting_timeout` (the job used
+/// to end `quorum_failed` with every node willing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_at_a_jobs_start_does_not_use_up_its_voting_window() {
+    use common::node::{Script, ScriptedNode};
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let (proxy, h) = fast_harness_behind_proxy(&db).await;
+    h.add_client("DONKEY");
+    let d = ScriptedNode::start(&h, "DONKEY", Script::Fail).await;
+    proxy.at_next_commit(AtCommit::Cut);
+    let job = h.create_job(JOB, ADMIN_USER).await;
+    // Past the 2 s voting window, with the start not recorded, so not sent.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert!(!d.saw("commit"), "the start waited for the store");
+    proxy.restore().await;
+
+    let body = h
+        .wait_for_job(&job, "complete", std::time::Duration::from_secs(30))
+        .await;
+    assert_eq!(body["nodes"], json!({"failed": ["DONKEY"]}));
 }

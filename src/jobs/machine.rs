@@ -352,6 +352,19 @@ impl Job {
         }
     }
 
+    /// The effects that entered the current phase (its `voting` or `running` and the
+    /// `commit`s or `run`s sent with it) were stored and sent at `now`, which is later
+    /// than they were produced when the store was slow or away. The phase's timer counts
+    /// from then: nodes cannot vote or run before they are asked, so an outage must not
+    /// use up their window. (The stored run start is the time of that write too.)
+    pub fn phase_began(&mut self, now: Instant) {
+        match &mut self.phase {
+            Phase::Voting { deadline } => *deadline = deadline_after(now, self.voting_timeout),
+            Phase::Running { deadline } => *deadline = deadline_after(now, self.run_timeout),
+            Phase::New | Phase::Done(_) => {}
+        }
+    }
+
     /// Fires the current phase's timer if `now` has reached it (zmq.md §5.4 rows "voting
     /// timer fires", "run timer fires"); otherwise nothing.
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<Effect> {

@@ -181,6 +181,27 @@ fn start_persists_voting_sends_commit_to_all_and_arms_voting_timer() {
 }
 
 #[test]
+fn a_phase_begun_late_counts_its_timer_from_when_it_began() {
+    let t = Instant::now();
+    let late = t + Duration::from_secs(90);
+    let mut job = voting(t, &["a", "b"], 2);
+    job.phase_began(late);
+    assert_eq!(job.next_deadline(), Some(late + VOTE));
+    assert!(
+        job.handle_timeout(t + VOTE).is_empty(),
+        "the old window is gone"
+    );
+
+    let mut job = running(t);
+    job.phase_began(late);
+    assert_eq!(job.next_deadline(), Some(late + RUN));
+
+    let mut job = new_job(&["a"], 1);
+    job.phase_began(late);
+    assert_eq!(job.next_deadline(), None, "no timer before the start");
+}
+
+#[test]
 fn start_gives_unavailable_nodes_the_down_row_after_commit_to_all() {
     let t = Instant::now();
     let mut job = new_job(&["a", "b", "c"], 1);

@@ -319,13 +319,16 @@ impl JobsHandle {
     async fn start_task(
         &self,
         mut ctx: JobContext,
-        job: Job,
+        mut job: Job,
         inbox: mpsc::UnboundedReceiver<TaskMsg>,
         effects: Vec<machine::Effect>,
     ) {
         let initial = match tokio::time::timeout(START_WAIT, ctx.store_writes(&effects)).await {
             Ok(Ok(())) => {
                 ctx.deliver(&effects).await;
+                if task::begins_phase(&job, &effects) {
+                    job.phase_began(Instant::now());
+                }
                 Vec::new()
             }
             Ok(Err(e)) => {

@@ -342,8 +342,12 @@ pub(crate) async fn run(
             }
             }
         };
+        let begins = begins_phase(&job, &effects);
         let applied = ctx.apply_retrying(effects).await;
         if applied.is_ok() {
+            if begins {
+                job.phase_began(Instant::now());
+            }
             for node in results.drain(..) {
                 ctx.ack_result(node).await;
             }
@@ -418,6 +422,14 @@ pub(crate) async fn run(
             },
         }
     }
+}
+
+/// Whether `effects` enter the job's current phase (a timed one), so its timer should
+/// count from when they are applied: see [`Job::phase_began`].
+pub(crate) fn begins_phase(job: &Job, effects: &[Effect]) -> bool {
+    let status = job.status();
+    matches!(status, JobStatus::Voting | JobStatus::Running)
+        && effects.contains(&Effect::PersistJob(status))
 }
 
 /// Most inbox messages handled before their effects are applied.
