@@ -231,3 +231,39 @@ async fn an_outage_at_a_jobs_start_does_not_use_up_its_voting_window() {
         .await;
     assert_eq!(body["nodes"], json!({"failed": ["DONKEY"]}));
 }
+
+/// As above, but the store stays away longer than the server waits to find out (10 s): it
+/// answers 503, and once the store is back deletes the job its insert did commit, so a
+/// job exists only if its POST was answered 201.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_committed_unbeknown_is_refused_and_deleted_once_the_store_is_back() {
+    use sqlx::Connection as _;
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let (proxy, h) = fast_harness_behind_proxy(&db).await;
+    proxy.at_next_commit(AtCommit::LoseReplyAndCut);
+    expect_unavailable(&h.call("POST", &jobs_url(), JOB, ADMIN_USER).await);
+
+    let mut direct = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut jobs_on_disk = async || -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM jobs")
+            .fetch_one(&mut direct)
+            .await
+            .unwrap()
+    };
+    assert_eq!(jobs_on_disk().await, 1, "the insert did commit");
+    proxy.restore().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while jobs_on_disk().await != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refused job is still stored"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        job_count(&h.call("GET", &jobs_url(), "", ADMIN_USER).await),
+        0
+    );
+}

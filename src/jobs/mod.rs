@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Timelike, Utc};
+use chrono::Utc;
 use pushy_protocol::job::{JobId, JobStatus, NodeStatus, OrgGuid};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -23,8 +23,8 @@ use crate::metrics::Metrics;
 use crate::nodes::registry::{RegistryHandle, Request};
 use crate::store::{self, JobOptions, JobRecord, Store};
 use machine::Job;
-use task::JobContext;
 pub use task::TaskMsg;
+use task::{JobContext, now_seconds};
 
 pub use event::{JobEvent, RunStatus, StartInfo, VoteStatus};
 pub use spec::{JobSpec, MAX_FILE_SIZE, SpecError, parse as parse_spec};
@@ -67,11 +67,6 @@ pub enum AbortOutcome {
 
 /// How long an abort request waits for the job task to record the abort.
 const ABORT_WAIT: Duration = Duration::from_secs(10);
-
-fn now_seconds() -> DateTime<Utc> {
-    let now = Utc::now();
-    now.with_nanosecond(0).unwrap_or(now)
-}
 
 /// How long creating or resuming a job waits for its start to be recorded before handing
 /// that to the job's task (which retries): a store that hangs must not hang the request.
@@ -190,10 +185,23 @@ impl JobsHandle {
         if let Err(e) = self.store.create_job(&record).await {
             // A connection lost during COMMIT leaves it unknown whether the job exists: if
             // it does, it must be started (answering 503 would leave it `new` for good).
-            if !e.is_transient() || !self.exists_after_all(org, &id).await {
+            if !e.is_transient() {
                 return Err(e);
             }
-            tracing::info!("job row committed although the store reported {e}; starting it");
+            match self.exists_after_all(org, &id).await {
+                Some(true) => {
+                    tracing::info!(
+                        "job row committed although the store reported {e}; starting it"
+                    );
+                }
+                Some(false) => return Err(e),
+                None => {
+                    // Still unknown, and the client is told it failed: make that true
+                    // once the store is back.
+                    self.delete_if_committed(org.clone(), id);
+                    return Err(e);
+                }
+            }
         }
         tracing::info!(requestor, nodes = spec.nodes.len(), quorum, "job created");
         self.metrics.jobs_created.inc();
@@ -229,21 +237,55 @@ impl JobsHandle {
     }
 
     /// Whether a job whose insert failed transiently exists after all, asking the store
-    /// again for up to [`START_WAIT`]. False when it is absent or the store stays away
-    /// (then the next start resumes it, if it exists).
-    async fn exists_after_all(&self, org: &OrgGuid, id: &JobId) -> bool {
+    /// again for up to [`START_WAIT`]; `None` when the store stays away that long.
+    async fn exists_after_all(&self, org: &OrgGuid, id: &JobId) -> Option<bool> {
         let deadline = Instant::now() + START_WAIT;
         let mut wait = Duration::from_millis(100);
         loop {
             match self.store.find_job(org, id).await {
-                Ok(found) => return found.is_some(),
+                Ok(found) => return Some(found.is_some()),
                 Err(_) if Instant::now() + wait < deadline => {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(2));
                 }
-                Err(_) => return false,
+                Err(_) => return None,
             }
         }
+    }
+
+    /// Deletes the job, in the background once the store is back, if its insert did
+    /// commit although its creation was answered with an error: a job exists only if its
+    /// POST was answered 201. (It was never started, so no node heard of it. Should the
+    /// server stop first, the next start resumes the job instead.)
+    fn delete_if_committed(&self, org: OrgGuid, id: JobId) {
+        let store = self.store.clone();
+        let shutdown = self.shutdown.clone();
+        let span = tracing::info_span!("job", job_id = %id, org = %org);
+        self.tracker.spawn(
+            async move {
+                let mut wait = task::RETRY_FIRST;
+                loop {
+                    match store.delete_unstarted_job(&org, &id).await {
+                        Ok(true) => {
+                            tracing::info!("deleted the job whose creation was answered with an error although its row was committed");
+                            return;
+                        }
+                        Ok(false) => return,
+                        Err(e) if e.is_transient() => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not delete a job whose creation failed");
+                            return;
+                        }
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                    wait = (wait * 2).min(task::RETRY_MAX);
+                }
+            }
+            .instrument(span),
+        );
     }
 
     fn context(

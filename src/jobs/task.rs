@@ -261,8 +261,8 @@ fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// First and longest wait between retries of a job's writes while the store is away.
-const RETRY_FIRST: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
+pub(crate) const RETRY_FIRST: Duration = Duration::from_millis(100);
+pub(crate) const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// The job's last status and each node's last status among `effects`, nodes in the order
 /// of their first change: within one transaction only the final value is ever seen.
@@ -286,7 +286,8 @@ fn status_changes(effects: &[Effect]) -> (Option<JobStatus>, Vec<(String, NodeSt
     (job, nodes)
 }
 
-fn now_seconds() -> chrono::DateTime<Utc> {
+/// Now, to the second, as the store keeps times.
+pub(crate) fn now_seconds() -> chrono::DateTime<Utc> {
     let now = Utc::now();
     chrono::Timelike::with_nanosecond(&now, 0).unwrap_or(now)
 }

@@ -254,4 +254,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Jobs in `new`, `voting` or `running` (http.md §5.2 `find_incomplete_jobs`).
     async fn incomplete_jobs(&self) -> Result<Vec<IncompleteJob>, Error>;
+
+    /// Deletes a job of `org` that never started (still `new`), with its nodes and
+    /// options: one whose creation was answered with an error although its insert may
+    /// have committed. Returns whether there was one.
+    async fn delete_unstarted_job(&self, org: &OrgGuid, id: &JobId) -> Result<bool, Error>;
 }

@@ -389,6 +389,17 @@ impl Store for SqliteStore {
         .transpose()
     }
 
+    async fn delete_unstarted_job(&self, org: &OrgGuid, id: &JobId) -> Result<bool, Error> {
+        // One statement; the nodes and options go with it (ON DELETE CASCADE).
+        let done = sqlx::query("DELETE FROM jobs WHERE id = $1 AND org_id = $2 AND status = $3")
+            .bind(id.as_str())
+            .bind(org.as_str())
+            .bind(i32::from(JobStatus::New.code()))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn incomplete_jobs(&self) -> Result<Vec<IncompleteJob>, Error> {
         sqlx::query(
             "SELECT id, org_id, status, NOT EXISTS (SELECT 1 FROM job_nodes n \

@@ -76,6 +76,7 @@ async fn suite(store: &dyn Store) {
     incomplete_jobs_are_new_voting_and_running(store).await;
     duplicate_job_id_is_refused_and_changes_nothing(store).await;
     failed_creation_leaves_nothing(store).await;
+    only_an_unstarted_job_of_the_org_is_deleted(store).await;
 }
 
 async fn round_trip_keeps_every_field(store: &dyn Store) {
@@ -535,6 +536,50 @@ async fn failed_creation_leaves_nothing(store: &dyn Store) {
         .create_job(&new_job(job_id(111), &org, &["n1"], at(0)))
         .await
         .unwrap();
+}
+
+async fn only_an_unstarted_job_of_the_org_is_deleted(store: &dyn Store) {
+    let (org_a, org_b) = (org(18), org(19));
+    let mut unstarted = new_job(job_id(130), &org_a, &["n1", "n2"], at(0));
+    unstarted.options.dir = Some("/a".to_owned());
+    store.create_job(&unstarted).await.unwrap();
+    let started = new_job(job_id(131), &org_a, &["n1"], at(0));
+    store.create_job(&started).await.unwrap();
+    store
+        .update_statuses(&org_a, &started.id, Some(JobStatus::Voting), &[], at(1))
+        .await
+        .unwrap();
+
+    assert!(
+        !store
+            .delete_unstarted_job(&org_b, &unstarted.id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_unstarted_job(&org_a, &started.id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .delete_unstarted_job(&org_a, &unstarted.id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_unstarted_job(&org_a, &unstarted.id)
+            .await
+            .unwrap()
+    );
+
+    assert_eq!(find(store, &org_a, &unstarted.id).await, None);
+    assert!(find(store, &org_a, &started.id).await.is_some());
+    // Its nodes and options went with it: the id can be inserted again.
+    store.create_job(&unstarted).await.unwrap();
+    assert_eq!(find(store, &org_a, &unstarted.id).await, Some(unstarted));
 }
 
 /// A status code this server does not know makes the row unreadable, not misread.

@@ -31,6 +31,9 @@ pub enum AtCommit {
     /// The COMMIT and its answer pass; then the proxy is cut, as if the database stopped
     /// right after.
     Cut,
+    /// PostgreSQL commits, and the proxy is cut before its answer passes: the client
+    /// cannot find out whether its transaction landed until the proxy is restored.
+    LoseReplyAndCut,
 }
 
 /// A cuttable TCP proxy to one upstream address. Dropping it cuts it.
@@ -217,9 +220,11 @@ impl Inner {
                     // The answer to the COMMIT goes nowhere; returning closes the client's
                     // side while the server's has its answer read.
                     Some(AtCommit::LoseReply) => return,
-                    Some(AtCommit::Cut) => {
-                        let _ = to_client.write_all(&buf[..n]).await;
-                        let _ = to_client.flush().await;
+                    Some(fault @ (AtCommit::Cut | AtCommit::LoseReplyAndCut)) => {
+                        if fault == AtCommit::Cut {
+                            let _ = to_client.write_all(&buf[..n]).await;
+                            let _ = to_client.flush().await;
+                        }
                         // Cutting aborts this task too, so it runs on its own.
                         let inner = inner.clone();
                         tokio::spawn(async move { inner.cut().await });
