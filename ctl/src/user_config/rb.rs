@@ -1,24 +1,31 @@
-//! The `.rb` reader: a lexer and a small recursive-descent parser for the attribute-assignment
-//! subset of Ruby that `opscode-push-jobs-server.rb` files use (ops.md §1.3).
-//!
-//! Grammar (statements end at a newline or `;`; newlines inside `[]`/`{}` are ignored):
+//! The `.rb` form: `pushy_rbconf` reads the file into statements, and this module walks them
+//! into a [`Tree`] (ops.md §1.3). Only the attribute-assignment form real files use is
+//! accepted:
 //! ```text
-//! statement := NAMESPACE ('[' key ']')+ '=' value
-//! key       := 'string' | "string" | :symbol
-//! value     := string | symbol | ['-'] number | true | false | nil
-//!            | '[' values ']' | '{' pairs '}' | %w[words] | node ('[' key ']')+
-//! pair      := key '=>' value | label: value
+//! NAMESPACE ('[' key ']')+ '=' value        key := 'string' | "string" | :symbol
+//! value := string | symbol | number | true | false | nil | array | hash | %w[] | node['a']…
 //! ```
-//! `#` comments, `=begin`/`=end` blocks and `__END__` are skipped. Anything else is an error
-//! naming the line and quoting it: we never guess at Ruby we cannot evaluate.
+//! Anything else is an error naming the line and quoting it: we never guess at Ruby we cannot
+//! evaluate.
 
 use std::path::Path;
 
+use pushy_rbconf::{Expr, ExprKind, ProblemKind, Stmt, StmtKind};
+
 use super::{Error, NAMESPACES, Tree, Value, display_key};
 
-mod lex;
+/// A failure: line and message; [`parse`] adds the path and the line's text.
+struct Fail {
+    line: usize,
+    message: String,
+}
 
-use lex::{Fail, Spanned, Tok, fail, lex};
+fn fail<T>(line: usize, message: impl Into<String>) -> Result<T, Fail> {
+    Err(Fail {
+        line,
+        message: message.into(),
+    })
+}
 
 /// Parses `text` (read from `path`) into a [`Tree`]. `node` answers `node['…']` lookups.
 pub(super) fn parse(
@@ -37,278 +44,221 @@ pub(super) fn parse(
             .trim()
             .to_owned(),
     };
-    let tokens = lex(text).map_err(to_error)?;
-    let mut parser = Parser {
-        tokens,
-        pos: 0,
-        node,
-        tree: Tree::new(path),
-    };
-    parser.statements().map_err(to_error)?;
-    Ok(parser.tree)
+    let mut tree = Tree::new(path);
+    for st in pushy_rbconf::parse(text) {
+        statement(&mut tree, st, node).map_err(to_error)?;
+    }
+    Ok(tree)
 }
 
-struct Parser<'a> {
-    tokens: Vec<Spanned>,
-    pos: usize,
-    node: Option<&'a serde_json::Value>,
-    tree: Tree,
+fn not_a_namespace(name: &str) -> String {
+    format!(
+        "`{name}` is not a setting namespace (expected one of {})",
+        NAMESPACES.join(", ")
+    )
 }
 
-impl Parser<'_> {
-    fn peek(&self) -> &Tok {
-        &self.tokens[self.pos].0
-    }
-
-    fn next(&mut self) -> Spanned {
-        let t = self.tokens[self.pos].clone();
-        if self.pos + 1 < self.tokens.len() {
-            self.pos += 1;
+fn statement(tree: &mut Tree, st: Stmt, node: Option<&serde_json::Value>) -> Result<(), Fail> {
+    let line = st.line;
+    match st.kind {
+        StmtKind::Assign { target, value } => {
+            let path = setting_path(&target, "`=`")?;
+            let value = convert(&value, node)?;
+            tree.assign(path, value, Some(line))
+                .or_else(|message| fail(line, message))
         }
-        t
-    }
-
-    fn at_eof(&self) -> bool {
-        self.pos + 1 >= self.tokens.len()
-    }
-
-    fn skip_ends(&mut self) {
-        while *self.peek() == Tok::End && !self.at_eof() {
-            self.pos += 1;
-        }
-    }
-
-    fn expect(&mut self, want: Tok, what: &str) -> Result<(), Fail> {
-        let (tok, line) = self.next();
-        if tok == want {
-            Ok(())
-        } else {
-            fail(line, format!("expected {what}, found {}", tok.describe()))
-        }
-    }
-
-    fn statements(&mut self) -> Result<(), Fail> {
-        loop {
-            self.skip_ends();
-            if self.at_eof() {
-                return Ok(());
-            }
-            self.statement()?;
-            let (tok, line) = self.next();
-            if tok != Tok::End {
-                return fail(
-                    line,
-                    format!("unexpected {} after the value", tok.describe()),
-                );
-            }
-        }
-    }
-
-    fn statement(&mut self) -> Result<(), Fail> {
-        let (tok, line) = self.next();
-        let namespace = match tok {
-            Tok::Ident(name) if NAMESPACES.contains(&name.as_str()) => name,
-            Tok::Ident(name) => {
-                return fail(
-                    line,
-                    format!(
-                        "`{name}` is not a setting namespace (expected one of {})",
-                        NAMESPACES.join(", ")
-                    ),
-                );
-            }
-            other => {
-                return fail(
-                    line,
-                    format!("expected a setting, found {}", other.describe()),
-                );
-            }
-        };
-        let mut path = vec![namespace];
-        if *self.peek() != Tok::LBracket {
-            let found = self.peek().describe();
-            return fail(
-                line,
-                format!("expected `[` after {}, found {found}", path[0]),
-            );
-        }
-        while *self.peek() == Tok::LBracket {
-            self.next();
-            path.push(self.key()?);
-            self.expect(Tok::RBracket, "`]`")?;
-        }
-        let (tok, at) = self.next();
-        if tok != Tok::Assign {
-            return fail(
-                at,
-                format!(
-                    "expected `=` after {}, found {}",
-                    display_key(&path),
-                    tok.describe()
-                ),
-            );
-        }
-        let value = self.value(false)?;
-        self.tree
-            .assign(path, value, Some(line))
-            .or_else(|message| fail(line, message))
-    }
-
-    /// A hash key or index: a string or a symbol.
-    fn key(&mut self) -> Result<String, Fail> {
-        match self.next() {
-            (Tok::Str(s) | Tok::Sym(s), _) => Ok(s),
-            (other, line) => fail(
+        StmtKind::Expr(e) => {
+            let path = setting_path(&e, "the end of the line")?;
+            fail(
                 line,
                 format!(
-                    "expected a quoted key or a :symbol, found {}",
-                    other.describe()
+                    "expected `=` after {}, found the end of the line",
+                    display_key(&path)
                 ),
-            ),
+            )
         }
-    }
-
-    /// A value; `nested` inside `[]`/`{}`, where newlines do not end anything.
-    fn value(&mut self, nested: bool) -> Result<Value, Fail> {
-        if nested {
-            self.skip_ends();
+        StmtKind::Call { name, .. } if NAMESPACES.contains(&name.as_str()) => {
+            fail(line, format!("expected `[` after {name}, found a value"))
         }
-        let (tok, line) = self.next();
-        match tok {
-            Tok::Str(s) | Tok::Sym(s) => Ok(Value::Str(s)),
-            Tok::Int(n) => Ok(Value::Int(n)),
-            Tok::Float(x) => Ok(Value::Float(x)),
-            Tok::Minus => match self.next() {
-                (Tok::Int(n), _) => Ok(Value::Int(-n)),
-                (Tok::Float(x), _) => Ok(Value::Float(-x)),
-                (other, line) => fail(
-                    line,
-                    format!("expected a number after `-`, found {}", other.describe()),
-                ),
-            },
-            Tok::Words(words) => Ok(Value::Array(words.into_iter().map(Value::Str).collect())),
-            Tok::Ident(word) => match word.as_str() {
-                "true" => Ok(Value::Bool(true)),
-                "false" => Ok(Value::Bool(false)),
-                "nil" => Ok(Value::Nil),
-                "node" => self.node_lookup(line),
-                _ => fail(
-                    line,
-                    format!("`{word}` is not a value this reader understands"),
-                ),
-            },
-            Tok::LBracket => self.array(),
-            Tok::LBrace => self.hash(),
-            other => fail(
-                line,
-                format!(
-                    "expected a value (string, number, true/false/nil, :symbol, array or hash), found {}",
-                    other.describe()
-                ),
-            ),
-        }
-    }
-
-    fn array(&mut self) -> Result<Value, Fail> {
-        let mut items = Vec::new();
-        loop {
-            self.skip_ends();
-            if *self.peek() == Tok::RBracket {
-                self.next();
-                return Ok(Value::Array(items));
-            }
-            items.push(self.value(true)?);
-            self.skip_ends();
-            match self.next() {
-                (Tok::Comma, _) => {}
-                (Tok::RBracket, _) => return Ok(Value::Array(items)),
-                (other, line) => {
-                    return fail(
-                        line,
+        StmtKind::Call { name, .. } => fail(line, not_a_namespace(&name)),
+        StmtKind::Block { keyword, .. } => fail(line, not_a_namespace(&keyword)),
+        StmtKind::Unparsed(p) => match p.kind {
+            ProblemKind::Syntax(message) => fail(p.line, message),
+            ProblemKind::Trailing { after, found } => match *after {
+                StmtKind::Assign { target, .. } => {
+                    setting_path(&target, "`=`")?;
+                    fail(
+                        p.line,
+                        format!("unexpected {} after the value", found.describe()),
+                    )
+                }
+                StmtKind::Expr(e) => {
+                    let path = setting_path(&e, &found.describe())?;
+                    fail(
+                        p.line,
                         format!(
-                            "expected `,` or `]` in the array, found {}",
-                            other.describe()
+                            "expected `=` after {}, found {}",
+                            display_key(&path),
+                            found.describe()
                         ),
-                    );
+                    )
                 }
-            }
-        }
+                StmtKind::Call { name, .. } => fail(line, not_a_namespace(&name)),
+                _ => fail(p.line, format!("unexpected {}", found.describe())),
+            },
+        },
     }
+}
 
-    fn hash(&mut self) -> Result<Value, Fail> {
-        let mut pairs: Vec<(String, Value)> = Vec::new();
-        loop {
-            self.skip_ends();
-            let key = match self.next() {
-                (Tok::RBrace, _) => return Ok(Value::Hash(pairs)),
-                (Tok::Label(k), _) => k,
-                (Tok::Str(k) | Tok::Sym(k), _) => {
-                    self.expect(Tok::Arrow, "`=>`")?;
-                    k
-                }
-                (other, line) => {
-                    return fail(
-                        line,
-                        format!("expected a hash key, found {}", other.describe()),
-                    );
-                }
+/// `namespace['a'][:b]` → `["namespace", "a", "b"]`; `next` describes what followed, for
+/// a bare namespace.
+fn setting_path(e: &Expr, next: &str) -> Result<Vec<String>, Fail> {
+    match &e.kind {
+        ExprKind::Var(name) if NAMESPACES.contains(&name.as_str()) => {
+            fail(e.line, format!("expected `[` after {name}, found {next}"))
+        }
+        ExprKind::Var(name) => fail(e.line, not_a_namespace(name)),
+        ExprKind::Call {
+            recv: Some(recv), ..
+        } => match &recv.kind {
+            ExprKind::Var(name) if NAMESPACES.contains(&name.as_str()) => {
+                fail(e.line, format!("expected `[` after {name}, found `.`"))
+            }
+            _ => setting_path(recv, "`.`"),
+        },
+        ExprKind::Index(recv, key) => {
+            let mut path = match &recv.kind {
+                ExprKind::Var(name) if NAMESPACES.contains(&name.as_str()) => vec![name.clone()],
+                _ => setting_path(recv, "`[`")?,
             };
-            let value = self.value(true)?;
-            pairs.retain(|(k, _)| *k != key);
-            pairs.push((key, value));
-            self.skip_ends();
-            match self.next() {
-                (Tok::Comma, _) => {}
-                (Tok::RBrace, _) => return Ok(Value::Hash(pairs)),
-                (other, line) => {
-                    return fail(
-                        line,
-                        format!(
-                            "expected `,` or `}}` in the hash, found {}",
-                            other.describe()
-                        ),
-                    );
-                }
-            }
+            path.push(key_of(key)?);
+            Ok(path)
         }
+        _ => fail(
+            e.line,
+            format!("expected a setting, found {}", e.describe()),
+        ),
     }
+}
 
-    /// `node['a']['b']`: Chef Server's attributes, as the original's file could read them.
-    fn node_lookup(&mut self, line: usize) -> Result<Value, Fail> {
-        let mut keys = Vec::new();
-        while *self.peek() == Tok::LBracket {
-            self.next();
-            keys.push(self.key()?);
-            self.expect(Tok::RBracket, "`]`")?;
+/// A hash key or index: a string or a symbol.
+fn key_of(e: &Expr) -> Result<String, Fail> {
+    match &e.kind {
+        ExprKind::Str(s) | ExprKind::Sym(s) => Ok(s.clone()),
+        _ => fail(
+            e.line,
+            format!("expected a quoted key or a :symbol, found {}", e.describe()),
+        ),
+    }
+}
+
+/// A value: literals (symbols become strings, as Mash keeps them) and `node[…]` lookups.
+fn convert(e: &Expr, node: Option<&serde_json::Value>) -> Result<Value, Fail> {
+    Ok(match &e.kind {
+        ExprKind::Nil => Value::Nil,
+        ExprKind::Bool(b) => Value::Bool(*b),
+        ExprKind::Int(n) => Value::Int(*n),
+        ExprKind::Float(x) => Value::Float(*x),
+        ExprKind::Str(s) | ExprKind::Sym(s) => Value::Str(s.clone()),
+        ExprKind::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|i| convert(i, node))
+                .collect::<Result<_, _>>()?,
+        ),
+        ExprKind::Hash(items) => {
+            let mut pairs: Vec<(String, Value)> = Vec::new();
+            for (k, v) in items {
+                let key = key_of(k).or_else(|_| {
+                    fail(
+                        k.line,
+                        format!("expected a hash key, found {}", k.describe()),
+                    )
+                })?;
+                let value = convert(v, node)?;
+                pairs.retain(|(k, _)| *k != key);
+                pairs.push((key, value));
+            }
+            Value::Hash(pairs)
         }
-        if keys.is_empty() {
+        ExprKind::Index(..) if root(e) == Some("node") => node_lookup(e, node)?,
+        ExprKind::Var(name) if name == "node" => {
             return fail(
-                line,
+                e.line,
                 "`node` must be indexed, as in node['private_chef']['api_fqdn']",
             );
         }
-        let Some(mut current) = self.node else {
+        ExprKind::Interp(_) => {
+            return fail(e.line, "string interpolation (`#{…}`) is not supported");
+        }
+        ExprKind::Var(_) | ExprKind::Const(_) | ExprKind::Index(..) | ExprKind::Call { .. } => {
             return fail(
-                line,
-                "node attributes are not available (no chef-server-running.json)",
+                e.line,
+                format!(
+                    "`{}` is not a value this reader understands",
+                    root(e).unwrap_or("...")
+                ),
             );
-        };
-        for (i, key) in keys.iter().enumerate() {
-            match current.get(key) {
-                Some(v) => current = v,
-                // The last key missing is nil; a missing key in the middle is Ruby's NoMethodError.
-                None if i + 1 == keys.len() && current.is_object() => return Ok(Value::Nil),
-                None => {
-                    let so_far: String = keys[..=i].iter().map(|k| format!("['{k}']")).collect();
-                    return fail(
-                        line,
-                        format!("node{so_far} is not set in Chef Server's attributes"),
-                    );
-                }
+        }
+        ExprKind::Regex { .. } | ExprKind::Add(..) | ExprKind::Or(..) => {
+            return fail(
+                e.line,
+                format!(
+                    "expected a value (string, number, true/false/nil, :symbol, array or hash), found {}",
+                    e.describe()
+                ),
+            );
+        }
+    })
+}
+
+/// The variable or constant an index/call chain starts from.
+fn root(e: &Expr) -> Option<&str> {
+    match &e.kind {
+        ExprKind::Var(n) | ExprKind::Const(n) => Some(n),
+        ExprKind::Index(recv, _) => root(recv),
+        ExprKind::Call { recv: Some(r), .. } => root(r),
+        ExprKind::Call { method, .. } => Some(method),
+        _ => None,
+    }
+}
+
+/// `node['a']['b']`: Chef Server's attributes, as the original's file could read them.
+fn node_lookup(e: &Expr, node: Option<&serde_json::Value>) -> Result<Value, Fail> {
+    let mut keys = Vec::new();
+    let mut at = e;
+    while let ExprKind::Index(recv, key) = &at.kind {
+        keys.push(key_of(key)?);
+        at = recv;
+    }
+    if !matches!(&at.kind, ExprKind::Var(n) if n == "node") {
+        return fail(
+            e.line,
+            "`node` must be indexed, as in node['private_chef']['api_fqdn']",
+        );
+    }
+    keys.reverse();
+    let Some(mut current) = node else {
+        return fail(
+            e.line,
+            "node attributes are not available (no chef-server-running.json)",
+        );
+    };
+    for (i, key) in keys.iter().enumerate() {
+        match current.get(key) {
+            Some(v) => current = v,
+            // The last key missing is nil; a missing key in the middle is Ruby's NoMethodError.
+            None if i + 1 == keys.len() && current.is_object() => return Ok(Value::Nil),
+            None => {
+                let so_far: String = keys[..=i].iter().map(|k| format!("['{k}']")).collect();
+                return fail(
+                    e.line,
+                    format!("node{so_far} is not set in Chef Server's attributes"),
+                );
             }
         }
-        Ok(from_json(current))
     }
+    Ok(from_json(current))
 }
 
 fn from_json(v: &serde_json::Value) -> Value {
