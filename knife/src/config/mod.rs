@@ -18,6 +18,8 @@
 pub mod credentials;
 pub mod ruby;
 
+pub use pushy_rbconf::resolve_path;
+
 use std::path::{Path, PathBuf};
 
 use pushy_protocol::chef_auth::ProtocolVersion;
@@ -126,24 +128,6 @@ impl KeySource {
             KeySource::Pem(pem) => (pem.clone(), "given inline".to_owned()),
         };
         pushy_protocol::keys::private_key_from_pem(&pem).map_err(|_| Error::BadKey { origin })
-    }
-}
-
-/// `~/x` → `$HOME/x`; a relative path → under `dir`; an absolute one unchanged.
-pub fn resolve_path(value: &str, dir: &Path, home: Option<&Path>) -> PathBuf {
-    if let (Some(rest), Some(home)) = (value.strip_prefix("~/"), home) {
-        return home.join(rest);
-    }
-    if value == "~"
-        && let Some(home) = home
-    {
-        return home.to_path_buf();
-    }
-    let p = Path::new(value);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        dir.join(p)
     }
 }
 

@@ -1,97 +1,147 @@
 //! The reader for `config.rb` / `knife.rb` (ops.md §7.1: knife's own configuration). The
-//! file is *not* evaluated. Lines setting `node_name` (or `client_name`), `client_key`,
-//! `chef_server_url`, `local_chef_dir` and `authentication_protocol_version` are read when
-//! their value is one of the forms knife's generated files use:
+//! file is *not* run: `pushy_rbconf` parses it and this module evaluates the lines setting
+//! `node_name` (or `client_name`), `client_key`, `chef_server_url`, `local_chef_dir` and
+//! `authentication_protocol_version`, in the forms knife's generated and hand-written files
+//! use:
 //!
 //! ```ruby
 //! current_dir = File.dirname(__FILE__)
-//! node_name       "alice"
-//! client_key      "#{current_dir}/alice.pem"
+//! node_name       ENV['USER'] || "alice"
+//! client_key      "#{current_dir}/#{node_name}.pem"
 //! chef_server_url 'https://chef.example.com/organizations/acme'
 //! client_key      File.join(current_dir, "alice.pem")
 //! ```
 //!
-//! String literals (single or double quoted, `#{}` interpolation), local variables,
-//! `File.dirname(__FILE__)`, `__dir__`, `File.join`, `File.expand_path`, `ENV['NAME']` and
-//! `+`. A setting we need whose value is anything else, or that sits inside a block or
-//! conditional, is an error naming the file and line rather than a silently different
-//! configuration. Every other line (`log_level :info`, `cookbook_path [...]`,
-//! `knife[:editor] = "vim"`, …) is knife's business and is skipped.
+//! String literals (`#{}` interpolation), local variables, settings read back by name,
+//! `File.dirname(__FILE__)`, `__dir__`, `File.join`, `File.expand_path`, `ENV['NAME']`, `+`
+//! and `||` ([`pushy_rbconf::Scope`]). A setting we need whose value is anything else, or that
+//! sits inside a block or conditional, is an error naming the file and line rather than a
+//! silently different configuration. Every other line (`log_level :info`,
+//! `cookbook_path [...]`, `knife[:editor] = "vim"`, …) is knife's business and is skipped;
+//! one the reader cannot even parse is skipped with a warning.
 
-use std::collections::HashMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
+
+use pushy_rbconf::{Expr, ExprKind, Problem, ProblemKind, Scope, Stmt, StmtKind};
 
 use super::{Error, KeySource, Settings};
 
 /// Reads `src`, the contents of `path`. `env` answers `ENV['NAME']`; `home` expands `~`.
+///
+/// # Errors
+/// [`Error::Ruby`] for a setting this CLI reads whose value cannot be evaluated.
 pub fn parse(
     src: &str,
     path: &Path,
     home: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Settings, Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut reader = Reader {
-        file: path,
-        dir,
-        home,
-        env,
-        vars: HashMap::new(),
-    };
+    let mut scope = Scope::new(path, home, env);
     let mut settings = Settings::default();
-    let mut depth = 0usize;
-    for (i, raw) in src.lines().enumerate() {
-        let line = strip_comment(raw).trim();
-        if line.is_empty() {
-            continue;
-        }
-        let bad = |message: String| Error::Ruby {
-            path: path.to_path_buf(),
-            line: i + 1,
-            message,
-        };
-        let (ident, rest) = split_ident(line);
-        if opens_block(ident, line) {
-            depth += 1;
-            continue;
-        }
-        if ident == "end" {
-            depth = depth.saturating_sub(1);
-            continue;
-        }
-        if ident.is_empty() {
-            continue;
-        }
-        let rest = rest.trim_start();
-        let assignment = rest.starts_with('=') && !rest.starts_with("==");
-        let setting = Setting::from_name(ident);
-        match (setting, assignment) {
-            (Some(s), _) => {
-                if depth > 0 {
-                    return Err(bad(format!(
-                        "{ident} is set inside a block or conditional; this reader does not run Ruby, so set it at the top level"
-                    )));
-                }
-                let value = if assignment { &rest[1..] } else { rest };
-                let value = strip_parens(value.trim());
-                let text = reader
-                    .eval(value)
-                    .map_err(|m| bad(format!("cannot read the value of {ident} ({value}): {m}")))?;
-                reader.apply(&mut settings, s, text);
-            }
-            (None, true) if depth == 0 => {
-                // A local variable; one we cannot evaluate is only an error if a setting
-                // we need uses it.
-                if let Ok(v) = reader.eval(rest[1..].trim()) {
-                    reader.vars.insert(ident.to_owned(), v);
-                } else {
-                    reader.vars.remove(ident);
-                }
-            }
-            (None, _) => {}
-        }
+    for st in pushy_rbconf::parse(src) {
+        statement(&mut scope, &mut settings, st)?;
     }
     Ok(settings)
+}
+
+fn statement(scope: &mut Scope<'_>, settings: &mut Settings, st: Stmt) -> Result<(), Error> {
+    let bad = |line: usize, message: String| Error::Ruby {
+        path: scope.file.to_path_buf(),
+        line,
+        message,
+    };
+    let (name, value) = match st.kind {
+        StmtKind::Call { name, mut args, .. } if args.len() == 1 => (name, args.remove(0)),
+        StmtKind::Assign {
+            target:
+                Expr {
+                    kind: ExprKind::Var(name),
+                    ..
+                },
+            value,
+        } => (name, value),
+        StmtKind::Call { name, .. } if Setting::from_name(&name).is_some() => {
+            return Err(bad(
+                st.line,
+                format!("cannot read the value of {name}: expected one value"),
+            ));
+        }
+        StmtKind::Block { body, .. } => return refuse_settings_in(&body, &bad),
+        StmtKind::Unparsed(p) => return unparsed(p, &bad),
+        // knife's business: `knife[:editor] = "vim"`, `Chef::Config.x`, …
+        _ => return Ok(()),
+    };
+    match Setting::from_name(&name) {
+        Some(setting) => {
+            let text = scope
+                .string(&value)
+                .map_err(|e| bad(st.line, format!("cannot read the value of {name}: {e}")))?;
+            apply(scope, settings, setting, text.clone());
+            scope.set(&name, pushy_rbconf::Value::Str(text));
+        }
+        // A local variable or another setting; one we cannot evaluate is only an error if a
+        // setting we need uses it.
+        None => match scope.eval(&value) {
+            Ok(v) => scope.set(&name, v),
+            Err(_) => scope.unset(&name),
+        },
+    }
+    Ok(())
+}
+
+/// Settings inside a block or conditional: this reader does not run Ruby, so it cannot
+/// know whether they apply.
+fn refuse_settings_in(body: &[Stmt], bad: &dyn Fn(usize, String) -> Error) -> Result<(), Error> {
+    for st in body {
+        let name = match &st.kind {
+            StmtKind::Call { name, .. } => Some(name.as_str()),
+            StmtKind::Assign {
+                target:
+                    Expr {
+                        kind: ExprKind::Var(name),
+                        ..
+                    },
+                ..
+            } => Some(name.as_str()),
+            StmtKind::Unparsed(p) => p.head.as_deref(),
+            StmtKind::Block { body, .. } => {
+                refuse_settings_in(body, bad)?;
+                None
+            }
+            _ => None,
+        };
+        if let Some(name) = name.filter(|n| Setting::from_name(n).is_some()) {
+            return Err(bad(
+                st.line,
+                format!(
+                    "{name} is set inside a block or conditional; this reader does not run Ruby, so set it at the top level"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A statement the reader could not parse: an error if it sets something we need, else
+/// skipped with a warning (knife itself would have run it).
+fn unparsed(p: Problem, bad: &dyn Fn(usize, String) -> Error) -> Result<(), Error> {
+    let problem = match &p.kind {
+        ProblemKind::Syntax(m) => m.clone(),
+        ProblemKind::Trailing { found, .. } => {
+            format!("unexpected {} after the value", found.describe())
+        }
+    };
+    match p.head.as_deref() {
+        Some(name) if Setting::from_name(name).is_some() => Err(bad(
+            p.line,
+            format!("cannot read the value of {name}: {problem}"),
+        )),
+        _ => {
+            let e = bad(p.line, format!("skipped: {problem}"));
+            tracing::warn!("{e}");
+            Ok(())
+        }
+    }
 }
 
 /// The settings this CLI reads from a Ruby file.
@@ -117,305 +167,25 @@ impl Setting {
     }
 }
 
-struct Reader<'a> {
-    file: &'a Path,
-    dir: &'a Path,
-    home: Option<&'a Path>,
-    env: &'a dyn Fn(&str) -> Option<String>,
-    vars: HashMap<String, String>,
-}
-
-impl Reader<'_> {
-    fn apply(&self, settings: &mut Settings, setting: Setting, text: String) {
-        match setting {
-            Setting::NodeName => settings.node_name = Some(text),
-            Setting::ClientKey => {
-                settings.client_key = Some(KeySource::from_setting(&text, self.dir, self.home))
-            }
-            Setting::ChefServerUrl => settings.chef_server_url = Some(text),
-            Setting::LocalChefDir => {
-                settings.local_chef_dir = Some(super::resolve_path(&text, self.dir, self.home))
-            }
-            Setting::SignVersion => settings.sign_version = Some(text),
+fn apply(scope: &Scope<'_>, settings: &mut Settings, setting: Setting, text: String) {
+    let dir = scope.dir();
+    match setting {
+        Setting::NodeName => settings.node_name = Some(text),
+        Setting::ClientKey => {
+            settings.client_key = Some(KeySource::from_setting(&text, dir, scope.home))
         }
+        Setting::ChefServerUrl => settings.chef_server_url = Some(text),
+        Setting::LocalChefDir => {
+            settings.local_chef_dir = Some(super::resolve_path(&text, dir, scope.home))
+        }
+        Setting::SignVersion => settings.sign_version = Some(text),
     }
-
-    /// Evaluates a whole expression: terms joined by `+`.
-    fn eval(&self, src: &str) -> Result<String, String> {
-        let mut p = Parser { s: src, pos: 0 };
-        let v = self.expr(&mut p)?;
-        p.skip_ws();
-        if p.pos != src.len() {
-            return Err(format!("unexpected {:?}", &src[p.pos..]));
-        }
-        Ok(v)
-    }
-
-    fn expr(&self, p: &mut Parser<'_>) -> Result<String, String> {
-        let mut out = self.term(p)?;
-        loop {
-            p.skip_ws();
-            if p.eat("+") {
-                out.push_str(&self.term(p)?);
-            } else {
-                return Ok(out);
-            }
-        }
-    }
-
-    fn term(&self, p: &mut Parser<'_>) -> Result<String, String> {
-        p.skip_ws();
-        if p.peek() == Some('"') {
-            return self.double_quoted(p);
-        }
-        if p.peek() == Some('\'') {
-            return single_quoted(p);
-        }
-        if p.eat("__FILE__") {
-            return Ok(self.file.display().to_string());
-        }
-        if p.eat("__dir__") {
-            return Ok(self.dir.display().to_string());
-        }
-        if p.eat("File.dirname(") {
-            let v = self.expr(p)?;
-            p.expect(")")?;
-            return Ok(Path::new(&v)
-                .parent()
-                .map(|d| d.display().to_string())
-                .unwrap_or_else(|| ".".to_owned()));
-        }
-        if p.eat("File.join(") {
-            // Ruby's File.join: one `/` between parts, whatever they start or end with.
-            let parts = self.args(p)?;
-            let mut joined = String::new();
-            for (i, part) in parts.iter().enumerate() {
-                if i == 0 {
-                    joined.push_str(part);
-                } else {
-                    joined = format!(
-                        "{}/{}",
-                        joined.trim_end_matches('/'),
-                        part.trim_start_matches('/')
-                    );
-                }
-            }
-            return Ok(joined);
-        }
-        if p.eat("File.expand_path(") {
-            let args = self.args(p)?;
-            let base = match args.get(1) {
-                Some(b) => PathBuf::from(b),
-                None => std::env::current_dir().map_err(|e| e.to_string())?,
-            };
-            let first = args.first().ok_or("File.expand_path needs a path")?;
-            let expanded = super::resolve_path(first, &base, self.home);
-            return Ok(normalize(&expanded).display().to_string());
-        }
-        if p.eat("ENV[") {
-            let name = self.expr(p)?;
-            p.expect("]")?;
-            return (self.env)(&name).ok_or(format!("ENV['{name}'] is not set"));
-        }
-        if p.eat("ENV.fetch(") {
-            let args = self.args(p)?;
-            let name = args.first().ok_or("ENV.fetch needs a name")?;
-            return (self.env)(name)
-                .or_else(|| args.get(1).cloned())
-                .ok_or(format!("ENV['{name}'] is not set"));
-        }
-        let ident = p.ident();
-        if ident.is_empty() {
-            return Err("not a string, variable or File/ENV expression".to_owned());
-        }
-        self.vars
-            .get(ident)
-            .cloned()
-            .ok_or(format!("{ident} is not a variable this reader understood"))
-    }
-
-    /// Comma-separated arguments up to and including `)`.
-    fn args(&self, p: &mut Parser<'_>) -> Result<Vec<String>, String> {
-        let mut out = Vec::new();
-        loop {
-            p.skip_ws();
-            if p.eat(")") {
-                return Ok(out);
-            }
-            out.push(self.expr(p)?);
-            p.skip_ws();
-            if !p.eat(",") {
-                p.expect(")")?;
-                return Ok(out);
-            }
-        }
-    }
-
-    fn double_quoted(&self, p: &mut Parser<'_>) -> Result<String, String> {
-        p.expect("\"")?;
-        let mut out = String::new();
-        loop {
-            let c = p.next().ok_or("unterminated string")?;
-            match c {
-                '"' => return Ok(out),
-                '\\' => {
-                    let e = p.next().ok_or("unterminated string")?;
-                    out.push(match e {
-                        'n' => '\n',
-                        't' => '\t',
-                        's' => ' ',
-                        '0' => '\0',
-                        other => other,
-                    });
-                }
-                '#' if p.peek() == Some('{') => {
-                    p.pos += 1;
-                    out.push_str(&self.expr(p)?);
-                    p.skip_ws();
-                    p.expect("}")?;
-                }
-                other => out.push(other),
-            }
-        }
-    }
-}
-
-fn single_quoted(p: &mut Parser<'_>) -> Result<String, String> {
-    p.expect("'")?;
-    let mut out = String::new();
-    loop {
-        match p.next().ok_or("unterminated string")? {
-            '\'' => return Ok(out),
-            '\\' => match p.next().ok_or("unterminated string")? {
-                c @ ('\\' | '\'') => out.push(c),
-                c => {
-                    out.push('\\');
-                    out.push(c);
-                }
-            },
-            c => out.push(c),
-        }
-    }
-}
-
-struct Parser<'a> {
-    s: &'a str,
-    pos: usize,
-}
-
-impl<'a> Parser<'a> {
-    fn peek(&self) -> Option<char> {
-        self.s[self.pos..].chars().next()
-    }
-
-    fn next(&mut self) -> Option<char> {
-        let c = self.peek()?;
-        self.pos += c.len_utf8();
-        Some(c)
-    }
-
-    fn skip_ws(&mut self) {
-        while self.peek().is_some_and(char::is_whitespace) {
-            self.pos += 1;
-        }
-    }
-
-    fn eat(&mut self, lit: &str) -> bool {
-        if self.s[self.pos..].starts_with(lit) {
-            self.pos += lit.len();
-            true
-        } else {
-            false
-        }
-    }
-
-    fn expect(&mut self, lit: &str) -> Result<(), String> {
-        self.skip_ws();
-        if self.eat(lit) {
-            Ok(())
-        } else {
-            Err(format!("expected {lit:?}"))
-        }
-    }
-
-    fn ident(&mut self) -> &'a str {
-        let start = self.pos;
-        while self
-            .peek()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            self.pos += 1;
-        }
-        &self.s[start..self.pos]
-    }
-}
-
-/// The line without its comment (a `#` outside a string).
-fn strip_comment(line: &str) -> &str {
-    let mut quote = None;
-    let mut escaped = false;
-    for (i, c) in line.char_indices() {
-        match (quote, c) {
-            _ if escaped => escaped = false,
-            (Some(_), '\\') => escaped = true,
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '"' | '\'') => quote = Some(c),
-            (None, '#') => return &line[..i],
-            (None, _) => {}
-        }
-    }
-    line
-}
-
-/// A leading lower-case identifier (a setting or variable name) and the rest.
-fn split_ident(line: &str) -> (&str, &str) {
-    let end = line
-        .char_indices()
-        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_'))
-        .map_or(line.len(), |(i, _)| i);
-    let ident = &line[..end];
-    if ident.starts_with(|c: char| c.is_ascii_lowercase() || c == '_') {
-        (ident, &line[end..])
-    } else {
-        ("", line)
-    }
-}
-
-/// Whether the line opens a block that a later `end` closes.
-fn opens_block(ident: &str, line: &str) -> bool {
-    matches!(
-        ident,
-        "if" | "unless" | "case" | "begin" | "while" | "until" | "def" | "class" | "module"
-    ) || line.ends_with(" do")
-        || (line.contains(" do |") && line.ends_with('|'))
-}
-
-/// `(value)` → `value`, when the parentheses enclose the whole value.
-fn strip_parens(value: &str) -> &str {
-    match value.strip_prefix('(').and_then(|v| v.strip_suffix(')')) {
-        Some(inner) => inner.trim(),
-        None => value,
-    }
-}
-
-/// Removes `.` and resolves `..` lexically, as `File.expand_path` does.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn read(src: &str) -> Result<Settings, Error> {
@@ -516,5 +286,47 @@ knife[:editor] = "vim"
         let s = read("node_name 'a#b' # comment\nchef_server_url \"x\\\"#{'y'}\"\n").unwrap();
         assert_eq!(s.node_name.as_deref(), Some("a#b"));
         assert_eq!(s.chef_server_url.as_deref(), Some("x\"y"));
+    }
+
+    #[test]
+    fn reads_the_idioms_of_hand_written_knife_rbs() {
+        let src = r##"
+# comments, then a local variable from __FILE__
+current_dir = File.dirname(__FILE__)
+node_name                ENV['USER'] || "alice"   # the workstation user
+client_key               "#{current_dir}/#{node_name}.pem"
+chef_server_url          File.join("https://chef.example.com", "organizations", "acme")
+local_chef_dir           File.expand_path("../local", current_dir)
+cookbook_path            ["#{current_dir}/../cookbooks"]
+knife[:editor] = "vim"
+knife[:ssh_user] = ENV['NOPE']
+"##;
+        let s = read(src).unwrap();
+        assert_eq!(s.node_name.as_deref(), Some("envuser"));
+        assert_eq!(
+            s.client_key,
+            Some(KeySource::Path("/home/al/.chef/envuser.pem".into()))
+        );
+        assert_eq!(
+            s.chef_server_url.as_deref(),
+            Some("https://chef.example.com/organizations/acme")
+        );
+        assert_eq!(s.local_chef_dir, Some(PathBuf::from("/home/al/local")));
+        // Without USER, `||` falls back.
+        let none = |_: &str| None;
+        let s = parse(src, Path::new("/home/al/.chef/config.rb"), None, &none).unwrap();
+        assert_eq!(s.node_name.as_deref(), Some("alice"));
+        assert_eq!(
+            s.client_key,
+            Some(KeySource::Path("/home/al/.chef/alice.pem".into()))
+        );
+    }
+
+    #[test]
+    fn a_line_it_cannot_parse_is_skipped_unless_it_sets_what_we_read() {
+        let s = read("log_level :info if x\nknife[:a] = `x`\nnode_name 'n'\n").unwrap();
+        assert_eq!(s.node_name.as_deref(), Some("n"));
+        let e = read("node_name 'n' if x\n").unwrap_err().to_string();
+        assert!(e.contains("config.rb:1") && e.contains("node_name"), "{e}");
     }
 }
