@@ -232,6 +232,11 @@ fn evaluation_errors_name_the_construct() {
         "single quotes do not interpolate"
     );
     assert_eq!(value("a \"x\\\"#{'y'}\"").unwrap(), s("x\"y"));
+    // Quotes and braces inside `#{}` belong to the code.
+    assert_eq!(
+        value(r##"a "#{File.join("/a", 'b')}/c""##).unwrap(),
+        s("/a/b/c")
+    );
 }
 
 /// push-jobs-client.rb as Chef Automate's installer writes it.

@@ -67,7 +67,7 @@ fn statement(scope: &mut Scope<'_>, settings: &mut Settings, st: Stmt) -> Result
             ));
         }
         StmtKind::Block { body, .. } => return refuse_settings_in(&body, &bad),
-        StmtKind::Unparsed(p) => return unparsed(p, &bad),
+        StmtKind::Unparsed(p) => return unparsed(p, scope.file, &bad),
         // knife's business: `knife[:editor] = "vim"`, `Chef::Config.x`, …
         _ => return Ok(()),
     };
@@ -124,7 +124,7 @@ fn refuse_settings_in(body: &[Stmt], bad: &dyn Fn(usize, String) -> Error) -> Re
 
 /// A statement the reader could not parse: an error if it sets something we need, else
 /// skipped with a warning (knife itself would have run it).
-fn unparsed(p: Problem, bad: &dyn Fn(usize, String) -> Error) -> Result<(), Error> {
+fn unparsed(p: Problem, file: &Path, bad: &dyn Fn(usize, String) -> Error) -> Result<(), Error> {
     let problem = match &p.kind {
         ProblemKind::Syntax(m) => m.clone(),
         ProblemKind::Trailing { found, .. } => {
@@ -137,8 +137,12 @@ fn unparsed(p: Problem, bad: &dyn Fn(usize, String) -> Error) -> Result<(), Erro
             format!("cannot read the value of {name}: {problem}"),
         )),
         _ => {
-            let e = bad(p.line, format!("skipped: {problem}"));
-            tracing::warn!("{e}");
+            tracing::warn!(
+                file = %file.display(),
+                line = p.line,
+                %problem,
+                "skipped a config line this reader cannot parse"
+            );
             Ok(())
         }
     }
