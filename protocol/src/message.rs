@@ -156,6 +156,128 @@ impl ServerMessage {
     }
 }
 
+/// A server body as a node reads it (zmq.md §6.3): as lenient as the Ruby client, which
+/// still counts a heartbeat without `incarnation_id` and answers a `commit` or `run` that
+/// lacks a field with a refusal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// A complete message.
+    Message(ServerMessage),
+    /// A heartbeat without `incarnation_id`: it shows the server is alive but cannot tell
+    /// a restart.
+    HeartbeatWithoutIncarnation,
+    /// A `commit` without `job_id` or `command`; the node refuses it with `nack_commit`
+    /// naming `job_id` when there is one.
+    IncompleteCommit {
+        /// `job_id`, when it is a string.
+        job_id: Option<String>,
+        /// The field that is missing.
+        missing: &'static str,
+    },
+    /// A `run` without `job_id`; the node refuses it with `nack_run`.
+    IncompleteRun,
+    /// A `type` nodes do not know (ignored).
+    Unknown(String),
+}
+
+/// A verified server body, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerBody {
+    /// When the server sent it (checked against the skew window by the receiver).
+    pub timestamp: DateTime<Utc>,
+    /// What it says.
+    pub received: Received,
+}
+
+impl ServerBody {
+    /// Decodes a server's body (after its signature was checked on the exact bytes).
+    ///
+    /// # Errors
+    /// Not a JSON object, no parseable `timestamp`, or no string `type`.
+    pub fn parse(body: &[u8]) -> Result<ServerBody, BodyError> {
+        let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(body) else {
+            return Err(BodyError::NotJson);
+        };
+        let timestamp =
+            parse_http_date(&text(&m, "timestamp")?).ok_or(BodyError::Field("timestamp"))?;
+        let kind = text(&m, "type")?;
+        let opt = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+        let received = match kind.as_str() {
+            "heartbeat" => match opt("incarnation_id") {
+                Some(incarnation_id) => Received::Message(ServerMessage::Heartbeat {
+                    server: opt("server").unwrap_or_default(),
+                    incarnation_id,
+                }),
+                None => Received::HeartbeatWithoutIncarnation,
+            },
+            "abort" => Received::Message(ServerMessage::Abort),
+            "ack" => Received::Message(match opt("job_id") {
+                Some(job_id) => ServerMessage::ResultAck { job_id },
+                None => ServerMessage::Ack,
+            }),
+            "commit" => match (opt("job_id"), opt("command")) {
+                (Some(job_id), Some(command)) => Received::Message(ServerMessage::Commit {
+                    job_id,
+                    server: opt("server").unwrap_or_default(),
+                    command,
+                    options: commit_options(&m),
+                }),
+                (job_id, _) => Received::IncompleteCommit {
+                    missing: if job_id.is_none() {
+                        "job_id"
+                    } else {
+                        "command"
+                    },
+                    job_id,
+                },
+            },
+            "run" => match opt("job_id") {
+                Some(job_id) => Received::Message(ServerMessage::Run { job_id }),
+                None => Received::IncompleteRun,
+            },
+            _ => Received::Unknown(kind),
+        };
+        Ok(ServerBody {
+            timestamp,
+            received,
+        })
+    }
+}
+
+/// A commit's options as sent (empty strings kept; the node decides what they mean).
+/// Environment values that are not strings read as empty, as the agent always took them.
+fn commit_options(m: &Map<String, Value>) -> CommitOptions {
+    let opt = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+    CommitOptions {
+        user: opt("user"),
+        dir: opt("dir"),
+        env: m.get("env").and_then(Value::as_object).map(|env| {
+            env.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        }),
+        file: opt("file"),
+        capture: m.get("capture").and_then(Value::as_bool).unwrap_or(false),
+    }
+}
+
+impl ServerMessage {
+    /// Decodes a complete server message, the inverse of [`ServerMessage::to_body`]
+    /// (what a node tolerates besides is [`ServerBody::parse`]).
+    ///
+    /// # Errors
+    /// As [`ServerBody::parse`], plus a missing field or an unknown type.
+    pub fn parse(body: &[u8]) -> Result<ServerMessage, BodyError> {
+        match ServerBody::parse(body)?.received {
+            Received::Message(m) => Ok(m),
+            Received::HeartbeatWithoutIncarnation => Err(BodyError::Field("incarnation_id")),
+            Received::IncompleteCommit { missing, .. } => Err(BodyError::Field(missing)),
+            Received::IncompleteRun => Err(BodyError::Field("job_id")),
+            Received::Unknown(_) => Err(BodyError::UnknownType),
+        }
+    }
+}
+
 /// What a client message says about its job.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobRef {
@@ -252,7 +374,7 @@ pub struct ClientMessage {
     pub output_truncated: bool,
 }
 
-/// Why a client body was refused.
+/// Why a body was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BodyError {
     /// Not a JSON object.
@@ -261,7 +383,7 @@ pub enum BodyError {
     /// A required field is missing or of the wrong type.
     #[error("missing or invalid field {0}")]
     Field(&'static str),
-    /// `type` is not one the server knows.
+    /// `type` is not one the receiver knows.
     #[error("unknown message type")]
     UnknownType,
 }
@@ -436,6 +558,98 @@ mod tests {
             )
             .unwrap(),
             r#"{"sequence":4,"timestamp":"Tue, 12 May 2020 02:30:37 GMT","type":"run","job_id":"b8a4"}"#
+        );
+    }
+
+    #[test]
+    fn server_bodies_parse_back() {
+        let all = [
+            ServerMessage::Heartbeat {
+                server: "pushhost".into(),
+                incarnation_id: "8a6e0804".into(),
+            },
+            ServerMessage::Abort,
+            ServerMessage::Ack,
+            ServerMessage::ResultAck {
+                job_id: "b8a4".into(),
+            },
+            ServerMessage::Commit {
+                job_id: "b8a4".into(),
+                server: "push.example.com".into(),
+                command: "chef-client".into(),
+                options: CommitOptions {
+                    user: Some("deploy".into()),
+                    dir: Some("/srv/app".into()),
+                    env: Some(vec![("B".into(), "2".into()), ("A".into(), "1".into())]),
+                    file: Some("raw:x".into()),
+                    capture: true,
+                },
+            },
+            ServerMessage::Run {
+                job_id: "b8a4".into(),
+            },
+        ];
+        for m in all {
+            let body = m.to_body(3, at());
+            assert_eq!(ServerMessage::parse(&body), Ok(m.clone()));
+            assert_eq!(ServerBody::parse(&body).unwrap().timestamp, at());
+        }
+    }
+
+    #[test]
+    fn a_node_tolerates_what_the_ruby_client_tolerates() {
+        let parse = |rest: &str| {
+            let body =
+                format!(r#"{{"sequence":1,"timestamp":"Tue, 12 May 2020 02:30:37 GMT"{rest}}}"#);
+            ServerBody::parse(body.as_bytes()).map(|b| b.received)
+        };
+        assert_eq!(
+            parse(r#","type":"heartbeat""#),
+            Ok(Received::HeartbeatWithoutIncarnation)
+        );
+        assert_eq!(
+            parse(r#","type":"commit","job_id":"j1""#),
+            Ok(Received::IncompleteCommit {
+                job_id: Some("j1".into()),
+                missing: "command"
+            })
+        );
+        assert_eq!(
+            parse(r#","type":"commit","command":"x""#),
+            Ok(Received::IncompleteCommit {
+                job_id: None,
+                missing: "job_id"
+            })
+        );
+        assert_eq!(
+            parse(r#","type":"run","job_id":7"#),
+            Ok(Received::IncompleteRun)
+        );
+        assert_eq!(
+            parse(r#","type":"prepare""#),
+            Ok(Received::Unknown("prepare".into()))
+        );
+        let commit =
+            parse(r#","type":"commit","job_id":"j","command":"c","env":{"A":1},"user":"""#);
+        let Ok(Received::Message(ServerMessage::Commit {
+            options, server, ..
+        })) = commit
+        else {
+            panic!("{commit:?}");
+        };
+        assert_eq!(server, "");
+        assert_eq!(options.user.as_deref(), Some(""));
+        assert_eq!(options.env, Some(vec![("A".into(), String::new())]));
+        assert!(!options.capture);
+        assert_eq!(parse(""), Err(BodyError::Field("type")));
+        assert_eq!(
+            ServerBody::parse(br#"{"type":"abort"}"#),
+            Err(BodyError::Field("timestamp"))
+        );
+        assert_eq!(ServerBody::parse(b"[]"), Err(BodyError::NotJson));
+        assert_eq!(
+            ServerMessage::parse(br#"{"timestamp":"Tue, 12 May 2020 02:30:37 GMT","type":"x"}"#),
+            Err(BodyError::UnknownType)
         );
     }
 
