@@ -8,7 +8,7 @@ use base64::Engine as _;
 use openssl::pkey::{PKey, Private, Public};
 use openssl::rsa::Padding;
 use pushy_protocol::chef_auth::{ProtocolVersion, Request, format_timestamp, sign_request};
-use serde_json::Value;
+use pushy_protocol::config::NodeConfig;
 
 /// The client's HTTP timeout (the original's `rest_timeout`).
 pub const REST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,7 +72,7 @@ pub enum Error {
     Sign(#[from] pushy_protocol::chef_auth::SignError),
 }
 
-fn doc(what: &str) -> Error {
+fn doc_error(what: &str) -> Error {
     Error::Document(what.to_owned())
 }
 
@@ -143,49 +143,48 @@ pub async fn fetch(
     parse(&text, key)
 }
 
-/// Decodes a config document (http.md §1.4.1).
+/// Decodes a config document (http.md §1.4.1, `pushy_protocol::config`) and unseals
+/// the session key with the node's key.
 ///
 /// # Errors
 /// When a needed field is missing or malformed.
 pub fn parse(text: &str, key: &PKey<Private>) -> Result<ServerConfig, Error> {
-    let v: Value = serde_json::from_str(text).map_err(|e| Error::Document(e.to_string()))?;
-    let hb = &v["push_jobs"]["heartbeat"];
-    let s = |x: &Value, what: &str| x.as_str().map(str::to_owned).ok_or_else(|| doc(what));
-    let server_key = pushy_protocol::keys::public_key_from_pem(&s(&v["public_key"], "public_key")?)
+    let doc: NodeConfig = serde_json::from_str(text).map_err(|e| Error::Document(e.to_string()))?;
+    let hb = &doc.push_jobs.heartbeat;
+    let server_key = pushy_protocol::keys::public_key_from_pem(&doc.public_key)
         .map_err(|e| Error::Document(format!("public_key: {e}")))?;
-    let curve_server_key = match v.get("curve_public_key").and_then(Value::as_str) {
+    let curve_server_key = match &doc.curve_public_key {
         None => None,
         Some(z) => Some(
             zmq::z85_decode(z)
                 .ok()
                 .and_then(|k| <[u8; 32]>::try_from(k).ok())
-                .ok_or_else(|| doc("curve_public_key"))?,
+                .ok_or_else(|| doc_error("curve_public_key"))?,
         ),
     };
     let sealed = base64::engine::general_purpose::STANDARD
-        .decode(s(&v["encoded_session_key"]["key"], "encoded_session_key")?)
-        .map_err(|_| doc("encoded_session_key"))?;
-    let rsa = key.rsa().map_err(|_| doc("client key is not RSA"))?;
+        .decode(&doc.encoded_session_key.key)
+        .map_err(|_| doc_error("encoded_session_key"))?;
+    let rsa = key.rsa().map_err(|_| doc_error("client key is not RSA"))?;
     let mut out = vec![0; rsa.size() as usize];
     let n = rsa
         .private_decrypt(&sealed, &mut out, Padding::PKCS1)
-        .map_err(|_| doc("session key does not decrypt with the client key"))?;
+        .map_err(|_| doc_error("session key does not decrypt with the client key"))?;
     let session_key: [u8; 32] = out[..n]
         .try_into()
-        .map_err(|_| doc("session key is not 32 bytes"))?;
-    let secs = |x: &Value, default: f64| x.as_f64().unwrap_or(default);
+        .map_err(|_| doc_error("session key is not 32 bytes"))?;
     Ok(ServerConfig {
-        out_addr: s(&hb["out_addr"], "out_addr")?,
-        command_addr: s(&hb["command_addr"], "command_addr")?,
-        interval: Duration::from_secs_f64(secs(&hb["interval"], 10.0).max(0.01)),
-        offline_threshold: hb["offline_threshold"].as_u64().unwrap_or(3) as u32,
-        online_threshold: hb["online_threshold"].as_u64().unwrap_or(2) as u32,
+        out_addr: hb.out_addr.clone(),
+        command_addr: hb.command_addr.clone(),
+        interval: Duration::from_secs_f64(hb.interval_secs().max(0.01)),
+        offline_threshold: hb.offline_threshold(),
+        online_threshold: hb.online_threshold(),
         server_key,
         curve_server_key,
         session_key,
-        lifetime: Duration::from_secs_f64(secs(&v["lifetime"], 3600.0).max(1.0)),
-        max_message_skew: Duration::from_secs_f64(secs(&v["max_message_skew"], 300.0).max(1.0)),
-        max_body_size: v["max_body_size"].as_u64().map(|n| n as usize),
-        incarnation_id: s(&v["incarnation_id"], "incarnation_id")?,
+        lifetime: Duration::from_secs_f64(doc.lifetime_secs().max(1.0)),
+        max_message_skew: Duration::from_secs_f64(doc.max_message_skew_secs().max(1.0)),
+        max_body_size: doc.max_body_size().map(|n| n as usize),
+        incarnation_id: doc.incarnation_id,
     })
 }
