@@ -1,8 +1,8 @@
 //! The agent's ZeroMQ thread (zmq.md §1.2): a SUB socket for server heartbeats and a
 //! DEALER for the command channel (CURVE unless the server is 1.x), owned by one OS
 //! thread. Received messages are verified (HMAC with the session key, or the server's
-//! RSA signature), decoded and timestamp-checked before they reach the async side; sends
-//! are signed and never block.
+//! RSA signature), decoded (`pushy_protocol::message::ServerBody`) and timestamp-checked
+//! before they reach the async side; sends are signed and never block.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
@@ -11,15 +11,14 @@ use std::time::Duration;
 use chrono::Utc;
 use openssl::pkey::{PKey, Public};
 use pushy_protocol::frame::{self, Header, SignKey, SigningMethod, VerifyKey};
-use pushy_protocol::message::parse_http_date;
-use serde_json::Value;
+use pushy_protocol::message::{Received, ServerBody};
 use tokio::sync::mpsc;
 
 /// A verified message from the server.
 #[derive(Clone, Debug)]
 pub struct FromServer {
-    /// The decoded body.
-    pub body: Value,
+    /// What it says.
+    pub received: Received,
     /// It came on the DEALER (proves the command channel works, zmq.md §3.5).
     pub command_socket: bool,
 }
@@ -192,10 +191,10 @@ fn run(
                 continue;
             }
             while let Ok(frames) = sock.recv_multipart(zmq::DONTWAIT) {
-                if let Some(body) = check(ep, frames)
+                if let Some(received) = check(ep, frames)
                     && inbound
                         .blocking_send(FromServer {
-                            body,
+                            received,
                             command_socket,
                         })
                         .is_err()
@@ -235,7 +234,7 @@ fn run(
 }
 
 /// Verifies and decodes one received message; `None` (logged) when it fails.
-fn check(ep: &Endpoints, frames: Vec<Vec<u8>>) -> Option<Value> {
+fn check(ep: &Endpoints, frames: Vec<Vec<u8>>) -> Option<Received> {
     let Ok([header, body]) = <[Vec<u8>; 2]>::try_from(frames) else {
         tracing::debug!("dropped a message without exactly two frames");
         return None;
@@ -249,17 +248,19 @@ fn check(ep: &Endpoints, frames: Vec<Vec<u8>>) -> Option<Value> {
         tracing::warn!(error = %e, "dropped a server message that does not verify");
         return None;
     }
-    let value: Value = serde_json::from_slice(&body).ok()?;
+    let body = match ServerBody::parse(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!(error = %e, "dropped a server message that does not decode");
+            return None;
+        }
+    };
     // The original only refuses future-dated messages; old ones are replays and are
     // refused too (zmq.md §2.5).
-    let ts = value
-        .get("timestamp")
-        .and_then(Value::as_str)
-        .and_then(parse_http_date)?;
     let skew = chrono::TimeDelta::from_std(ep.max_skew).unwrap_or(chrono::TimeDelta::seconds(300));
-    if (Utc::now() - ts).abs() >= skew {
+    if (Utc::now() - body.timestamp).abs() >= skew {
         tracing::warn!("dropped a server message outside the timestamp window");
         return None;
     }
-    Some(value)
+    Some(body.received)
 }

@@ -14,11 +14,11 @@
 //! result is re-sent once on the next new connection, where it names a job that is over;
 //! that server answers with an `abort`, which clears it. Nothing is ever re-sent on a timer.
 //!
-//! Pure: no sockets, no clock; the agent passes `now` (STYLE.md §2.2).
+//! Pure: no sockets, no clock; the agent's machine passes `now` (STYLE.md §2.2).
 
 use std::time::{Duration, Instant};
 
-use pushy_protocol::message::{ClientMessage, JobRef};
+use crate::agent::machine::Outgoing;
 
 /// How long a result is kept for redelivery: the server's default `run_timeout` (zmq.md
 /// §8); past it the server has timed the job out and no longer takes a result for it.
@@ -33,22 +33,19 @@ pub struct PendingResult {
 #[derive(Debug)]
 struct Held {
     job_id: String,
-    message: ClientMessage,
+    message: Outgoing,
     produced: Instant,
 }
 
 impl PendingResult {
     /// Keeps `message` (a `succeeded`/`failed` naming a job) in place of any older one.
     /// A message without a job id is not kept: no server could acknowledge it.
-    pub fn hold(&mut self, message: ClientMessage, now: Instant) {
-        self.slot = match &message.job_id {
-            JobRef::Id(id) => Some(Held {
-                job_id: id.clone(),
-                message,
-                produced: now,
-            }),
-            JobRef::None | JobRef::Invalid => None,
-        };
+    pub fn hold(&mut self, message: Outgoing, now: Instant) {
+        self.slot = message.job_id.clone().map(|job_id| Held {
+            job_id,
+            message,
+            produced: now,
+        });
     }
 
     /// The job whose result is kept.
@@ -74,9 +71,9 @@ impl PendingResult {
     }
 
     /// The result to send first on a new connection, if one is kept and not expired (an
-    /// expired one is forgotten). The caller gives it a fresh `sequence` and `timestamp`:
-    /// the server refuses timestamps more than `max_message_skew` old.
-    pub fn poll_resend(&mut self, now: Instant) -> Option<ClientMessage> {
+    /// expired one is forgotten). It gets a fresh `sequence` and `timestamp` when it is
+    /// built: the server refuses timestamps more than `max_message_skew` old.
+    pub fn poll_resend(&mut self, now: Instant) -> Option<Outgoing> {
         if self
             .slot
             .as_ref()
@@ -98,26 +95,16 @@ impl PendingResult {
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
     use pushy_protocol::message::ClientMessageType;
 
     use super::*;
 
-    fn result(job: &str) -> ClientMessage {
-        ClientMessage {
-            node: "n".into(),
-            client: "n".into(),
-            protocol_version: Some("2.0".into()),
-            org: "o".into(),
+    fn result(job: &str) -> Outgoing {
+        Outgoing {
             kind: ClientMessageType::Succeeded,
-            sequence: 7,
-            timestamp: Utc::now(),
-            incarnation_id: "i".into(),
+            job_id: Some(job.into()),
             job_state: None,
-            job_id: JobRef::Id(job.into()),
-            stdout: Some("out\n".into()),
-            stderr: Some(String::new()),
-            output_truncated: false,
+            output: Some(("out\n".into(), String::new(), false)),
         }
     }
 
@@ -132,8 +119,8 @@ mod tests {
             let m = p
                 .poll_resend(now + Duration::from_secs(later))
                 .expect("kept");
-            assert_eq!(m.job_id, JobRef::Id("j1".into()));
-            assert_eq!(m.stdout.as_deref(), Some("out\n"));
+            assert_eq!(m.job_id.as_deref(), Some("j1"));
+            assert_eq!(m.output.map(|o| o.0).as_deref(), Some("out\n"));
         }
         assert!(p.handle_ack(Some("j1")));
         assert_eq!(p.poll_resend(now), None);
@@ -178,7 +165,7 @@ mod tests {
         assert!(!p.handle_ack(Some("j1")));
         assert_eq!(p.job_id(), Some("j2"));
         let mut none = result("j3");
-        none.job_id = JobRef::None;
+        none.job_id = None;
         p.hold(none, now);
         assert_eq!(p.job_id(), None);
     }
