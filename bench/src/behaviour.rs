@@ -1,6 +1,6 @@
-//! How the simulated nodes behave, and the dice they roll: failure rates, the run
-//! delay, the reconnect splay and retry backoff. Pure: every random choice takes the
-//! caller's RNG, so tests seed it.
+//! How the simulated nodes behave, and the dice they roll: failure rates, the run delay
+//! and the reconnect splay. Everything else is the real agent's (its machine's timings).
+//! Pure: every random choice takes the caller's RNG, so tests seed it.
 
 use std::time::Duration;
 
@@ -15,18 +15,15 @@ pub struct Behaviour {
     pub run_fail_rate: f64,
     /// Time between `ack_run` and the completion message (zero: sent at once).
     pub run_delay: Duration,
-    /// Upper bound of the random wait before reconfiguring after a server restart or
-    /// loss; `None` uses the heartbeat interval from the config, as the real agent does
+    /// Upper bound of the random wait before reconfiguring after a server restart;
+    /// `None` uses the heartbeat interval from the config, as the real agent does
     /// (zmq.md §3.3).
     pub splay: Option<Duration>,
-    /// How long a new command channel may stay silent before the node assumes CURVE
-    /// failed and reconfigures (client/src/agent.rs `COMMAND_SILENCE`, zmq.md §3.5).
-    pub command_silence: Duration,
-    /// Largest wait between failed config fetches (the backoff doubles up to it).
-    pub fetch_retry_max: Duration,
-    /// Delay before a reconfigure after a refused send (zmq.md §3.6: 60 s, jittered).
-    pub send_failure_reconfigure: Duration,
 }
+
+/// The agent's default message size limit (`max_body_size`); simulated nodes capture no
+/// output, so it only bounds what the agent would send.
+pub const MAX_BODY: usize = 63_000;
 
 impl Default for Behaviour {
     /// The real agent's timings, every job succeeding at once.
@@ -36,9 +33,6 @@ impl Default for Behaviour {
             run_fail_rate: 0.0,
             run_delay: Duration::ZERO,
             splay: None,
-            command_silence: Duration::from_secs(3),
-            fetch_retry_max: Duration::from_secs(30),
-            send_failure_reconfigure: Duration::from_secs(60),
         }
     }
 }
@@ -63,23 +57,6 @@ pub fn parse_rate(text: &str) -> Result<f64, BadRate> {
 /// consume no randomness.
 pub fn roll(rate: f64, rng: &mut dyn RngCore) -> bool {
     rate > 0.0 && rng.random::<f64>() < rate
-}
-
-/// A uniform wait in `[0, bound)`.
-pub fn splay(bound: Duration, rng: &mut dyn RngCore) -> Duration {
-    bound.mul_f64(rng.random_range(0.0..1.0))
-}
-
-/// `d × (1 − U[0, 0.1))`, how the real agent spreads its reconfigures.
-pub fn jitter(d: Duration, rng: &mut dyn RngCore) -> Duration {
-    d.mul_f64(1.0 - rng.random_range(0.0..0.1))
-}
-
-/// The wait before fetch attempt number `failures + 1`: 1 s doubling per failure up to
-/// `max`, jittered so a fleet that failed together does not retry together.
-pub fn backoff(failures: u32, max: Duration, rng: &mut dyn RngCore) -> Duration {
-    let base = Duration::from_secs(1).saturating_mul(1 << failures.saturating_sub(1).min(16));
-    jitter(base.min(max), rng)
 }
 
 #[cfg(test)]
@@ -111,30 +88,5 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(7);
         let hits = (0..10_000).filter(|_| roll(0.3, &mut rng)).count();
         assert!((2700..3300).contains(&hits), "{hits}");
-    }
-
-    #[test]
-    fn splay_stays_below_its_bound() {
-        let mut rng = StdRng::seed_from_u64(3);
-        let bound = Duration::from_millis(500);
-        for _ in 0..1000 {
-            assert!(splay(bound, &mut rng) < bound);
-        }
-        assert_eq!(splay(Duration::ZERO, &mut rng), Duration::ZERO);
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let mut rng = StdRng::seed_from_u64(5);
-        let max = Duration::from_secs(30);
-        let within = |d: Duration, nominal: u64| {
-            let n = Duration::from_secs(nominal);
-            d <= n && d > n.mul_f64(0.9)
-        };
-        assert!(within(backoff(1, max, &mut rng), 1));
-        assert!(within(backoff(2, max, &mut rng), 2));
-        assert!(within(backoff(4, max, &mut rng), 8));
-        assert!(within(backoff(6, max, &mut rng), 30));
-        assert!(within(backoff(u32::MAX, max, &mut rng), 30));
     }
 }

@@ -2,18 +2,15 @@
 //! (client/src/channel.rs `check`, zmq.md §2.4): two frames, a header naming a signing
 //! method, a signature over the exact body bytes (HMAC with the session key, or the
 //! server's RSA key for heartbeats), a JSON body, a timestamp inside the skew window.
-//! Then the body becomes a typed [`ServerMsg`]. Anything else is a [`Rejection`] that the
-//! driver counts and drops.
+//! The body is decoded by `pushy_protocol` ([`ServerBody`]), as the agent decodes it.
+//! Anything else is a [`Rejection`] that the driver counts and drops.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use openssl::pkey::{PKey, Public};
 use pushy_protocol::frame::{self, Header, SigningMethod, VerifyKey};
-use pushy_protocol::message::parse_http_date;
-use serde_json::Value;
-
-use crate::node::ServerMsg;
+use pushy_protocol::message::{BodyError, Received, ServerBody};
 
 /// Largest body accepted from the server (the agent's limit).
 const MAX_BODY: usize = 1 << 20;
@@ -95,7 +92,7 @@ pub fn check(
     rsa: RsaCheck,
     cache: &mut RsaCache,
     now: DateTime<Utc>,
-) -> Result<ServerMsg, Rejection> {
+) -> Result<Received, Rejection> {
     let [header, body] = frames else {
         return Err(Rejection::Frames);
     };
@@ -113,37 +110,15 @@ pub fn check(
     if !ok {
         return Err(Rejection::Signature);
     }
-    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
-        return Err(Rejection::Body);
-    };
-    let ts = body
-        .get("timestamp")
-        .and_then(Value::as_str)
-        .and_then(parse_http_date)
-        .ok_or(Rejection::Skew)?;
+    let body = ServerBody::parse(body).map_err(|e| match e {
+        BodyError::Field("timestamp") => Rejection::Skew,
+        _ => Rejection::Body,
+    })?;
     let skew = chrono::TimeDelta::from_std(keys.max_skew).unwrap_or(chrono::TimeDelta::MAX);
-    if (now - ts).abs() >= skew {
+    if (now - body.timestamp).abs() >= skew {
         return Err(Rejection::Skew);
     }
-    let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
-    let kind = body
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or(Rejection::Body)?;
-    Ok(match kind {
-        "heartbeat" => ServerMsg::Heartbeat {
-            incarnation: text("incarnation_id"),
-        },
-        "commit" => ServerMsg::Commit {
-            job_id: text("job_id"),
-        },
-        "run" => ServerMsg::Run {
-            job_id: text("job_id"),
-        },
-        "abort" => ServerMsg::Abort,
-        "ack" => ServerMsg::Ack,
-        _ => ServerMsg::Other,
-    })
+    Ok(body.received)
 }
 
 #[cfg(test)]
@@ -171,7 +146,7 @@ mod tests {
         frames: &[Vec<u8>],
         server: &PKey<Public>,
         rsa: RsaCheck,
-    ) -> Result<ServerMsg, Rejection> {
+    ) -> Result<Received, Rejection> {
         let keys = Keys {
             session: Some(&SESSION),
             server,
@@ -191,18 +166,14 @@ mod tests {
         };
         assert_eq!(
             check_with(&hmac(&commit, Utc::now()), &public, RsaCheck::Every),
-            Ok(ServerMsg::Commit {
-                job_id: Some("j1".into())
-            })
+            Ok(Received::Message(commit))
         );
         let run = ServerMessage::Run {
             job_id: "j1".into(),
         };
         assert_eq!(
             check_with(&hmac(&run, Utc::now()), &public, RsaCheck::Every),
-            Ok(ServerMsg::Run {
-                job_id: Some("j1".into())
-            })
+            Ok(Received::Message(run))
         );
         assert_eq!(
             check_with(
@@ -210,7 +181,7 @@ mod tests {
                 &public,
                 RsaCheck::Every
             ),
-            Ok(ServerMsg::Abort)
+            Ok(Received::Message(ServerMessage::Abort))
         );
     }
 
@@ -274,9 +245,7 @@ mod tests {
         let body = beat.to_body(0, Utc::now());
         let header = frame::sign(&body, SignKey::Rsa(&private)).unwrap();
         let frames = vec![header.into_bytes(), body];
-        let want = Ok(ServerMsg::Heartbeat {
-            incarnation: Some("inc-9".into()),
-        });
+        let want = Ok(Received::Message(beat.clone()));
         assert_eq!(check_with(&frames, &public, RsaCheck::Every), want);
         assert_eq!(
             check_with(&frames, &other, RsaCheck::Every),

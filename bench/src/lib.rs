@@ -8,7 +8,7 @@
 //!                     │  own every socket,   ◀──FetchResult──  signed GET …/pushy/config
 //!                     │  zmq::poll loop
 //!                     ├─ inbound.rs: verify + decode server frames
-//!                     ├─ node.rs: one pure machine per node → Effects
+//!                     ├─ node.rs: the agent's machine per node → Effects
 //!                     └─ stats.rs counters ──▶ run.rs reporter (progress, status file)
 //! ```
 //! Pure pieces (no sockets, no clock): `node`, `behaviour`, `plan`, `inbound`.

@@ -59,7 +59,7 @@ pub struct RunArgs {
     /// Share of runs ending `failed` (0 to 1).
     #[arg(long, default_value_t = 0.0, value_parser = behaviour::parse_rate)]
     pub run_fail_rate: f64,
-    /// Upper bound of the random wait before reconnecting after a server restart or loss
+    /// Upper bound of the random wait before reconnecting after a server restart
     /// (default: the heartbeat interval from the config, as the real client).
     #[arg(long)]
     pub splay_ms: Option<u64>,
@@ -162,7 +162,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         run_fail_rate: args.run_fail_rate,
         run_delay: Duration::from_millis(args.run_delay_ms),
         splay: args.splay_ms.map(Duration::from_millis),
-        ..Behaviour::default()
     };
     let started = Instant::now();
     let mut threads = Vec::new();

@@ -5,7 +5,7 @@
 //! every DEALER and SUB (waiting until the next timer, but at least one tick so a spread
 //! of heartbeat timers does not turn into a busy loop), then read every readable
 //! socket until it is empty. Received messages are checked (`inbound.rs`) before the
-//! node machine (`node.rs`) sees them; the machine's effects are carried out here.
+//! node (`node.rs`: the agent's machine) sees them; its effects are carried out here.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use chrono::Utc;
 use openssl::pkey::{PKey, Public};
 use pushy_client::fetch::ServerConfig;
 use pushy_protocol::frame::{self, SignKey};
-use pushy_protocol::message::ClientMessageType;
+use pushy_protocol::message::{ClientMessageType, Received, ServerMessage};
 use rand::SeedableRng as _;
 use rand::rngs::SmallRng;
 use tokio::sync::mpsc;
@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use crate::behaviour::Behaviour;
 use crate::fetcher::{FetchRequest, FetchResult};
 use crate::inbound::{self, Keys, RsaCache, RsaCheck};
-use crate::node::{Effect, Env, Reply, ServerMsg, SessionParams, SimNode};
+use crate::node::{self, Effect, Env, Input, SimNode};
 use crate::plan::{self, SubMode};
 use crate::stats::{Stats, bump};
 use crate::zmq_ctx::{self, Kind, Socket};
@@ -106,6 +106,7 @@ pub enum Error {
 /// See [`Error`].
 pub fn spawn(setup: ShardSetup) -> Result<std::thread::JoinHandle<()>, Error> {
     let mut slots = Vec::with_capacity((setup.nodes.end - setup.nodes.start) as usize);
+    let mut rng = SmallRng::from_os_rng();
     for index in setup.nodes.clone() {
         let curve = zmq::CurveKeyPair::new().map_err(Error::Curve)?;
         let ccpk = zmq::z85_encode(&curve.public_key).expect("32 bytes encode in Z85");
@@ -113,7 +114,13 @@ pub fn spawn(setup: ShardSetup) -> Result<std::thread::JoinHandle<()>, Error> {
         let incarnation = uuid::Uuid::new_v4().to_string();
         slots.push(Slot {
             index,
-            node: SimNode::new(name, setup.org.clone(), incarnation),
+            node: SimNode::new(
+                name,
+                setup.org.clone(),
+                incarnation,
+                &setup.behaviour,
+                SmallRng::from_rng(&mut rng),
+            ),
             curve,
             ccpk,
             config: None,
@@ -121,7 +128,7 @@ pub fn spawn(setup: ShardSetup) -> Result<std::thread::JoinHandle<()>, Error> {
         });
     }
     let mut shard = Shard {
-        rng: SmallRng::from_os_rng(),
+        rng,
         cache: RsaCache::default(),
         shared_sub: None,
         slots,
@@ -221,21 +228,16 @@ impl Shard {
             match answer.result {
                 Ok(config) => {
                     self.setup.stats.fetched(answer.micros);
-                    let params = SessionParams {
-                        interval: config.interval,
-                        offline_threshold: config.offline_threshold,
-                        online_threshold: config.online_threshold,
-                        lifetime: config.lifetime,
-                        server_incarnation: config.incarnation_id.clone(),
-                    };
+                    let params = node::session_params(&config);
                     slot.config = Some(config);
-                    let effects = slot.node.handle_config(now, params, &mut env);
+                    let effects = slot.node.handle(now, Input::Configured(params), &mut env);
                     self.apply(i, effects, now);
                 }
                 Err(e) => {
                     tracing::debug!(node = slot.node.name(), error = %e, "config fetch failed");
                     self.setup.stats.fetch_failed(e.to_string());
-                    slot.node.handle_fetch_failed(now, &mut env);
+                    let effects = slot.node.handle(now, Input::FetchFailed, &mut env);
+                    self.apply(i, effects, now);
                 }
             }
         }
@@ -245,7 +247,7 @@ impl Shard {
     fn fire_timers(&mut self, now: Instant) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         for i in 0..self.slots.len() {
-            let Some(mut at) = self.slots[i].node.next_deadline(&self.setup.behaviour) else {
+            let Some(mut at) = self.slots[i].node.next_deadline() else {
                 continue;
             };
             if at <= now {
@@ -255,7 +257,7 @@ impl Shard {
                 };
                 let effects = self.slots[i].node.handle_timeout(now, &mut env);
                 self.apply(i, effects, now);
-                match self.slots[i].node.next_deadline(&self.setup.behaviour) {
+                match self.slots[i].node.next_deadline() {
                     Some(later) => at = later,
                     None => continue,
                 }
@@ -365,7 +367,10 @@ impl Shard {
                 &mut self.cache,
                 Utc::now(),
             ) {
-                Ok(msg @ ServerMsg::Heartbeat { .. }) => {
+                Ok(
+                    msg @ (Received::Message(ServerMessage::Heartbeat { .. })
+                    | Received::HeartbeatWithoutIncarnation),
+                ) => {
                     for i in 0..self.slots.len() {
                         if self.slots[i].node.is_up() {
                             self.deliver(i, msg.clone(), false);
@@ -381,8 +386,12 @@ impl Shard {
         }
     }
 
-    fn deliver(&mut self, i: usize, msg: ServerMsg, via_command: bool) {
-        if matches!(msg, ServerMsg::Heartbeat { .. }) {
+    fn deliver(&mut self, i: usize, received: Received, via_command: bool) {
+        if matches!(
+            received,
+            Received::Message(ServerMessage::Heartbeat { .. })
+                | Received::HeartbeatWithoutIncarnation
+        ) {
             bump(&self.setup.stats.server_heartbeats);
         }
         let now = Instant::now();
@@ -390,9 +399,11 @@ impl Shard {
             behaviour: &self.setup.behaviour,
             rng: &mut self.rng,
         };
-        let effects = self.slots[i]
-            .node
-            .handle_message(now, msg, via_command, &mut env);
+        let input = Input::Server {
+            received,
+            via_command,
+        };
+        let effects = self.slots[i].node.handle(now, input, &mut env);
         self.apply(i, effects, now);
     }
 
@@ -418,7 +429,9 @@ impl Shard {
                     );
                 }
                 Effect::Proven { after } => stats.proven(after),
-                Effect::Send(reply) => self.send(i, &reply, now),
+                Effect::Send(out) => self.send(i, &out, now),
+                // Answered by the simulated node itself (node.rs).
+                Effect::Vet { .. } | Effect::Start { .. } | Effect::Abandon { .. } => {}
             }
         }
     }
@@ -466,7 +479,8 @@ impl Shard {
                     behaviour: &self.setup.behaviour,
                     rng: &mut self.rng,
                 };
-                self.slots[i].node.handle_fetch_failed(now, &mut env);
+                let effects = self.slots[i].node.handle(now, Input::FetchFailed, &mut env);
+                self.apply(i, effects, now);
             }
         }
     }
@@ -501,12 +515,12 @@ impl Shard {
         }
     }
 
-    fn send(&mut self, i: usize, reply: &Reply, now: Instant) {
+    fn send(&mut self, i: usize, out: &node::Outgoing, now: Instant) {
         let slot = &mut self.slots[i];
         let (Some(conn), Some(config)) = (&slot.conn, &slot.config) else {
             return;
         };
-        let body = slot.node.message(reply, Utc::now()).to_body();
+        let body = slot.node.message(out, Utc::now()).to_body();
         let header = match frame::sign(&body, SignKey::Hmac(&config.session_key)) {
             Ok(h) => h,
             Err(e) => {
@@ -525,10 +539,12 @@ impl Shard {
                 behaviour: &self.setup.behaviour,
                 rng: &mut self.rng,
             };
-            slot.node.handle_send_failed(now, &mut env);
+            // Only a reconfigure deadline moves; nothing to carry out.
+            let effects = slot.node.handle(now, Input::SendFailed, &mut env);
+            debug_assert!(effects.is_empty());
             return;
         }
-        bump(match reply.kind {
+        bump(match out.kind {
             ClientMessageType::Heartbeat => &stats.heartbeats_sent,
             ClientMessageType::AckCommit => &stats.commits_acked,
             ClientMessageType::NackCommit => &stats.commits_nacked,

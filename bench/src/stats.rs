@@ -57,7 +57,7 @@ pub struct Stats {
     /// `aborted` answers.
     pub aborts_answered: AtomicU64,
     /// Reconfigures, by [`Reason`] (indexed like `Reason::ALL`).
-    pub reconnects: [AtomicU64; 5],
+    pub reconnects: [AtomicU64; Reason::ALL.len()],
     /// Server messages dropped: garbage, bad signature, stale timestamp.
     pub rejected: AtomicU64,
     /// Sends libzmq refused.
