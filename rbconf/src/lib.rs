@@ -14,8 +14,9 @@
 //! tool can refuse it (naming file, line and construct) or skip it with a warning, as the
 //! original tool would have.
 //!
-//! Layout: `lex.rs` (tokens), `parse.rs` (statements and expressions), `tree.rs` (the tree
-//! and literal values), `eval.rs` (the [`Scope`] evaluator).
+//! Layout: `lex.rs` (tokens; `lex/literals.rs` strings, regexps, numbers), `parse.rs`
+//! (statements and expressions), `tree.rs` (the tree and literal values), `eval.rs` (the
+//! [`Scope`] evaluator).
 
 #![warn(missing_docs)]
 
