@@ -2,7 +2,7 @@
 //! the original's Chef-style Ruby file (`/etc/chef/push-jobs-client.rb`, …) or from a TOML file
 //! with the same keys, then adjusted with the command line ([`Overrides`]).
 //!
-//! The Ruby file is *not* evaluated: `pushy_rbconf` parses it and [`ruby`] reads the simple
+//! The Ruby file is *not* evaluated: `pushy_rbconf` parses it and `ruby.rs` reads the simple
 //! form Mixlib::Config files use in practice — `setting value` / `setting(value)` /
 //! `setting = value` lines whose values are literals (strings, numbers, `true`/`false`/`nil`,
 //! symbols, constants such as `STDOUT`, `/regexps/flags`, arrays, hashes), comments, and the
