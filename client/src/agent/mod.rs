@@ -253,13 +253,27 @@ impl Agent {
         Ok(match effect {
             Effect::Fetch => {
                 let input = self.fetch().await?;
-                self.node.handle(now(), input)
+                let failed = input == Input::FetchFailed;
+                let effects = self.node.handle(now(), input);
+                if failed && let Some(at) = self.node.next_deadline() {
+                    tracing::info!(retry_in = ?at.saturating_duration_since(now()), "fetching the config again later");
+                }
+                effects
             }
             Effect::Connect => {
                 self.connect()?;
                 Vec::new()
             }
             Effect::Disconnect { reason, .. } => {
+                match reason {
+                    Reason::ServerOffline => {
+                        tracing::warn!("no server heartbeats; considering the server offline")
+                    }
+                    Reason::SilentChannel => tracing::warn!(
+                        "no messages on the command port; possible encryption problem"
+                    ),
+                    _ => {}
+                }
                 tracing::info!(reason = reason.as_str(), "reconfiguring");
                 self.conn = None;
                 Vec::new()
