@@ -24,7 +24,6 @@ fn params(incarnation: &str) -> SessionParams {
     SessionParams {
         interval: Duration::from_secs(10),
         offline_threshold: 3,
-        online_threshold: 2,
         lifetime: Duration::from_secs(3600),
         server_incarnation: incarnation.into(),
         curve: true,

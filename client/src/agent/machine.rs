@@ -12,9 +12,10 @@
 //!
 //! The rules, as the agent has always had them:
 //! - after a config, the kept result (if any) goes out first ([`crate::pending`]), then a
-//!   heartbeat at once and every `interval` while the server is considered online;
+//!   heartbeat at once and every `interval`;
 //! - more than `offline_threshold` heartbeat ticks without a server heartbeat: the server
-//!   is offline, reconfigure now;
+//!   is offline, reconfigure now. (So the original's `online_threshold` has no role: a
+//!   session never outlives losing the server, and each new one starts online.)
 //! - a server heartbeat with another incarnation: reconfigure after a random splay of up to
 //!   one interval, so a fleet does not stampede the restarted server;
 //! - a CURVE channel on which nothing arrived [`Timings::command_silence`] after connecting:
@@ -88,8 +89,6 @@ pub struct SessionParams {
     pub interval: Duration,
     /// Silent heartbeat ticks before the server is considered offline.
     pub offline_threshold: u32,
-    /// Server heartbeats needed to consider it online again.
-    pub online_threshold: u32,
     /// How long the config is good for.
     pub lifetime: Duration,
     /// The incarnation of the server that answered.
@@ -291,9 +290,7 @@ struct Session {
     params: SessionParams,
     connected_at: Instant,
     proven: bool,
-    online: bool,
     offline_counter: u32,
-    online_counter: u32,
     next_beat: Instant,
     /// The earliest reconfigure planned, and why; triggers only ever move it earlier.
     reconfigure_at: Instant,
@@ -447,17 +444,10 @@ impl Node {
         }
         // zmq.md §3.2: the offline check comes before the count, then the heartbeat.
         session.next_beat = now + session.params.interval;
-        if session.online {
-            if session.offline_counter > session.params.offline_threshold {
-                session.online = false;
-                session.online_counter = 0;
-                return self.reconfigure(Reason::ServerOffline);
-            }
-            session.offline_counter += 1;
+        if session.offline_counter > session.params.offline_threshold {
+            return self.reconfigure(Reason::ServerOffline);
         }
-        if !session.online {
-            return Vec::new();
-        }
+        session.offline_counter += 1;
         let (state, job_id) = self.job.report();
         vec![Effect::Send(Outgoing {
             kind: ClientMessageType::Heartbeat,
@@ -486,9 +476,7 @@ impl Node {
             params,
             connected_at: now,
             proven: false,
-            online: true,
             offline_counter: 0,
-            online_counter: 0,
             next_beat: now,
             reconfigure_at,
             reconfigure_reason: Reason::Lifetime,
@@ -571,12 +559,6 @@ impl Node {
             return;
         };
         session.offline_counter = 0;
-        if !session.online {
-            session.online_counter += 1;
-            if session.online_counter > session.params.online_threshold {
-                session.online = true;
-            }
-        }
         if incarnation.is_some_and(|i| i != session.params.server_incarnation) {
             let bound = self.timings.splay.unwrap_or(session.params.interval);
             let at = now + bound.mul_f64(self.rng.random_range(0.0..1.0));

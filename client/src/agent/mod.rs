@@ -42,7 +42,6 @@ pub fn session_params(server: &ServerConfig, client_max_body: usize) -> SessionP
     SessionParams {
         interval: server.interval,
         offline_threshold: server.offline_threshold,
-        online_threshold: server.online_threshold,
         lifetime: server.lifetime,
         server_incarnation: server.incarnation_id.clone(),
         curve: server.curve_server_key.is_some(),

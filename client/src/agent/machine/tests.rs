@@ -21,7 +21,6 @@ fn params(incarnation: &str) -> SessionParams {
     SessionParams {
         interval: INTERVAL,
         offline_threshold: 3,
-        online_threshold: 2,
         lifetime: Duration::from_secs(3600),
         server_incarnation: incarnation.into(),
         curve: true,
@@ -403,6 +402,26 @@ fn silent_server_stops_heartbeats_and_reconfigures_at_once() {
             },
             Effect::Fetch
         ]
+    );
+}
+
+#[test]
+fn one_server_heartbeat_resets_the_silence_count() {
+    let mut r = Rig::connected(Timings::default());
+    let start = r.now;
+    // Four silent ticks (0..30 s), then one server heartbeat just before the fifth.
+    r.run_until(start + 35 * SECOND);
+    r.server_heartbeat("srv-1");
+    let effects = r.run_until(start + 75 * SECOND);
+    assert_eq!(kinds(&effects), vec![T::Heartbeat; 4]);
+    assert!(r.node.is_up());
+    let effects = r.run_until(start + 80 * SECOND);
+    assert_eq!(
+        effects[0],
+        Effect::Disconnect {
+            reason: Reason::ServerOffline,
+            proven: true
+        }
     );
 }
 
