@@ -33,9 +33,11 @@ use tower::Layer as _;
 use crate::channel::{ClientKeys, CurveIdentity, SessionKeys};
 use crate::chef::{ChefServer, LocalChefServer, RemoteChefServer, RemoteConfig};
 use crate::config::{ChefMode, Config, DatabaseEngine};
+pub use crate::http::BoundPorts;
 use crate::http::{AppState, ServerKey};
-use crate::jobs::JobsHandle;
-use crate::nodes::NodesHandle;
+use crate::jobs::{JobsHandle, LiveJobs};
+use crate::metrics::Reading;
+use crate::nodes::NodeSnapshot;
 use crate::store::{PostgresStore, SqliteStore, Store};
 
 /// Why the server could not start or stopped with an error.
@@ -341,8 +343,9 @@ pub async fn build_state_with(
     };
     let drops = channel.drops.clone();
     let tracker = tokio_util::task::TaskTracker::new();
-    let nodes = NodesHandle::new();
-    let registry = nodes::registry::spawn(
+    let nodes = NodeSnapshot::new();
+    let live = LiveJobs::new();
+    let registry = nodes::spawn(
         nodes::registry::RegistryParams {
             node: nodes::machine::Params {
                 rehab_timer: std::time::Duration::from_millis(p.rehab_timer),
@@ -355,6 +358,10 @@ pub async fn build_state_with(
             scan_interval: config.heartbeat_interval() * p.detect_offline_nodes_interval as u32,
         },
         nodes.clone(),
+        {
+            let live = live.clone();
+            Arc::new(move |job, news| live.deliver(job, news))
+        },
         channel,
         inbound_rx,
         shutdown.clone(),
@@ -366,20 +373,24 @@ pub async fn build_state_with(
         wait_complete_time: std::time::Duration::from_secs(p.wait_complete_time),
     });
     let jobs = JobsHandle::new(
-        store.clone(),
-        registry,
-        events.clone(),
+        jobs::JobsParts {
+            live: live.clone(),
+            store: store.clone(),
+            registry,
+            events: events.clone(),
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+            metrics: metrics.clone(),
+        },
         jobs::JobsConfig {
             default_run_timeout: u32::try_from(p.default_running_timeout).unwrap_or(u32::MAX),
             voting_timeout: std::time::Duration::from_secs(p.voting_timeout),
             wait_complete_time: std::time::Duration::from_secs(p.wait_complete_time),
             server_name: p.server_name.clone(),
         },
-        shutdown.clone(),
-        tracker.clone(),
-        metrics.clone(),
     );
-    metrics.watch(drops, nodes.clone(), jobs.clone());
+
+    read_on_scrape(&metrics, &drops, &nodes, &live);
     let resumed = jobs.resume_unfinished().await?;
     if resumed > 0 {
         tracing::info!(
@@ -409,16 +420,6 @@ pub async fn build_state_with(
         metrics,
         body_budget,
     })
-}
-
-/// The ports the command channel actually bound (differs from the config when it asks
-/// for port 0).
-#[derive(Clone, Copy, Debug)]
-pub struct BoundPorts {
-    /// Heartbeat PUB.
-    pub heartbeat: u16,
-    /// Command ROUTER.
-    pub command: u16,
 }
 
 fn endpoint_port(endpoint: &str) -> Option<u16> {
@@ -476,6 +477,41 @@ pub async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
         tracing::warn!("some tasks did not stop within 10 s");
     }
     Ok(())
+}
+
+/// Registers what `/metrics` reads at each scrape: node counts, live jobs, and the command
+/// channel's drop counters.
+fn read_on_scrape(
+    metrics: &metrics::Metrics,
+    drops: &Arc<channel::thread::Drops>,
+    nodes: &NodeSnapshot,
+    live: &LiveJobs,
+) {
+    let n = nodes.clone();
+    metrics.read_on_scrape(Reading::Gauge {
+        name: "nodes_online",
+        help: "Nodes heartbeating on the command channel",
+        read: Box::new(move || n.counts().0 as i64),
+    });
+    let n = nodes.clone();
+    metrics.read_on_scrape(Reading::Gauge {
+        name: "nodes_available",
+        help: "Online nodes idle and able to take a job",
+        read: Box::new(move || n.counts().1 as i64),
+    });
+    let live = live.clone();
+    metrics.read_on_scrape(Reading::Gauge {
+        name: "jobs_active",
+        help: "Jobs voting or running in this process",
+        read: Box::new(move || live.count() as i64),
+    });
+    let d = drops.clone();
+    metrics.read_on_scrape(Reading::Counters {
+        name: "zmq_messages_dropped",
+        help: "Inbound command-channel messages and handshakes refused, by reason",
+        label: "reason",
+        read: Box::new(move || d.by_reason()),
+    });
 }
 
 #[cfg(test)]

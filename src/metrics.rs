@@ -2,29 +2,19 @@
 //!
 //! The original only had folsom metrics, readable from an Erlang shell or pushed to graphite
 //! (ops.md §6.6). Here the counters live where the events happen — the ZeroMQ thread counts
-//! messages, job tasks count finished jobs, an HTTP layer counts requests — and the gauges
+//! messages, job tasks count finished jobs, an HTTP layer counts requests — and the values
 //! that are cheaper to read than to maintain (nodes, live jobs, drops) are read at scrape
-//! time by [`Snapshot`] collectors.
+//! time from closures the composition root registers ([`Metrics::read_on_scrape`]), so
+//! this module knows none of the parts it reports on.
 
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{Method, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-
-use crate::channel::thread::Drops;
-use crate::http::AppState;
-use crate::jobs::JobsHandle;
-use crate::nodes::NodesHandle;
 
 /// Label of the ZeroMQ message counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -94,7 +84,7 @@ pub struct Metrics {
     pub http_body_bytes: Gauge,
     /// Requests refused (503) because bodies in flight held all of `http_body_memory`.
     pub http_body_memory_refusals: Counter,
-    snapshot: Arc<Snapshot>,
+    readings: Arc<Readings>,
     registry: Registry,
 }
 
@@ -186,8 +176,8 @@ impl Metrics {
             "HTTP requests refused because request bodies held all of http_body_memory",
             http_body_memory_refusals.clone(),
         );
-        let snapshot = Arc::new(Snapshot::default());
-        registry.register_collector(Box::new(snapshot.clone()));
+        let readings = Arc::new(Readings::default());
+        registry.register_collector(Box::new(readings.clone()));
         Metrics {
             messages_received,
             messages_sent,
@@ -201,7 +191,7 @@ impl Metrics {
             http_read_timeouts,
             http_body_bytes,
             http_body_memory_refusals,
-            snapshot,
+            readings,
             registry,
         }
     }
@@ -227,9 +217,13 @@ impl Metrics {
             .inc();
     }
 
-    /// Gives the scrape-time collectors what they read. Called once the parts exist.
-    pub fn watch(&self, drops: Arc<Drops>, nodes: NodesHandle, jobs: JobsHandle) {
-        let _ = self.snapshot.sources.set(Sources { drops, nodes, jobs });
+    /// Adds a value read at each scrape, after the fixed metrics.
+    pub fn read_on_scrape(&self, reading: Reading) {
+        self.readings
+            .list
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(reading);
     }
 
     /// The OpenMetrics text of every metric.
@@ -245,158 +239,74 @@ fn new_latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
-/// What the scrape-time collector reads.
-struct Sources {
-    drops: Arc<Drops>,
-    nodes: NodesHandle,
-    jobs: JobsHandle,
+/// A value computed when scraped.
+pub enum Reading {
+    /// One gauge.
+    Gauge {
+        /// Its name, without the `pushy_` prefix.
+        name: &'static str,
+        /// Its help text.
+        help: &'static str,
+        /// Reads it.
+        read: Box<dyn Fn() -> i64 + Send + Sync>,
+    },
+    /// A family of counters with one label.
+    Counters {
+        /// Its name, without the `pushy_` prefix.
+        name: &'static str,
+        /// Its help text.
+        help: &'static str,
+        /// The label's name.
+        label: &'static str,
+        /// Reads each label value and its count.
+        read: Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>,
+    },
 }
 
-/// Reads gauges and the channel's drop counters at scrape time.
+/// The values read at scrape time.
 #[derive(Default)]
-struct Snapshot {
-    sources: OnceLock<Sources>,
+struct Readings {
+    list: Mutex<Vec<Reading>>,
 }
 
-impl std::fmt::Debug for Snapshot {
+impl std::fmt::Debug for Readings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Snapshot")
-            .field("watching", &self.sources.get().is_some())
+        let list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        f.debug_struct("Readings")
+            .field("count", &list.len())
             .finish()
     }
 }
 
-impl prometheus_client::collector::Collector for Snapshot {
+impl prometheus_client::collector::Collector for Readings {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(s) = self.sources.get() else {
-            return Ok(());
-        };
-        let (online, available) = s.nodes.counts();
-        let gauge = ConstGauge::new(online as i64);
-        gauge.encode(encoder.encode_descriptor(
-            "nodes_online",
-            "Nodes heartbeating on the command channel",
-            None,
-            gauge.metric_type(),
-        )?)?;
-        let gauge = ConstGauge::new(available as i64);
-        gauge.encode(encoder.encode_descriptor(
-            "nodes_available",
-            "Online nodes idle and able to take a job",
-            None,
-            gauge.metric_type(),
-        )?)?;
-        let gauge = ConstGauge::new(s.jobs.live_count() as i64);
-        gauge.encode(encoder.encode_descriptor(
-            "jobs_active",
-            "Jobs voting or running in this process",
-            None,
-            gauge.metric_type(),
-        )?)?;
-
-        let d = &s.drops;
-        let reasons = [
-            ("runt", &d.runt),
-            ("too_big", &d.too_big),
-            ("malformed", &d.malformed),
-            ("unknown_node", &d.unknown_node),
-            ("bad_signature", &d.bad_signature),
-            ("skew", &d.skew),
-            ("replay", &d.replay),
-            ("zap_refused", &d.zap_refused),
-        ];
-        let counter = ConstCounter::new(0u64);
-        let mut family = encoder.encode_descriptor(
-            "zmq_messages_dropped",
-            "Inbound command-channel messages and handshakes refused, by reason",
-            None,
-            counter.metric_type(),
-        )?;
-        for (reason, value) in reasons {
-            let labels = [("reason", reason)];
-            ConstCounter::new(value.load(Ordering::Relaxed))
-                .encode(family.encode_family(&labels)?)?;
+        let list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        for reading in list.iter() {
+            match reading {
+                Reading::Gauge { name, help, read } => {
+                    let gauge = ConstGauge::new(read());
+                    gauge.encode(encoder.encode_descriptor(
+                        name,
+                        help,
+                        None,
+                        gauge.metric_type(),
+                    )?)?;
+                }
+                Reading::Counters {
+                    name,
+                    help,
+                    label,
+                    read,
+                } => {
+                    let metric_type = ConstCounter::new(0u64).metric_type();
+                    let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
+                    for (value, count) in read() {
+                        let labels = [(*label, value)];
+                        ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+                    }
+                }
+            }
         }
         Ok(())
-    }
-}
-
-/// `GET /metrics`. Unauthenticated, like `/pushy/_status`: it carries counts only, and
-/// Chef Server's nginx does not route it from outside (only the API port answers it).
-pub async fn serve(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
-}
-
-/// The `method` label: the method itself when it is one of HTTP's standard ones, else
-/// `other`. Any token is a valid method, and a label per token would let each client
-/// request add a series to every scrape for the process's lifetime.
-pub fn method_label(method: &Method) -> &'static str {
-    const KNOWN: [(Method, &str); 9] = [
-        (Method::GET, "GET"),
-        (Method::HEAD, "HEAD"),
-        (Method::POST, "POST"),
-        (Method::PUT, "PUT"),
-        (Method::DELETE, "DELETE"),
-        (Method::OPTIONS, "OPTIONS"),
-        (Method::PATCH, "PATCH"),
-        (Method::TRACE, "TRACE"),
-        (Method::CONNECT, "CONNECT"),
-    ];
-    KNOWN
-        .iter()
-        .find(|(m, _)| m == method)
-        .map_or("other", |(_, label)| label)
-}
-
-/// Middleware counting and timing every request by its route pattern. The router only
-/// sets [`MatchedPath`] to a registered pattern, so a path no route takes is `unmatched`
-/// whatever it is.
-pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let method = method_label(req.method());
-    let start = Instant::now();
-    let response = next.run(req).await;
-    metrics
-        .http_duration
-        .get_or_create(&RouteLabels {
-            route: route.clone(),
-        })
-        .observe(start.elapsed().as_secs_f64());
-    metrics
-        .http_requests
-        .get_or_create(&RequestLabels {
-            route,
-            method,
-            status: response.status().as_u16(),
-        })
-        .inc();
-    response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_standard_methods_get_their_own_label() {
-        for m in ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"] {
-            assert_eq!(method_label(&Method::from_bytes(m.as_bytes()).unwrap()), m);
-        }
-        for m in ["get", "FOO", "PROPFIND", "X-1234"] {
-            assert_eq!(
-                method_label(&Method::from_bytes(m.as_bytes()).unwrap()),
-                "other"
-            );
-        }
     }
 }

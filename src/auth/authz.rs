@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use crate::chef::{ChefServer, PrincipalKind};
 
-use super::{Error, Requestor};
+use super::authn::{Error, Requestor};
 
 /// The group whose members may read jobs and node states; absent means everyone may.
 pub const READERS: &str = "pushy_job_readers";

@@ -9,8 +9,8 @@ use pushy_protocol::job::OrgGuid;
 use pushy_protocol::message::{ClientMessage, ClientMessageType, JobRef, ServerMessage};
 use tokio::sync::mpsc;
 
+use super::keys::{ClientKeys, CurveIdentity, SessionKeys};
 use super::thread::{ChannelConfig, ChannelHandle, Inbound, Outbound, spawn};
-use super::{ClientKeys, CurveIdentity, SessionKeys};
 
 struct Rig {
     handle: ChannelHandle,

@@ -31,7 +31,7 @@ use pushy_protocol::job::OrgGuid;
 use pushy_protocol::message::{ClientMessage, ServerMessage, timestamp_acceptable};
 use tokio::sync::mpsc;
 
-use super::{ClientKeys, CurveIdentity, SessionKeys};
+use super::keys::{ClientKeys, CurveIdentity, SessionKeys};
 
 /// A verified, decoded message from a node.
 #[derive(Clone, Debug)]
@@ -84,6 +84,23 @@ pub struct Drops {
 impl Drops {
     fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Each reason with its count so far.
+    pub fn by_reason(&self) -> Vec<(&'static str, u64)> {
+        [
+            ("runt", &self.runt),
+            ("too_big", &self.too_big),
+            ("malformed", &self.malformed),
+            ("unknown_node", &self.unknown_node),
+            ("bad_signature", &self.bad_signature),
+            ("skew", &self.skew),
+            ("replay", &self.replay),
+            ("zap_refused", &self.zap_refused),
+        ]
+        .into_iter()
+        .map(|(reason, n)| (reason, n.load(Ordering::Relaxed)))
+        .collect()
     }
 }
 
@@ -161,11 +178,6 @@ impl ChannelHandle {
         let bell = self.doorbell.lock().unwrap_or_else(|p| p.into_inner());
         // EAGAIN means a ring is already pending, which is all we need.
         let _ = bell.send(&b""[..], zmq::DONTWAIT);
-    }
-
-    /// Stops the thread and waits for it (sockets are closed with LINGER 0).
-    pub fn stop(mut self) {
-        self.shutdown();
     }
 
     fn shutdown(&mut self) {

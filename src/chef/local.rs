@@ -24,7 +24,9 @@ use pushy_protocol::job::OrgGuid;
 use pushy_protocol::keys::public_key_from_pem;
 use serde::{Deserialize, Serialize};
 
-use super::{ChefServer, Error, Group, MAX_NAME_LEN, Principal, PrincipalKind, PrincipalLookup};
+use super::port::{
+    ChefServer, Error, Group, MAX_NAME_LEN, Principal, PrincipalKind, PrincipalLookup,
+};
 
 /// `org.json`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -31,7 +31,7 @@ use pushy_protocol::keys::public_key_from_pem;
 use reqwest::{RequestBuilder, StatusCode, Url};
 use serde::Deserialize;
 
-use super::{ChefServer, Error, Group, Principal, PrincipalKind, PrincipalLookup};
+use super::port::{ChefServer, Error, Group, Principal, PrincipalKind, PrincipalLookup};
 
 /// How long a found org GUID is trusted. The original kept it ~3 years (http.md §1.2.1 A);
 /// 10 minutes still spares the Chef Server nearly every lookup yet notices a recreated org.
@@ -384,10 +384,10 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// `name` as one percent-encoded path segment (only RFC 3986 unreserved bytes stay), or
 /// `None` for `""`, `.` and `..`, which URL parsing would fold into a different path, and
-/// for names longer than any Chef name ([`MAX_NAME_LEN`](super::MAX_NAME_LEN)), which
+/// for names longer than any Chef name ([`MAX_NAME_LEN`](super::port::MAX_NAME_LEN)), which
 /// Chef Server or its proxy could only refuse.
 fn segment(name: &str) -> Option<String> {
-    if matches!(name, "" | "." | "..") || name.len() > super::MAX_NAME_LEN {
+    if matches!(name, "" | "." | "..") || name.len() > super::port::MAX_NAME_LEN {
         return None;
     }
     let mut out = String::with_capacity(name.len());

@@ -7,6 +7,7 @@
 //! and broadcast under the lock, and a subscriber reads its backlog and subscribes under
 //! the lock, so every subscriber sees each event exactly once: in the backlog or live.
 
+mod event;
 pub mod log;
 
 use std::collections::{HashMap, VecDeque};
@@ -22,8 +23,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use self::log::{JobLog, OrgLog, concat};
-use crate::jobs::JobEvent;
 
+pub use self::event::{JobEvent, RunStatus, StartInfo, VoteStatus};
 pub use self::log::{render, sse_timestamp};
 
 /// Capacity of each live channel (one per watched job, one per watched org). Sending
@@ -60,7 +61,8 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    /// Live jobs: running, or finished less than `wait_complete_time` ago.
+    /// Feeds kept in memory (§3.4): of jobs running, or finished less than
+    /// `wait_complete_time` ago. Not a record of live jobs (that is `jobs::LiveJobs`).
     jobs: HashMap<JobId, JobEntry>,
     /// Finished jobs in finishing order, with the instant their log goes. Every access
     /// drops the due ones first, so the map never holds a job past its window.
@@ -224,13 +226,6 @@ impl Events {
         self.lock().jobs.contains_key(job)
     }
 
-    /// The live jobs, sorted.
-    pub fn live_jobs(&self) -> Vec<JobId> {
-        let mut jobs: Vec<JobId> = self.lock().jobs.keys().cloned().collect();
-        jobs.sort();
-        jobs
-    }
-
     /// `job`'s feed (§3.4 cases 1–2), or `None` when the job is not live (the caller
     /// serves the `summary`). The backlog (events after `last_event_id`, all of them when
     /// absent or unknown) comes as one chunk, then each new event as its own chunk with
@@ -373,7 +368,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::jobs::{StartInfo, VoteStatus};
+    use super::{StartInfo, VoteStatus};
 
     const KEEP_ALIVE: Duration = Duration::from_secs(15);
     const WAIT: Duration = Duration::from_secs(5);
@@ -497,7 +492,6 @@ mod tests {
         assert!(ev.job_stream(&j, None).is_none());
         ev.begin_job(&org(), &j);
         assert!(ev.is_live(&j));
-        assert_eq!(ev.live_jobs(), std::slice::from_ref(&j));
         ev.emit(&org(), &j, &start(), Utc::now());
         let s = ev.job_stream(&j, None).unwrap();
         let emitter = ev.clone();
@@ -537,7 +531,6 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert!(!ev.is_live(&j));
         assert!(ev.job_stream(&j, None).is_none());
-        assert!(ev.live_jobs().is_empty());
     }
 
     #[tokio::test(start_paused = true)]

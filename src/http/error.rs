@@ -45,7 +45,7 @@ pub enum ApiError {
     BodyTooLarge(usize),
     /// The body did not arrive (in time, intact, or within the memory budget).
     #[error("{0}")]
-    Body(#[from] super::pipeline::BodyError),
+    Body(#[from] BodyError),
     /// The job body failed validation.
     #[error("{0}")]
     InvalidJob(#[from] jobs::SpecError),
@@ -166,5 +166,35 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+/// Why a request body could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// It did not arrive within `http_body_timeout`.
+    #[error("Request body not received in time")]
+    TimedOut,
+    /// The connection failed or the framing was broken while it arrived.
+    #[error("Request body could not be read")]
+    Unreadable,
+    /// Bodies in flight hold all of `http_body_memory`.
+    #[error("Too many request bodies in progress; retry later")]
+    Busy,
+}
+
+impl BodyError {
+    /// 408, 400 or 503.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BodyError::TimedOut => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Unreadable => StatusCode::BAD_REQUEST,
+            BodyError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `Retry-After` of a 503, seconds.
+    pub fn retry_after(&self) -> Option<&'static str> {
+        matches!(self, BodyError::Busy).then_some("5")
     }
 }

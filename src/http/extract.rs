@@ -5,7 +5,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use super::ApiError;
+use super::error::ApiError;
 
 /// Path parameters; a segment that does not decode (e.g. invalid UTF-8) names no
 /// resource, so it is a 404.

@@ -13,10 +13,11 @@ use chrono::Utc;
 use futures::{Stream, StreamExt as _};
 use pushy_protocol::job::JobId;
 
+use super::error::ApiError;
 use super::extract::Segments;
 use super::jobs::named_job;
 use super::pipeline::{Endpoint, admit};
-use super::{ApiError, AppState};
+use super::state::AppState;
 use crate::auth::Rule;
 use crate::events::render;
 

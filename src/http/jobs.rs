@@ -7,9 +7,10 @@ use axum::response::{IntoResponse, Response};
 use pushy_protocol::job::{JobId, NodeStatus};
 use serde_json::{Map, Value};
 
+use super::error::ApiError;
 use super::extract::{Segments, query_param};
 use super::pipeline::{Endpoint, GET_JSON, admit, content_type_is};
-use super::{ApiError, AppState};
+use super::state::AppState;
 use crate::auth::Rule;
 use crate::jobs::{AbortOutcome, parse_spec};
 use crate::store::{JobRecord, OutputChannel};

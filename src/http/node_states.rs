@@ -4,9 +4,10 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::error::ApiError;
 use super::extract::Segments;
 use super::pipeline::{GET_JSON, admit};
-use super::{ApiError, AppState};
+use super::state::AppState;
 use crate::auth::Rule;
 
 /// Every tracked node of the org with its availability.

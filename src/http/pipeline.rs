@@ -13,14 +13,14 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, header};
 use chrono::{TimeDelta, Utc};
 use futures::StreamExt as _;
 use pushy_protocol::chef_auth::{ContentHasher, ProtocolVersion, SignedHeaders};
 
-use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, BodyError};
 use super::server::BodyHold;
+use super::state::AppState;
 use crate::auth::{self, Requestor, Rule, SignedRequest};
 
 /// What a route accepts and produces.
@@ -112,36 +112,6 @@ pub(crate) async fn admit<T>(
         return Err(ApiError::NotAcceptable);
     }
     Ok((Admitted { who, parts }, checked))
-}
-
-/// Why a request body could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    /// It did not arrive within `http_body_timeout`.
-    #[error("Request body not received in time")]
-    TimedOut,
-    /// The connection failed or the framing was broken while it arrived.
-    #[error("Request body could not be read")]
-    Unreadable,
-    /// Bodies in flight hold all of `http_body_memory`.
-    #[error("Too many request bodies in progress; retry later")]
-    Busy,
-}
-
-impl BodyError {
-    /// 408, 400 or 503.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            BodyError::TimedOut => StatusCode::REQUEST_TIMEOUT,
-            BodyError::Unreadable => StatusCode::BAD_REQUEST,
-            BodyError::Busy => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
-    /// The `Retry-After` of a 503, seconds.
-    pub fn retry_after(&self) -> Option<&'static str> {
-        matches!(self, BodyError::Busy).then_some("5")
-    }
 }
 
 /// A body as the rest of the pipeline needs it.

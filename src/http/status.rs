@@ -4,8 +4,9 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::error::ApiError;
 use super::pipeline::{GET_JSON, accepts, check_method};
-use super::{ApiError, AppState};
+use super::state::AppState;
 
 /// The status document. `job_processes` lists no job ids: the original listed every
 /// org's live jobs to anyone (http.md §8.2 items 17 and 20, fixed).
@@ -20,7 +21,7 @@ pub(super) async fn status(
     Ok(axum::Json(json!({
         "status": "it's alive",
         "incarnation_id": &*state.incarnation,
-        "node_fsm_count": state.nodes.count(),
+        "node_fsm_count": state.nodes.counts().0,
         "job_processes": [],
     }))
     .into_response())

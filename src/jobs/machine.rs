@@ -14,36 +14,9 @@ use std::time::{Duration, Instant};
 
 use pushy_protocol::job::{JobId, JobStatus, NodeStatus};
 
-use super::{JobEvent, RunStatus, VoteStatus};
+use crate::events::{JobEvent, RunStatus, VoteStatus};
 
-/// A node's message about this job, verified and decoded (zmq.md §2.7.2).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reply {
-    /// The node committed.
-    AckCommit,
-    /// The node refused to commit.
-    NackCommit,
-    /// The node started the command.
-    AckRun,
-    /// The node refused to run.
-    NackRun,
-    /// The command exited 0.
-    Succeeded {
-        /// Captured standard output, if sent.
-        stdout: Option<String>,
-        /// Captured standard error, if sent.
-        stderr: Option<String>,
-    },
-    /// The command exited non-zero.
-    Failed {
-        /// Captured standard output, if sent.
-        stdout: Option<String>,
-        /// Captured standard error, if sent.
-        stderr: Option<String>,
-    },
-    /// The node abandoned the job.
-    Aborted,
-}
+pub use crate::nodes::news::{NodeReport, Reply};
 
 /// What the driver feeds the machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,20 +43,6 @@ pub enum Input {
         /// What it says it is doing.
         report: NodeReport,
     },
-}
-
-/// What a node returning to this server process says about this job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NodeReport {
-    /// It holds no job (it was reset, or its Ruby client lost the result): whatever it
-    /// had of this job is gone.
-    Idle,
-    /// It is committed to this job and waits for `run`.
-    Committed,
-    /// It runs (or has finished) this job's command.
-    Running,
-    /// It is busy with another job.
-    OtherJob,
 }
 
 /// A message the job sends a node.

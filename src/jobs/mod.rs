@@ -2,13 +2,13 @@
 //! ([`task`]) around the pure machine ([`machine`]), user aborts, and resuming unfinished
 //! jobs after a restart.
 
-mod event;
+mod live;
 pub mod machine;
 mod spec;
 mod task;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -20,13 +20,13 @@ use tracing::Instrument as _;
 
 use crate::events::Events;
 use crate::metrics::Metrics;
-use crate::nodes::registry::{RegistryHandle, Request};
+use crate::nodes::{RegistryHandle, Request};
 use crate::store::{self, JobOptions, JobRecord, Store};
+pub use live::LiveJobs;
 use machine::Job;
-pub use task::TaskMsg;
-use task::{JobContext, now_seconds};
+use task::{JobContext, TaskMsg, now_seconds};
 
-pub use event::{JobEvent, RunStatus, StartInfo, VoteStatus};
+pub use crate::events::{JobEvent, RunStatus, StartInfo, VoteStatus};
 pub use spec::{JobSpec, MAX_FILE_SIZE, SpecError, parse as parse_spec};
 
 /// Settings the job machinery needs (http.md §6.1).
@@ -42,6 +42,24 @@ pub struct JobsConfig {
     pub server_name: String,
 }
 
+/// What the jobs are built on.
+pub struct JobsParts {
+    /// The record of live jobs, shared with the registry's job sink.
+    pub live: LiveJobs,
+    /// Job persistence.
+    pub store: Arc<dyn Store>,
+    /// The node registry.
+    pub registry: RegistryHandle,
+    /// Job and org event feeds.
+    pub events: Events,
+    /// Cancelled at shutdown.
+    pub shutdown: CancellationToken,
+    /// Every job task, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Counters of created and finished jobs.
+    pub metrics: Arc<Metrics>,
+}
+
 /// Starts, aborts and resumes jobs. Cheap to clone.
 #[derive(Clone)]
 pub struct JobsHandle {
@@ -49,8 +67,7 @@ pub struct JobsHandle {
     registry: RegistryHandle,
     events: Events,
     config: Arc<JobsConfig>,
-    /// The inboxes of live job tasks (short sections, no `.await` inside).
-    live: Arc<Mutex<HashMap<JobId, mpsc::UnboundedSender<TaskMsg>>>>,
+    live: LiveJobs,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     metrics: Arc<Metrics>,
@@ -88,39 +105,27 @@ pub fn new_job_id(org: &OrgGuid) -> JobId {
 }
 
 impl JobsHandle {
-    /// Jobs over this store, node registry and event feeds.
-    pub fn new(
-        store: Arc<dyn Store>,
-        registry: RegistryHandle,
-        events: Events,
-        config: JobsConfig,
-        shutdown: CancellationToken,
-        tracker: TaskTracker,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    /// Jobs over these parts.
+    pub fn new(parts: JobsParts, config: JobsConfig) -> Self {
+        let JobsParts {
+            live,
+            store,
+            registry,
+            events,
+            shutdown,
+            tracker,
+            metrics,
+        } = parts;
         JobsHandle {
             store,
             registry,
             events,
             config: Arc::new(config),
-            live: Arc::default(),
+            live,
             shutdown,
             tracker,
             metrics,
         }
-    }
-
-    /// How many job tasks are alive.
-    pub fn live_count(&self) -> usize {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// Ids of jobs whose task is alive.
-    pub fn live_jobs(&self) -> Vec<JobId> {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        let mut ids: Vec<JobId> = live.keys().cloned().collect();
-        ids.sort();
-        ids
     }
 
     /// Creates and starts a job; returns once it is persisted and its commits are sent,
@@ -295,10 +300,7 @@ impl JobsHandle {
         record: &JobRecord,
     ) -> (JobContext, mpsc::UnboundedReceiver<TaskMsg>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), tx);
+        self.live.insert(id.clone(), tx);
         let ctx = JobContext {
             id: id.clone(),
             org: org.clone(),
@@ -320,26 +322,13 @@ impl JobsHandle {
         (ctx, rx)
     }
 
-    /// The inbox of a live job's task.
-    fn inbox(&self, id: &JobId) -> Option<mpsc::UnboundedSender<TaskMsg>> {
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
-    }
-
     /// Registers the job's nodes with the registry; returns those available (idle) now.
     async fn watch(&self, id: &JobId, org: &OrgGuid, nodes: Vec<String>) -> HashSet<String> {
-        let Some(inbox) = self.inbox(id) else {
-            return HashSet::new();
-        };
         let (tx, rx) = oneshot::channel();
         let request = Request::Watch {
             job: id.clone(),
             org: org.clone(),
             nodes: nodes.clone(),
-            inbox,
             reply: tx,
         };
         if !self.registry.request(request).await {
@@ -398,7 +387,7 @@ impl JobsHandle {
         self.tracker.spawn(
             async move {
                 task::run(ctx, job, inbox, initial).await;
-                live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                live.remove(&id);
             }
             .instrument(span),
         );
@@ -420,7 +409,7 @@ impl JobsHandle {
         if job.status.is_terminal() {
             return Ok(Some(AbortOutcome::AlreadyFinished(job.status)));
         }
-        let inbox = self.inbox(id);
+        let inbox = self.live.inbox(id);
         match inbox {
             Some(inbox) => {
                 let (tx, rx) = oneshot::channel();

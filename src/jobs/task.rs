@@ -16,20 +16,16 @@ use tokio_util::sync::CancellationToken;
 use super::machine::{Command, Effect, Input, Job, Phase, Reply};
 use crate::events::Events;
 use crate::metrics::{JobLabels, Metrics};
-use crate::nodes::registry::{RegistryHandle, Request};
+use crate::nodes::news::NodeNews;
+use crate::nodes::{RegistryHandle, Request};
 use crate::store::{self, Store};
 
 /// What a job task's inbox carries.
 pub enum TaskMsg {
-    /// A node message or node down, routed by the registry.
-    Input(Input),
+    /// News of one of the job's nodes, from the registry.
+    Node(NodeNews),
     /// A user abort; answered once the job has finished.
     Abort(oneshot::Sender<()>),
-    /// The node's next result carries output it had to cut to its tail (ours).
-    OutputTruncated {
-        /// The node.
-        node: String,
-    },
 }
 
 /// Everything a job task needs besides its machine.
@@ -412,13 +408,12 @@ pub(crate) async fn run(
             _ = &mut linger => break,
             msg = inbox.recv() => match msg {
                 Some(TaskMsg::Abort(done)) => { let _ = done.send(()); }
-                Some(TaskMsg::Input(input)) => {
+                Some(TaskMsg::Node(news)) => {
                     // Too late to count, but the node may stop keeping it.
-                    if let Some(node) = result_of(&input) {
+                    if let Some(node) = result_of(&news) {
                         ctx.ack_result(node.to_owned()).await;
                     }
                 }
-                Some(TaskMsg::OutputTruncated { .. }) => {}
                 None => break,
             },
         }
@@ -436,10 +431,10 @@ pub(crate) fn begins_phase(job: &Job, effects: &[Effect]) -> bool {
 /// Most inbox messages handled before their effects are applied.
 const MAX_BATCH: usize = 4096;
 
-/// The node whose `succeeded`/`failed` this input is.
-fn result_of(input: &Input) -> Option<&str> {
-    match input {
-        Input::Reply {
+/// The node whose `succeeded`/`failed` this is.
+fn result_of(news: &NodeNews) -> Option<&str> {
+    match news {
+        NodeNews::Reply {
             node,
             reply: Reply::Succeeded { .. } | Reply::Failed { .. },
         } => Some(node),
@@ -457,21 +452,27 @@ fn receive(
     effects: &mut Vec<Effect>,
     results: &mut Vec<String>,
 ) {
-    match msg {
-        TaskMsg::Input(input) => {
-            if let Some(node) = result_of(&input) {
-                results.push(node.to_owned());
-            }
-            effects.extend(job.handle(Instant::now(), input));
-        }
+    let input = match msg {
         TaskMsg::Abort(done) => {
             waiters.push(done);
-            effects.extend(job.handle(Instant::now(), Input::Abort));
+            Input::Abort
         }
-        TaskMsg::OutputTruncated { node } => {
-            ctx.truncated.insert(node);
+        TaskMsg::Node(news) => {
+            if let Some(node) = result_of(&news) {
+                results.push(node.to_owned());
+            }
+            match news {
+                NodeNews::Reply { node, reply } => Input::Reply { node, reply },
+                NodeNews::Down { node } => Input::NodeDown { node },
+                NodeNews::Back { node, report } => Input::NodeBack { node, report },
+                NodeNews::OutputTruncated { node } => {
+                    ctx.truncated.insert(node);
+                    return;
+                }
+            }
         }
-    }
+    };
+    effects.extend(job.handle(Instant::now(), input));
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -1,9 +1,9 @@
 //! A node's decaying heartbeat average (zmq.md §3.4): whether the server still believes a
 //! node is there.
 //!
-//! Pure: every call takes `now`. One [`Liveness`] lives inside each node machine
+//! Pure: every call takes `now`. One [`HeartbeatAverage`] lives inside each node machine
 //! (`machine.rs`); the machine feeds it heartbeats and the registry's periodic scan asks it
-//! [`Liveness::is_alive`].
+//! [`HeartbeatAverage::is_alive`].
 //!
 //! Fix (zmq.md §3.4 `[bug]`, §9.2 item 3): the record starts when the node machine is
 //! created, not at its first valid heartbeat, so a node that never heartbeats is reaped
@@ -36,7 +36,7 @@ impl Default for Params {
 
 /// One node's liveness record.
 #[derive(Clone, Debug)]
-pub struct Liveness {
+pub struct HeartbeatAverage {
     /// Decayed beats per interval, up to `interval_start`.
     avg: f64,
     /// Start of the interval whose beats are being counted.
@@ -52,16 +52,16 @@ pub struct Liveness {
     down_threshold: f64,
 }
 
-impl Liveness {
+impl HeartbeatAverage {
     /// A record starting at `now` with `avg = 2 × down_threshold` and no beats counted yet
-    /// (the heartbeat that usually creates a node is then counted by [`Liveness::heartbeat`],
+    /// (the heartbeat that usually creates a node is then counted by [`HeartbeatAverage::heartbeat`],
     /// which matches the original's record created with one beat).
     ///
     /// A zero `heartbeat_interval` or `decay_window` (rejected by the config) is treated as
     /// 1 ns or 1, so the arithmetic never divides by zero.
     pub fn new(now: Instant, params: Params) -> Self {
         let w = params.decay_window.max(1) as f64;
-        Liveness {
+        HeartbeatAverage {
             avg: 2.0 * params.down_threshold,
             interval_start: now,
             heartbeats: 0,
@@ -150,14 +150,14 @@ mod tests {
     #[test]
     fn record_starts_at_twice_the_threshold() {
         let t0 = Instant::now();
-        let l = Liveness::new(t0, DEFAULTS);
+        let l = HeartbeatAverage::new(t0, DEFAULTS);
         assert_eq!(l.average(), 1.2);
     }
 
     #[test]
     fn steady_one_beat_per_interval_stays_alive_and_converges_to_one() {
         let t0 = Instant::now();
-        let mut l = Liveness::new(t0, DEFAULTS);
+        let mut l = HeartbeatAverage::new(t0, DEFAULTS);
         for k in 0..200 {
             assert!(l.heartbeat(t0 + secs(10 * k) + secs(3)), "beat {k}");
             assert!(l.is_alive(t0 + secs(10 * k) + secs(7)));
@@ -170,7 +170,7 @@ mod tests {
         // zmq.md §3.4: from a steady 1.0, after the last beat the average at the next
         // evaluation is 0.75^(n−1): 1.0, 0.75, 0.5625, so dead once 3 boundaries passed.
         let t0 = Instant::now();
-        let mut l = Liveness::new(t0, DEFAULTS);
+        let mut l = HeartbeatAverage::new(t0, DEFAULTS);
         l.avg = 1.0;
         assert!(l.heartbeat(t0)); // the last beat, at the start of its interval
         assert!(l.is_alive(t0 + secs(9)));
@@ -186,7 +186,7 @@ mod tests {
     #[test]
     fn silence_after_converged_steady_state_kills_after_three_boundaries() {
         let t0 = Instant::now();
-        let mut l = Liveness::new(t0, DEFAULTS);
+        let mut l = HeartbeatAverage::new(t0, DEFAULTS);
         let mut last = t0;
         for k in 0..100 {
             last = t0 + secs(10 * k);
@@ -203,7 +203,7 @@ mod tests {
     #[test]
     fn late_beat_in_its_interval_dies_after_about_two_intervals_of_silence() {
         let t0 = Instant::now();
-        let mut l = Liveness::new(t0, DEFAULTS);
+        let mut l = HeartbeatAverage::new(t0, DEFAULTS);
         l.avg = 1.0;
         let last = t0 + secs(9);
         assert!(l.heartbeat(last));
@@ -214,8 +214,8 @@ mod tests {
     #[test]
     fn evaluating_often_or_rarely_gives_the_same_average() {
         let t0 = Instant::now();
-        let mut often = Liveness::new(t0, DEFAULTS);
-        let mut rarely = Liveness::new(t0, DEFAULTS);
+        let mut often = HeartbeatAverage::new(t0, DEFAULTS);
+        let mut rarely = HeartbeatAverage::new(t0, DEFAULTS);
         assert!(often.heartbeat(t0));
         assert!(rarely.heartbeat(t0));
         for s in 1..=25 {
@@ -229,7 +229,7 @@ mod tests {
     fn heartbeat_after_a_long_gap_reports_dead() {
         // zmq.md §3.4 / §9.2 item 2, kept: the beat that ends a gap can itself kill.
         let t0 = Instant::now();
-        let mut l = Liveness::new(t0, DEFAULTS);
+        let mut l = HeartbeatAverage::new(t0, DEFAULTS);
         assert!(l.heartbeat(t0));
         assert!(!l.heartbeat(t0 + secs(60)));
     }
@@ -238,7 +238,7 @@ mod tests {
     fn unit_test_params_100ms_4_025() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        let mut l = Liveness::new(t0, UNIT);
+        let mut l = HeartbeatAverage::new(t0, UNIT);
         assert_eq!(l.average(), 0.5);
         for k in 0..50 {
             assert!(l.heartbeat(t0 + ms(100 * k)));
@@ -254,7 +254,7 @@ mod tests {
         // zmq.md §3.4 `[bug]`: the original had no record until the first valid heartbeat.
         // 1.2 → 0.9 → 0.675 → 0.50625 < 0.6.
         let t0 = Instant::now();
-        let mut l = Liveness::new(t0, DEFAULTS);
+        let mut l = HeartbeatAverage::new(t0, DEFAULTS);
         assert!(l.is_alive(t0 + secs(29)));
         assert!(!l.is_alive(t0 + secs(30)));
         assert!((l.average() - 0.50625).abs() < 1e-12);
@@ -268,7 +268,7 @@ mod tests {
             decay_window: 0,
             down_threshold: 0.6,
         };
-        let mut l = Liveness::new(t0, p);
+        let mut l = HeartbeatAverage::new(t0, p);
         assert!(l.heartbeat(t0));
         assert!(l.is_alive(t0));
         assert!(l.average().is_finite());

@@ -13,8 +13,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::Availability;
-use super::liveness::{self, Liveness};
+use super::liveness::{self, HeartbeatAverage};
+use super::snapshot::Availability;
 
 /// The client process's incarnation id, from the body of the message that created the node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -52,6 +52,16 @@ pub enum State {
     Idle,
     /// Gone ("shutdown"): the registry drops the machine; offline.
     Stopped,
+}
+
+impl State {
+    /// `available` exactly when idle (zmq.md §4.4, fixed: derived, never a stale field).
+    pub fn availability(self) -> Availability {
+        match self {
+            State::Idle => Availability::Available,
+            State::Rehab | State::Stopped => Availability::Unavailable,
+        }
+    }
 }
 
 /// What the registry found for the job a message names.
@@ -145,7 +155,7 @@ pub struct Node {
     phase: Phase,
     incarnation: Incarnation,
     routing_id: RoutingId,
-    liveness: Liveness,
+    liveness: HeartbeatAverage,
     rehab_timer: Duration,
 }
 
@@ -166,7 +176,7 @@ impl Node {
             },
             incarnation,
             routing_id,
-            liveness: Liveness::new(now, params.liveness),
+            liveness: HeartbeatAverage::new(now, params.liveness),
             rehab_timer: params.rehab_timer,
         };
         let effects = vec![node.send(ServerCommand::Abort)];
@@ -188,7 +198,7 @@ impl Node {
             phase: Phase::Idle,
             incarnation,
             routing_id,
-            liveness: Liveness::new(now, params.liveness),
+            liveness: HeartbeatAverage::new(now, params.liveness),
             rehab_timer: params.rehab_timer,
         };
         let effects = vec![node.send(ServerCommand::Ack)];
@@ -201,14 +211,6 @@ impl Node {
             Phase::Rehab { .. } => State::Rehab,
             Phase::Idle => State::Idle,
             Phase::Stopped => State::Stopped,
-        }
-    }
-
-    /// `available` exactly when idle (zmq.md §4.4, fixed: never a stale field).
-    pub fn availability(&self) -> Availability {
-        match self.state() {
-            State::Idle => Availability::Available,
-            State::Rehab | State::Stopped => Availability::Unavailable,
         }
     }
 
@@ -401,7 +403,7 @@ mod tests {
         let t0 = Instant::now();
         let node = new_node(t0);
         assert_eq!(node.state(), State::Rehab);
-        assert_eq!(node.availability(), Availability::Unavailable);
+        assert_eq!(node.state().availability(), Availability::Unavailable);
         assert_eq!(node.next_deadline(), Some(t0 + REHAB));
         assert_eq!(node.incarnation(), &inc("i1"));
         assert_eq!(node.routing_id(), &rid(b"a"));
@@ -428,7 +430,7 @@ mod tests {
             }]
         );
         assert_eq!(node.state(), State::Idle);
-        assert_eq!(node.availability(), Availability::Available);
+        assert_eq!(node.state().availability(), Availability::Available);
         assert_eq!(node.next_deadline(), None);
         assert_eq!(node.handle_timeout(t0 + REHAB), vec![]);
     }
@@ -523,7 +525,7 @@ mod tests {
             );
             assert_eq!(effects, vec![Effect::Stop(StopReason::IncarnationChanged)]);
             assert_eq!(node.state(), State::Stopped);
-            assert_eq!(node.availability(), Availability::Unavailable);
+            assert_eq!(node.state().availability(), Availability::Unavailable);
             assert_eq!(node.next_deadline(), None);
         }
     }
@@ -673,11 +675,11 @@ mod tests {
         // zmq.md §4.4 / §9.2 item 1: the original kept reporting `available` here.
         let t0 = Instant::now();
         let mut node = idle_node(t0);
-        assert_eq!(node.availability(), Availability::Available);
+        assert_eq!(node.state().availability(), Availability::Available);
         node.handle(t0, Input::DoRehab);
-        assert_eq!(node.availability(), Availability::Unavailable);
+        assert_eq!(node.state().availability(), Availability::Unavailable);
         node.handle(t0, Input::Aborted);
-        assert_eq!(node.availability(), Availability::Available);
+        assert_eq!(node.state().availability(), Availability::Available);
     }
 
     #[test]
@@ -693,7 +695,7 @@ mod tests {
             }
             now = deadline;
             aborts += node.handle_timeout(now).len();
-            assert_eq!(node.availability(), Availability::Unavailable);
+            assert_eq!(node.state().availability(), Availability::Unavailable);
         }
         assert_eq!(aborts, 29);
         assert_eq!(node.handle(now, Input::LivenessScan), vec![]);

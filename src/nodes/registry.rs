@@ -1,89 +1,27 @@
-//! The registry: the one task that owns every node machine (zmq.md §4) and routes node
-//! messages to live jobs. It reads verified messages from the ZeroMQ thread, commands
-//! from job tasks, and its own timers (rehab resends, the liveness scan), and publishes
-//! each node's availability to [`NodesHandle`] for HTTP to read.
+//! The registry: every node machine (zmq.md §4) and which live job has which node, so
+//! that node messages reach their jobs and job commands reach their nodes.
+//!
+//! Pure, as the job and node machines: its driver (`task.rs`) feeds it [`Input`]s with
+//! `now` and applies the returned [`Effect`]s: to a node (over the ZeroMQ thread), to a
+//! job (its task's inbox), or to the published snapshot HTTP reads. Its rules:
+//! - a node's first message to this process decides adoption: a node still on one of its
+//!   live jobs is adopted as it is, and every job of the node hears what the node reports
+//!   (issue 12 §2); any other node is reset first, and its jobs hear it is back, idle,
+//!   once the reset is done;
+//! - a message naming a live job goes to that job as a [`Reply`]; a result for a job not
+//!   live here is acknowledged at once, since nothing could record it later;
+//! - a node that stops (offline, new incarnation) is down for every job that has it.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use pushy_protocol::job::{JobId, OrgGuid};
-use pushy_protocol::message::{ClientMessageType, JobRef, ServerMessage};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use pushy_protocol::message::{ClientMessage, ClientMessageType, JobRef, ServerMessage};
 
 use super::machine::{self, Incarnation, JobLink, Node, RoutingId, ServerCommand, State};
-use super::{Liveness, NodesHandle};
-use crate::channel::thread::{ChannelHandle, Inbound, Outbound};
-use crate::jobs::TaskMsg;
-use crate::jobs::machine::{Input as JobInput, NodeReport, Reply};
-
-/// What job tasks (and the jobs handle) ask of the registry.
-pub enum Request {
-    /// A job starts watching its nodes; the reply says which are available (idle) now.
-    Watch {
-        /// The job.
-        job: JobId,
-        /// Its organization.
-        org: OrgGuid,
-        /// Its nodes.
-        nodes: Vec<String>,
-        /// Where node messages and downs for this job go.
-        inbox: mpsc::UnboundedSender<TaskMsg>,
-        /// Availability of each node, in order.
-        reply: oneshot::Sender<Vec<bool>>,
-    },
-    /// The job is over: its messages are no longer routed.
-    Unwatch {
-        /// The job.
-        job: JobId,
-    },
-    /// Send a command to a node (dropped silently if the node is not connected, as the
-    /// original drops messages to nodes without a machine).
-    Send {
-        /// The organization.
-        org: OrgGuid,
-        /// The node.
-        node: String,
-        /// The message.
-        message: ServerMessage,
-    },
-    /// Reset a node (`do_rehab`).
-    Rehab {
-        /// The organization.
-        org: OrgGuid,
-        /// The node.
-        node: String,
-    },
-    /// The ids of live jobs.
-    LiveJobs(oneshot::Sender<Vec<JobId>>),
-}
-
-/// Cheap handle to the registry task.
-#[derive(Clone)]
-pub struct RegistryHandle {
-    tx: mpsc::Sender<Request>,
-}
-
-/// Queue depth of registry requests. Job tasks wait when it is full, which slows job
-/// traffic down to what the registry can route rather than dropping commands.
-const REQUEST_CAPACITY: usize = 4096;
-
-impl RegistryHandle {
-    /// Sends a request; false when the registry has stopped (server shutting down).
-    pub async fn request(&self, r: Request) -> bool {
-        self.tx.send(r).await.is_ok()
-    }
-
-    /// Live job ids (empty if the registry is gone).
-    pub async fn live_jobs(&self) -> Vec<JobId> {
-        let (tx, rx) = oneshot::channel();
-        if !self.request(Request::LiveJobs(tx)).await {
-            return Vec::new();
-        }
-        rx.await.unwrap_or_default()
-    }
-}
+use super::news::{NodeNews, NodeReport, Reply};
+use super::snapshot::Availability;
 
 /// Timing of the registry.
 #[derive(Clone, Copy, Debug)]
@@ -94,91 +32,234 @@ pub struct RegistryParams {
     pub scan_interval: Duration,
 }
 
+/// A node's key: its organization and name.
+pub type NodeKey = (OrgGuid, String);
+
+/// What the driver feeds the registry.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A verified message from a node, on the connection `routing_id`.
+    Message {
+        /// The node's organization.
+        org: OrgGuid,
+        /// The libzmq routing id of its connection.
+        routing_id: Vec<u8>,
+        /// The message.
+        message: ClientMessage,
+    },
+    /// A job starts watching its nodes; answered by [`Effect::Watching`].
+    Watch {
+        /// The job.
+        job: JobId,
+        /// Its organization.
+        org: OrgGuid,
+        /// Its nodes.
+        nodes: Vec<String>,
+    },
+    /// The job is over (or its task is gone): its nodes' messages are no longer routed.
+    Unwatch {
+        /// The job.
+        job: JobId,
+    },
+    /// A job's command for a node; dropped if the node is not connected, as the original
+    /// drops messages to nodes without a machine.
+    Send {
+        /// The organization.
+        org: OrgGuid,
+        /// The node.
+        node: String,
+        /// The message.
+        message: ServerMessage,
+    },
+    /// Reset a node after its job (`do_rehab`).
+    Rehab {
+        /// The organization.
+        org: OrgGuid,
+        /// The node.
+        node: String,
+    },
+    /// Time has passed: node timers that are due fire, and the liveness scan runs when
+    /// its interval is up.
+    Tick,
+}
+
+/// What the driver must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Send a message to a node over the command channel.
+    ToNode {
+        /// Its connection.
+        routing_id: Vec<u8>,
+        /// Its organization.
+        org: OrgGuid,
+        /// The node.
+        node: String,
+        /// The message.
+        message: ServerMessage,
+    },
+    /// Tell a job about one of its nodes.
+    ToJob {
+        /// The job.
+        job: JobId,
+        /// The news.
+        news: NodeNews,
+    },
+    /// Publish a node's state for HTTP: online with this availability, or offline.
+    Publish {
+        /// The organization.
+        org: OrgGuid,
+        /// The node.
+        node: String,
+        /// `None` when the node went offline.
+        availability: Option<Availability>,
+    },
+    /// The answer to [`Input::Watch`]: whether each of the job's nodes is available
+    /// (online and idle) now, in order.
+    Watching {
+        /// The job.
+        job: JobId,
+        /// One flag per node.
+        available: Vec<bool>,
+    },
+}
+
 struct WatchedJob {
     org: OrgGuid,
     nodes: HashSet<String>,
-    inbox: mpsc::UnboundedSender<TaskMsg>,
 }
 
-/// A node's key in the registry.
-type NodeKey = (OrgGuid, String);
-
-struct Registry {
+/// Every node machine and every live job's nodes.
+pub struct Registry {
     params: RegistryParams,
     nodes: HashMap<NodeKey, Node>,
     /// Node deadlines, earliest first. Entries are not removed when a deadline moves; a
-    /// popped entry only fires if the node's current deadline has really passed, so the
-    /// loop never scans every node to find the next timer.
+    /// popped entry only fires if the node's current deadline has really passed, so no
+    /// tick scans every node to find the next timer.
     timers: BinaryHeap<Reverse<(Instant, NodeKey)>>,
+    next_scan: Instant,
     jobs: HashMap<JobId, WatchedJob>,
+    /// The live jobs of each node, so a node's news reaches its jobs without scanning
+    /// every job.
+    jobs_by_node: HashMap<NodeKey, HashSet<JobId>>,
     /// Nodes reset on their return (their first message named no job they are part of)
     /// whose jobs hear of them once the reset is done: a job that re-asks a node before
     /// then could see its commit wiped by a repeated `abort`.
     returning: HashSet<NodeKey>,
-    snapshot: NodesHandle,
-    channel: ChannelHandle,
-}
-
-/// Starts the registry task. It ends when `token` is cancelled or the channel stops.
-pub fn spawn(
-    params: RegistryParams,
-    snapshot: NodesHandle,
-    channel: ChannelHandle,
-    inbound: mpsc::Receiver<Inbound>,
-    token: CancellationToken,
-    tracker: &tokio_util::task::TaskTracker,
-) -> RegistryHandle {
-    let (tx, rx) = mpsc::channel(REQUEST_CAPACITY);
-    let registry = Registry {
-        params,
-        nodes: HashMap::new(),
-        timers: BinaryHeap::new(),
-        jobs: HashMap::new(),
-        returning: HashSet::new(),
-        snapshot,
-        channel,
-    };
-    tracker.spawn(registry.run(inbound, rx, token));
-    RegistryHandle { tx }
 }
 
 impl Registry {
-    async fn run(
-        mut self,
-        mut inbound: mpsc::Receiver<Inbound>,
-        mut requests: mpsc::Receiver<Request>,
-        token: CancellationToken,
-    ) {
-        let mut next_scan = Instant::now() + self.params.scan_interval;
-        loop {
-            let deadline = self
-                .timers
-                .peek()
-                .map_or(next_scan, |Reverse((d, _))| (*d).min(next_scan));
-            tokio::select! {
-                msg = inbound.recv() => match msg {
-                    Some(m) => self.handle_inbound(m),
-                    None => break,
-                },
-                req = requests.recv() => match req {
-                    Some(r) => self.handle_request(r),
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    let now = Instant::now();
-                    if now >= next_scan {
-                        self.scan(now);
-                        next_scan = now + self.params.scan_interval;
-                    }
-                    self.fire_timers(now);
-                }
-                _ = token.cancelled() => break,
-            }
+    /// An empty registry whose first liveness scan is one interval after `now`.
+    pub fn new(now: Instant, params: RegistryParams) -> Registry {
+        Registry {
+            params,
+            nodes: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_scan: now + params.scan_interval,
+            jobs: HashMap::new(),
+            jobs_by_node: HashMap::new(),
+            returning: HashSet::new(),
         }
-        // Dropping the channel handle stops the ZeroMQ thread and closes its sockets.
-        tracing::debug!("node registry stopped");
     }
 
+    /// When [`Input::Tick`] should next be fed: the earliest node timer or the next scan.
+    pub fn next_deadline(&self) -> Instant {
+        self.timers
+            .peek()
+            .map_or(self.next_scan, |Reverse((at, _))| (*at).min(self.next_scan))
+    }
+
+    /// Applies one input.
+    pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        match input {
+            Input::Message {
+                org,
+                routing_id,
+                message,
+            } => self.message(now, org, RoutingId(routing_id), message, &mut fx),
+            Input::Watch { job, org, nodes } => {
+                let available = nodes
+                    .iter()
+                    .map(|n| {
+                        self.nodes
+                            .get(&(org.clone(), n.clone()))
+                            .is_some_and(|m| m.state() == State::Idle)
+                    })
+                    .collect();
+                for node in &nodes {
+                    self.jobs_by_node
+                        .entry((org.clone(), node.clone()))
+                        .or_default()
+                        .insert(job.clone());
+                }
+                self.jobs.insert(
+                    job.clone(),
+                    WatchedJob {
+                        org,
+                        nodes: nodes.into_iter().collect(),
+                    },
+                );
+                fx.push(Effect::Watching { job, available });
+            }
+            Input::Unwatch { job } => self.unwatch(&job),
+            Input::Send { org, node, message } => {
+                if let Some(n) = self.nodes.get(&(org.clone(), node.clone())) {
+                    fx.push(Effect::ToNode {
+                        routing_id: n.routing_id().0.clone(),
+                        org,
+                        node,
+                        message,
+                    });
+                }
+            }
+            Input::Rehab { org, node } => {
+                let key = (org, node);
+                self.node_input(now, &key, machine::Input::DoRehab, &mut fx);
+            }
+            Input::Tick => {
+                if now >= self.next_scan {
+                    self.scan(now, &mut fx);
+                    self.next_scan = now + self.params.scan_interval;
+                }
+                self.fire_timers(now, &mut fx);
+            }
+        }
+        fx
+    }
+
+    /// Whether a node is connected (has a machine here).
+    pub fn is_online(&self, org: &OrgGuid, node: &str) -> bool {
+        self.nodes.contains_key(&(org.clone(), node.to_owned()))
+    }
+
+    fn unwatch(&mut self, job: &JobId) {
+        let Some(w) = self.jobs.remove(job) else {
+            return;
+        };
+        for node in w.nodes {
+            let key = (w.org.clone(), node);
+            if let Some(jobs) = self.jobs_by_node.get_mut(&key) {
+                jobs.remove(job);
+                if jobs.is_empty() {
+                    self.jobs_by_node.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// The live jobs that have this node.
+    fn jobs_of(&self, key: &NodeKey) -> Vec<JobId> {
+        let mut jobs: Vec<JobId> = self
+            .jobs_by_node
+            .get(key)
+            .map(|jobs| jobs.iter().cloned().collect())
+            .unwrap_or_default();
+        // A node is rarely in more than one job; the order only keeps effects stable.
+        jobs.sort();
+        jobs
+    }
+
+    /// Which job a message names, and how the node machine sees that.
     fn job_link(&self, job: &JobRef) -> (JobLink, Option<JobId>) {
         match job {
             JobRef::None => (JobLink::None, None),
@@ -190,154 +271,167 @@ impl Registry {
         }
     }
 
-    fn handle_inbound(&mut self, m: Inbound) {
-        let now = Instant::now();
-        let key = (m.org.clone(), m.message.node.clone());
-        let span = tracing::debug_span!("node", org = %m.org, node = %m.message.node);
-        let _entered = span.enter();
-        let routing = RoutingId(m.routing_id);
-        let mut effects = Vec::new();
-        let (link, job) = self.job_link(&m.message.job_id);
-        if !self.nodes.contains_key(&key) {
-            let incarnation = Incarnation(m.message.incarnation_id.clone());
-            let on_live_job = job
-                .as_ref()
-                .and_then(|j| self.jobs.get(j))
-                .is_some_and(|w| w.org == key.0 && w.nodes.contains(&key.1));
-            let (node, fx) = if on_live_job {
-                tracing::info!("node online, still on a live job: adopted without a reset");
-                // Every job of the node hears what it says, so a job can re-send what the
-                // previous server process may have lost, or learn at once that the node
-                // can no longer deliver (issue 12 §2).
-                let report = match m.message.kind {
-                    ClientMessageType::Heartbeat
-                        if m.message.job_state.as_deref() == Some("running") =>
-                    {
-                        Some(NodeReport::Running)
-                    }
-                    ClientMessageType::Heartbeat => Some(NodeReport::Committed),
-                    // A result had its `run` and acknowledged it; the acknowledgement may
-                    // have been lost with the previous server process.
-                    ClientMessageType::Succeeded | ClientMessageType::Failed => {
-                        Some(NodeReport::Running)
-                    }
-                    // Answers to commit or run go through the job's table as they are.
-                    _ => None,
-                };
-                let named = job.clone();
-                for id in self.jobs_of(&key) {
-                    let report = if Some(&id) == named.as_ref() {
-                        report
-                    } else {
-                        Some(NodeReport::OtherJob)
-                    };
-                    if let Some(report) = report {
-                        self.forward(
-                            &id,
-                            JobInput::NodeBack {
-                                node: key.1.clone(),
-                                report,
-                            },
-                        );
-                    }
-                }
-                Node::adopt(now, self.params.node, incarnation, routing.clone())
-            } else {
-                // Debug, not info: a restart of a large fleet's server would log every node.
-                tracing::debug!("node online");
-                // Reset first; its jobs hear that it is back, idle, when `aborted` arrives.
-                if !self.jobs_of(&key).is_empty() {
-                    self.returning.insert(key.clone());
-                }
-                Node::new(now, self.params.node, incarnation, routing.clone())
-            };
-            let liveness = if node.state() == State::Idle {
-                Liveness::Available
-            } else {
-                Liveness::Busy
-            };
-            self.nodes.insert(key.clone(), node);
-            self.snapshot.set(&key.0, &key.1, liveness);
-            effects.extend(fx);
-        } else if let Some(node) = self.nodes.get_mut(&key) {
-            effects.extend(node.handle(now, machine::Input::NewRoutingId(routing)));
-        }
-        let input = match m.message.kind {
+    fn message(
+        &mut self,
+        now: Instant,
+        org: OrgGuid,
+        routing: RoutingId,
+        m: ClientMessage,
+        fx: &mut Vec<Effect>,
+    ) {
+        let key = (org, m.node.clone());
+        let (link, job) = self.job_link(&m.job_id);
+        // The node machine's effects come last, after the job has heard the message: a
+        // job sees a node's reply before the node's stop that the same message caused.
+        let mut node_fx = match self.nodes.get_mut(&key) {
+            Some(node) => node.handle(now, machine::Input::NewRoutingId(routing)),
+            None => self.first_message(now, &key, routing, &m, job.as_ref(), fx),
+        };
+        let input = match m.kind {
             ClientMessageType::Heartbeat => machine::Input::Heartbeat {
-                incarnation: Incarnation(m.message.incarnation_id.clone()),
+                incarnation: Incarnation(m.incarnation_id.clone()),
                 job: link,
             },
             ClientMessageType::Aborted => machine::Input::Aborted,
             _ => machine::Input::JobMessage { job: link },
         };
         if let Some(node) = self.nodes.get_mut(&key) {
-            effects.extend(node.handle(now, input));
+            node_fx.extend(node.handle(now, input));
         }
+        self.job_news(&key, &m, job, fx);
+        self.node_effects(&key, node_fx, fx);
+        self.arm(&key);
+    }
+
+    /// What a node's message means for the job it names.
+    fn job_news(
+        &mut self,
+        key: &NodeKey,
+        m: &ClientMessage,
+        job: Option<JobId>,
+        fx: &mut Vec<Effect>,
+    ) {
         if job.is_none()
-            && let JobRef::Id(id) = &m.message.job_id
+            && let JobRef::Id(id) = &m.job_id
             && matches!(
-                m.message.kind,
+                m.kind,
                 ClientMessageType::Succeeded | ClientMessageType::Failed
             )
         {
             // A result for a job no longer running here (finished, or unknown to this
             // process): nothing will record it, and re-sending would not change that.
-            self.channel.send(Outbound::ToNode {
+            fx.push(Effect::ToNode {
                 routing_id: self
                     .nodes
-                    .get(&key)
+                    .get(key)
                     .map_or_else(Vec::new, |n| n.routing_id().0.clone()),
                 org: key.0.clone(),
                 node: key.1.clone(),
                 message: ServerMessage::ResultAck { job_id: id.clone() },
             });
         }
-        if let Some(job) = job {
-            let reply = match m.message.kind {
-                ClientMessageType::Heartbeat => None,
-                ClientMessageType::AckCommit => Some(Reply::AckCommit),
-                ClientMessageType::NackCommit => Some(Reply::NackCommit),
-                ClientMessageType::AckRun => Some(Reply::AckRun),
-                ClientMessageType::NackRun => Some(Reply::NackRun),
-                ClientMessageType::Succeeded => Some(Reply::Succeeded {
-                    stdout: m.message.stdout.clone(),
-                    stderr: m.message.stderr.clone(),
-                }),
-                ClientMessageType::Failed => Some(Reply::Failed {
-                    stdout: m.message.stdout.clone(),
-                    stderr: m.message.stderr.clone(),
-                }),
-                ClientMessageType::Aborted => Some(Reply::Aborted),
-            };
-            if m.message.output_truncated {
-                self.forward_msg(
-                    &job,
-                    TaskMsg::OutputTruncated {
-                        node: key.1.clone(),
-                    },
-                );
-            }
-            if let Some(reply) = reply {
-                self.forward(
-                    &job,
-                    JobInput::Reply {
-                        node: key.1.clone(),
-                        reply,
-                    },
-                );
-            }
+        let Some(job) = job else { return };
+        if m.output_truncated {
+            fx.push(Effect::ToJob {
+                job: job.clone(),
+                news: NodeNews::OutputTruncated {
+                    node: key.1.clone(),
+                },
+            });
         }
-        self.apply(&key, effects);
-        self.arm(&key);
+        if let Some(reply) = reply(m) {
+            fx.push(Effect::ToJob {
+                job,
+                news: NodeNews::Reply {
+                    node: key.1.clone(),
+                    reply,
+                },
+            });
+        }
     }
 
-    /// The live jobs that have this node, by id.
-    fn jobs_of(&self, key: &NodeKey) -> Vec<JobId> {
-        self.jobs
-            .iter()
-            .filter(|(_, w)| w.org == key.0 && w.nodes.contains(&key.1))
-            .map(|(id, _)| id.clone())
-            .collect()
+    /// A node's first message to this process: adopt it or reset it (see the module's
+    /// rules), then publish it online. Returns the new machine's own effects.
+    fn first_message(
+        &mut self,
+        now: Instant,
+        key: &NodeKey,
+        routing: RoutingId,
+        m: &ClientMessage,
+        named: Option<&JobId>,
+        fx: &mut Vec<Effect>,
+    ) -> Vec<machine::Effect> {
+        let incarnation = Incarnation(m.incarnation_id.clone());
+        let on_live_job = named
+            .and_then(|j| self.jobs.get(j))
+            .is_some_and(|w| w.org == key.0 && w.nodes.contains(&key.1));
+        let (node, node_fx) = if on_live_job {
+            tracing::info!(org = %key.0, node = %key.1, "node online, still on a live job: adopted without a reset");
+            // Every job of the node hears what it says, so a job can re-send what the
+            // previous server process may have lost, or learn at once that the node
+            // can no longer deliver (issue 12 §2).
+            let report = match m.kind {
+                ClientMessageType::Heartbeat if m.job_state.as_deref() == Some("running") => {
+                    Some(NodeReport::Running)
+                }
+                ClientMessageType::Heartbeat => Some(NodeReport::Committed),
+                // A result had its `run` and acknowledged it; the acknowledgement may
+                // have been lost with the previous server process.
+                ClientMessageType::Succeeded | ClientMessageType::Failed => {
+                    Some(NodeReport::Running)
+                }
+                // Answers to commit or run go through the job's table as they are.
+                _ => None,
+            };
+            for id in self.jobs_of(key) {
+                let report = if Some(&id) == named {
+                    report
+                } else {
+                    Some(NodeReport::OtherJob)
+                };
+                if let Some(report) = report {
+                    fx.push(Effect::ToJob {
+                        job: id,
+                        news: NodeNews::Back {
+                            node: key.1.clone(),
+                            report,
+                        },
+                    });
+                }
+            }
+            Node::adopt(now, self.params.node, incarnation, routing)
+        } else {
+            // Debug, not info: a restart of a large fleet's server would log every node.
+            tracing::debug!(org = %key.0, node = %key.1, "node online");
+            // Reset first; its jobs hear that it is back, idle, when `aborted` arrives.
+            if self.jobs_by_node.contains_key(key) {
+                self.returning.insert(key.clone());
+            }
+            Node::new(now, self.params.node, incarnation, routing)
+        };
+        fx.push(Effect::Publish {
+            org: key.0.clone(),
+            node: key.1.clone(),
+            availability: Some(node.state().availability()),
+        });
+        self.nodes.insert(key.clone(), node);
+        node_fx
+    }
+
+    /// Feeds one node's machine, if the node is connected.
+    fn node_input(
+        &mut self,
+        now: Instant,
+        key: &NodeKey,
+        input: machine::Input,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some(node) = self.nodes.get_mut(key) else {
+            return;
+        };
+        let node_fx = node.handle(now, input);
+        self.node_effects(key, node_fx, fx);
+        self.arm(key);
     }
 
     /// Records the node's next deadline, if it has one, in the timer heap.
@@ -347,53 +441,34 @@ impl Registry {
         }
     }
 
-    /// Hands a node's input to its job. A job's inbox is unbounded on purpose: only the
-    /// job's own nodes write to it, a few messages each, and a lost `ack_commit` or result
-    /// would wedge the job (a bounded inbox of 1024 lost messages on a 1000-node job,
-    /// found by the load generator).
-    fn forward(&mut self, job: &JobId, input: JobInput) {
-        self.forward_msg(job, TaskMsg::Input(input));
-    }
-
-    fn forward_msg(&mut self, job: &JobId, msg: TaskMsg) {
-        let Some(w) = self.jobs.get(job) else { return };
-        // The task ended without unwatching (it panicked): stop routing to it.
-        if w.inbox.send(msg).is_err() {
-            self.jobs.remove(job);
-        }
-    }
-
-    fn apply(&mut self, key: &(OrgGuid, String), effects: Vec<machine::Effect>) {
-        for effect in effects {
+    /// Turns a node machine's effects into the registry's.
+    fn node_effects(&mut self, key: &NodeKey, node_fx: Vec<machine::Effect>, fx: &mut Vec<Effect>) {
+        for effect in node_fx {
             match effect {
-                machine::Effect::Send { to, command } => {
-                    let message = match command {
+                machine::Effect::Send { to, command } => fx.push(Effect::ToNode {
+                    routing_id: to.0,
+                    org: key.0.clone(),
+                    node: key.1.clone(),
+                    message: match command {
                         ServerCommand::Abort => ServerMessage::Abort,
                         ServerCommand::Ack => ServerMessage::Ack,
-                    };
-                    self.channel.send(Outbound::ToNode {
-                        routing_id: to.0,
+                    },
+                }),
+                machine::Effect::Transition { to, .. } => {
+                    fx.push(Effect::Publish {
                         org: key.0.clone(),
                         node: key.1.clone(),
-                        message,
+                        availability: Some(to.availability()),
                     });
-                }
-                machine::Effect::Transition { to, .. } => {
-                    let liveness = if to == State::Idle {
-                        Liveness::Available
-                    } else {
-                        Liveness::Busy
-                    };
-                    self.snapshot.set(&key.0, &key.1, liveness);
                     if to == State::Idle && self.returning.remove(key) {
                         for job in self.jobs_of(key) {
-                            self.forward(
-                                &job,
-                                JobInput::NodeBack {
+                            fx.push(Effect::ToJob {
+                                job,
+                                news: NodeNews::Back {
                                     node: key.1.clone(),
                                     report: NodeReport::Idle,
                                 },
-                            );
+                            });
                         }
                     }
                 }
@@ -401,78 +476,25 @@ impl Registry {
                     tracing::info!(org = %key.0, node = %key.1, ?reason, "node offline");
                     self.nodes.remove(key);
                     self.returning.remove(key);
-                    self.snapshot.remove(&key.0, &key.1);
+                    fx.push(Effect::Publish {
+                        org: key.0.clone(),
+                        node: key.1.clone(),
+                        availability: None,
+                    });
                     for job in self.jobs_of(key) {
-                        self.forward(
-                            &job,
-                            JobInput::NodeDown {
+                        fx.push(Effect::ToJob {
+                            job,
+                            news: NodeNews::Down {
                                 node: key.1.clone(),
                             },
-                        );
+                        });
                     }
                 }
             }
         }
     }
 
-    fn handle_request(&mut self, r: Request) {
-        match r {
-            Request::Watch {
-                job,
-                org,
-                nodes,
-                inbox,
-                reply,
-            } => {
-                let available: Vec<bool> = nodes
-                    .iter()
-                    .map(|n| {
-                        self.nodes
-                            .get(&(org.clone(), n.clone()))
-                            .is_some_and(|m| m.state() == State::Idle)
-                    })
-                    .collect();
-                self.jobs.insert(
-                    job,
-                    WatchedJob {
-                        org,
-                        nodes: nodes.into_iter().collect(),
-                        inbox,
-                    },
-                );
-                // The job task waits for this; if it is gone there is nobody to tell.
-                let _ = reply.send(available);
-            }
-            Request::Unwatch { job } => {
-                self.jobs.remove(&job);
-            }
-            Request::Send { org, node, message } => {
-                if let Some(n) = self.nodes.get(&(org.clone(), node.clone())) {
-                    self.channel.send(Outbound::ToNode {
-                        routing_id: n.routing_id().0.clone(),
-                        org,
-                        node,
-                        message,
-                    });
-                }
-            }
-            Request::Rehab { org, node } => {
-                let key = (org, node);
-                if let Some(n) = self.nodes.get_mut(&key) {
-                    let fx = n.handle(Instant::now(), machine::Input::DoRehab);
-                    self.apply(&key, fx);
-                    self.arm(&key);
-                }
-            }
-            Request::LiveJobs(reply) => {
-                let mut ids: Vec<JobId> = self.jobs.keys().cloned().collect();
-                ids.sort();
-                let _ = reply.send(ids);
-            }
-        }
-    }
-
-    fn fire_timers(&mut self, now: Instant) {
+    fn fire_timers(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         let mut due = Vec::new();
         while let Some(Reverse((at, _))) = self.timers.peek() {
             if *at > now {
@@ -484,26 +506,46 @@ impl Registry {
         }
         for key in due {
             // A stale entry (the node left rehab, or its deadline moved) fires nothing.
-            let Some(n) = self.nodes.get_mut(&key) else {
+            let Some(node) = self.nodes.get_mut(&key) else {
                 continue;
             };
-            if n.next_deadline().is_none_or(|d| d > now) {
+            if node.next_deadline().is_none_or(|d| d > now) {
                 continue;
             }
-            let fx = n.handle_timeout(now);
-            self.apply(&key, fx);
+            let node_fx = node.handle_timeout(now);
+            self.node_effects(&key, node_fx, fx);
             self.arm(&key);
         }
     }
 
-    fn scan(&mut self, now: Instant) {
-        let keys: Vec<(OrgGuid, String)> = self.nodes.keys().cloned().collect();
+    fn scan(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        let keys: Vec<NodeKey> = self.nodes.keys().cloned().collect();
         for key in keys {
-            if let Some(n) = self.nodes.get_mut(&key) {
-                let fx = n.handle(now, machine::Input::LivenessScan);
-                self.apply(&key, fx);
-                self.arm(&key);
-            }
+            self.node_input(now, &key, machine::Input::LivenessScan, fx);
         }
     }
 }
+
+/// The job's view of a node message that names it (`None` for a heartbeat).
+fn reply(m: &ClientMessage) -> Option<Reply> {
+    match m.kind {
+        ClientMessageType::Heartbeat => None,
+        ClientMessageType::AckCommit => Some(Reply::AckCommit),
+        ClientMessageType::NackCommit => Some(Reply::NackCommit),
+        ClientMessageType::AckRun => Some(Reply::AckRun),
+        ClientMessageType::NackRun => Some(Reply::NackRun),
+        ClientMessageType::Succeeded => Some(Reply::Succeeded {
+            stdout: m.stdout.clone(),
+            stderr: m.stderr.clone(),
+        }),
+        ClientMessageType::Failed => Some(Reply::Failed {
+            stdout: m.stdout.clone(),
+            stderr: m.stderr.clone(),
+        }),
+        ClientMessageType::Aborted => Some(Reply::Aborted),
+    }
+}
+
+#[cfg(test)]
+#[path = "registry_tests.rs"]
+mod tests;

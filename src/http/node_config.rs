@@ -18,10 +18,11 @@ use base64::Engine as _;
 use openssl::rsa::Padding;
 use serde_json::json;
 
+use super::error::ApiError;
 use super::extract::Segments;
 use super::extract::query_param;
 use super::pipeline::{GET_JSON, admit};
-use super::{ApiError, AppState};
+use super::state::AppState;
 use crate::auth::Rule;
 use crate::channel::decode_ccpk;
 use crate::chef::PrincipalKind;
