@@ -16,7 +16,8 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use openssl::rsa::Padding;
-use serde_json::json;
+use pushy_protocol::config::{EncodedSessionKey, HeartbeatConfig, NodeConfig, PushJobs};
+use serde_json::Number;
 
 use super::error::ApiError;
 use super::extract::Segments;
@@ -79,30 +80,32 @@ pub(super) async fn config(
     sealed.truncate(n);
 
     let host = &pushy.server_name;
-    let body = json!({
-        "type": "config",
-        "host": host,
-        "push_jobs": {"heartbeat": {
-            "out_addr": format!("tcp://{host}:{}", state.ports.heartbeat),
-            "command_addr": format!("tcp://{host}:{}", state.ports.command),
-            "interval": pushy.heartbeat_interval as f64 / 1000.0,
-            "offline_threshold": OFFLINE_THRESHOLD,
-            "online_threshold": ONLINE_THRESHOLD,
-        }},
-        "node": node,
-        "organization": org,
-        // The original emits a trailing blank line after the PEM.
-        "public_key": format!("{}\n", state.server_key.public_pem),
-        "curve_public_key": state.curve.public_z85,
-        "encoded_session_key": {
-            "method": "hmac_sha256",
-            "key": base64::engine::general_purpose::STANDARD.encode(sealed),
+    let body = NodeConfig {
+        kind: "config".to_owned(),
+        host: host.clone(),
+        push_jobs: PushJobs {
+            heartbeat: HeartbeatConfig {
+                out_addr: format!("tcp://{host}:{}", state.ports.heartbeat),
+                command_addr: format!("tcp://{host}:{}", state.ports.command),
+                interval: Number::from_f64(pushy.heartbeat_interval as f64 / 1000.0),
+                offline_threshold: Some(OFFLINE_THRESHOLD.into()),
+                online_threshold: Some(ONLINE_THRESHOLD.into()),
+            },
         },
-        "lifetime": pushy.config_lifetime,
-        "max_message_skew": pushy.max_time_skew,
-        "max_body_size": pushy.max_body_size,
-        "incarnation_id": &*state.incarnation,
-    });
+        node: node.to_owned(),
+        organization: org.to_owned(),
+        // The original emits a trailing blank line after the PEM.
+        public_key: format!("{}\n", state.server_key.public_pem),
+        curve_public_key: Some(state.curve.public_z85.clone()),
+        encoded_session_key: EncodedSessionKey {
+            method: "hmac_sha256".to_owned(),
+            key: base64::engine::general_purpose::STANDARD.encode(sealed),
+        },
+        lifetime: Some(pushy.config_lifetime.into()),
+        max_message_skew: Some(pushy.max_time_skew.into()),
+        max_body_size: Some(pushy.max_body_size.into()),
+        incarnation_id: state.incarnation.to_string(),
+    };
     Ok(axum::Json(body).into_response())
 }
 
