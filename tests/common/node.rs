@@ -12,7 +12,7 @@ use base64::Engine as _;
 use chrono::Utc;
 use openssl::rsa::Padding;
 use pushy_protocol::frame::{self, SignKey, VerifyKey};
-use pushy_protocol::message::{ClientMessage, ClientMessageType, JobRef};
+use pushy_protocol::message::{ClientMessage, ClientMessageType, JobRef, ServerMessage};
 
 use super::{Harness, ORG};
 
@@ -287,14 +287,16 @@ impl NodeLoop {
             {
                 continue;
             }
+            // Decoded as nodes decode it; the raw body is kept for tests that read a
+            // commit's fields as sent.
+            let message = ServerMessage::parse(&frames[1]).expect("a server message");
             let body: serde_json::Value = serde_json::from_slice(&frames[1]).unwrap();
-            let kind = body["type"].as_str().unwrap_or_default().to_owned();
-            self.seen.lock().unwrap().types.push(kind.clone());
+            self.seen.lock().unwrap().types.push(message.kind().to_owned());
             if self.silent.load(Ordering::Relaxed) {
                 continue;
             }
-            match kind.as_str() {
-                "abort" => {
+            match message {
+                ServerMessage::Abort => {
                     let job = self.job.take();
                     self.running = None;
                     self.started = false;
@@ -307,8 +309,8 @@ impl NodeLoop {
                         let _ = r.send(());
                     }
                 }
-                "commit" => self.commit(&dealer, body),
-                "run" => self.run_job(&dealer, body["job_id"].as_str().unwrap().to_owned()),
+                ServerMessage::Commit { .. } => self.commit(&dealer, body),
+                ServerMessage::Run { job_id } => self.run_job(&dealer, job_id),
                 _ => {}
             }
         }
