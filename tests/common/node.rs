@@ -291,7 +291,11 @@ impl NodeLoop {
             // commit's fields as sent.
             let message = ServerMessage::parse(&frames[1]).expect("a server message");
             let body: serde_json::Value = serde_json::from_slice(&frames[1]).unwrap();
-            self.seen.lock().unwrap().types.push(message.kind().to_owned());
+            self.seen
+                .lock()
+                .unwrap()
+                .types
+                .push(message.kind().to_owned());
             if self.silent.load(Ordering::Relaxed) {
                 continue;
             }
