@@ -364,29 +364,7 @@ pub(crate) async fn run(
                 return;
             }
             Err(e) => {
-                // The store refused the write for good: the job cannot keep its record
-                // straight. Mark it crashed (best effort) and reset its nodes, as the
-                // original's job monitor.
-                tracing::error!(error = %e, "store failed; job crashed");
-                let _ = ctx
-                    .store
-                    .update_statuses(
-                        &ctx.org,
-                        &ctx.id,
-                        Some(JobStatus::Crashed),
-                        &[],
-                        now_seconds(),
-                    )
-                    .await;
-                for (node, _) in job.nodes() {
-                    ctx.registry
-                        .request(Request::Rehab {
-                            org: ctx.org.clone(),
-                            node: node.clone(),
-                        })
-                        .await;
-                }
-                ctx.events.abandon_job(&ctx.id);
+                crash(&ctx, &job, &e).await;
                 finished = true;
             }
         }
@@ -400,7 +378,37 @@ pub(crate) async fn run(
         // The aborting request may have given up waiting; nothing to do then.
         let _ = w.send(());
     }
-    // Late aborts get their answer too while the job lingers.
+    linger(&ctx, inbox).await;
+}
+
+/// The store refused a write for good: the job cannot keep its record straight. Marks it
+/// crashed (best effort) and resets its nodes, as the original's job monitor.
+async fn crash(ctx: &JobContext, job: &Job, e: &store::Error) {
+    tracing::error!(error = %e, "store failed; job crashed");
+    let _ = ctx
+        .store
+        .update_statuses(
+            &ctx.org,
+            &ctx.id,
+            Some(JobStatus::Crashed),
+            &[],
+            now_seconds(),
+        )
+        .await;
+    for (node, _) in job.nodes() {
+        ctx.registry
+            .request(Request::Rehab {
+                org: ctx.org.clone(),
+                node: node.clone(),
+            })
+            .await;
+    }
+    ctx.events.abandon_job(&ctx.id);
+}
+
+/// A finished job's task stays `wait_complete_time` longer, so late aborts get their
+/// answer and late results their acknowledgement.
+async fn linger(ctx: &JobContext, mut inbox: mpsc::UnboundedReceiver<TaskMsg>) {
     let linger = tokio::time::sleep(ctx.wait_complete_time);
     tokio::pin!(linger);
     loop {
