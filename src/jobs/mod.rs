@@ -20,7 +20,7 @@ use tracing::Instrument as _;
 
 use crate::events::Events;
 use crate::metrics::Metrics;
-use crate::nodes::{RegistryHandle, Request};
+use crate::nodes::RegistryHandle;
 use crate::store::{self, JobOptions, JobRecord, Store};
 pub use live::LiveJobs;
 use machine::Job;
@@ -324,17 +324,11 @@ impl JobsHandle {
 
     /// Registers the job's nodes with the registry; returns those available (idle) now.
     async fn watch(&self, id: &JobId, org: &OrgGuid, nodes: Vec<String>) -> HashSet<String> {
-        let (tx, rx) = oneshot::channel();
-        let request = Request::Watch {
-            job: id.clone(),
-            org: org.clone(),
-            nodes: nodes.clone(),
-            reply: tx,
-        };
-        if !self.registry.request(request).await {
-            return HashSet::new();
-        }
-        let flags = rx.await.unwrap_or_default();
+        let flags = self
+            .registry
+            .watch(id.clone(), org.clone(), nodes.clone())
+            .await
+            .unwrap_or_default();
         nodes
             .into_iter()
             .zip(flags)

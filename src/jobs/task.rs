@@ -16,8 +16,9 @@ use tokio_util::sync::CancellationToken;
 use super::machine::{Command, Effect, Input, Job, Phase, Reply};
 use crate::events::Events;
 use crate::metrics::{JobLabels, Metrics};
+use crate::nodes::RegistryHandle;
 use crate::nodes::news::NodeNews;
-use crate::nodes::{RegistryHandle, Request};
+use crate::nodes::registry::Input as RegistryInput;
 use crate::store::{self, Store};
 
 /// What a job task's inbox carries.
@@ -83,7 +84,7 @@ impl JobContext {
     /// forget it: `ack` with the job's id (ours; the Ruby client ignores every `ack`).
     async fn ack_result(&self, node: String) {
         self.registry
-            .request(Request::Send {
+            .send(RegistryInput::Send {
                 org: self.org.clone(),
                 node,
                 message: ServerMessage::ResultAck {
@@ -120,7 +121,7 @@ impl JobContext {
                         },
                     };
                     self.registry
-                        .request(Request::Send {
+                        .send(RegistryInput::Send {
                             org: self.org.clone(),
                             node,
                             message,
@@ -129,7 +130,7 @@ impl JobContext {
                 }
                 Effect::Rehab { node } => {
                     self.registry
-                        .request(Request::Rehab {
+                        .send(RegistryInput::Rehab {
                             org: self.org.clone(),
                             node,
                         })
@@ -334,7 +335,7 @@ pub(crate) async fn run(
             _ = sleep_until(deadline) => job.handle_timeout(Instant::now()),
             _ = ctx.shutdown.cancelled() => {
                 tracing::info!("server stopping; job left for the next start to resume");
-                ctx.registry.request(Request::Unwatch { job: ctx.id.clone() }).await;
+                ctx.registry.send(RegistryInput::Unwatch { job: ctx.id.clone() }).await;
                 return;
             }
             }
@@ -357,7 +358,7 @@ pub(crate) async fn run(
                 // stored job is consistent and the next start resumes it.
                 tracing::info!(error = %e, "server stopping during a store outage; job left for the next start to resume");
                 ctx.registry
-                    .request(Request::Unwatch {
+                    .send(RegistryInput::Unwatch {
                         job: ctx.id.clone(),
                     })
                     .await;
@@ -370,7 +371,7 @@ pub(crate) async fn run(
         }
     }
     ctx.registry
-        .request(Request::Unwatch {
+        .send(RegistryInput::Unwatch {
             job: ctx.id.clone(),
         })
         .await;
@@ -397,7 +398,7 @@ async fn crash(ctx: &JobContext, job: &Job, e: &store::Error) {
         .await;
     for (node, _) in job.nodes() {
         ctx.registry
-            .request(Request::Rehab {
+            .send(RegistryInput::Rehab {
                 org: ctx.org.clone(),
                 node: node.clone(),
             })

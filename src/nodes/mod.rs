@@ -10,4 +10,4 @@ mod snapshot;
 mod task;
 
 pub use snapshot::{Availability, NodeSnapshot, Presence};
-pub use task::{JobSink, RegistryHandle, Request, spawn};
+pub use task::{JobSink, RegistryHandle, spawn};

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pushy_protocol::job::{JobId, OrgGuid};
-use pushy_protocol::message::ServerMessage;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -20,40 +19,11 @@ use crate::channel::thread::{ChannelHandle, Inbound, Outbound};
 /// job has no task (any more). The layer above supplies it: it alone knows the live jobs.
 pub type JobSink = Arc<dyn Fn(&JobId, NodeNews) -> bool + Send + Sync>;
 
-/// What job tasks (and the jobs handle) ask of the registry.
-pub enum Request {
-    /// A job starts watching its nodes; the reply says which are available (idle) now.
-    Watch {
-        /// The job.
-        job: JobId,
-        /// Its organization.
-        org: OrgGuid,
-        /// Its nodes.
-        nodes: Vec<String>,
-        /// Availability of each node, in order.
-        reply: oneshot::Sender<Vec<bool>>,
-    },
-    /// The job is over: its messages are no longer routed.
-    Unwatch {
-        /// The job.
-        job: JobId,
-    },
-    /// Send a command to a node (dropped silently if the node is not connected).
-    Send {
-        /// The organization.
-        org: OrgGuid,
-        /// The node.
-        node: String,
-        /// The message.
-        message: ServerMessage,
-    },
-    /// Reset a node (`do_rehab`).
-    Rehab {
-        /// The organization.
-        org: OrgGuid,
-        /// The node.
-        node: String,
-    },
+/// What job tasks ask of the registry: one of its machine's inputs, and for a watch the
+/// way its answer goes back.
+struct Request {
+    input: Input,
+    reply: Option<oneshot::Sender<Vec<bool>>>,
 }
 
 /// Cheap handle to the registry task.
@@ -67,9 +37,22 @@ pub struct RegistryHandle {
 const REQUEST_CAPACITY: usize = 4096;
 
 impl RegistryHandle {
-    /// Sends a request; false when the registry has stopped (server shutting down).
-    pub async fn request(&self, r: Request) -> bool {
-        self.tx.send(r).await.is_ok()
+    /// Hands the registry an input (a command for a node, a rehab, an unwatch); false
+    /// when the registry has stopped (server shutting down).
+    pub async fn send(&self, input: Input) -> bool {
+        self.tx.send(Request { input, reply: None }).await.is_ok()
+    }
+
+    /// Starts routing news of `nodes` to `job`; returns whether each node is available
+    /// (online and idle) now, or `None` when the registry has stopped.
+    pub async fn watch(&self, job: JobId, org: OrgGuid, nodes: Vec<String>) -> Option<Vec<bool>> {
+        let (tx, rx) = oneshot::channel();
+        let request = Request {
+            input: Input::Watch { job, org, nodes },
+            reply: Some(tx),
+        };
+        self.tx.send(request).await.ok()?;
+        rx.await.ok()
     }
 }
 
@@ -120,7 +103,7 @@ impl Driver {
                     None => break,
                 },
                 req = requests.recv() => match req {
-                    Some(r) => self.request(r),
+                    Some(r) => self.handle(r.input, r.reply),
                     None => break,
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => self.handle(Input::Tick, None),
@@ -129,22 +112,6 @@ impl Driver {
         }
         // Dropping the channel handle stops the ZeroMQ thread and closes its sockets.
         tracing::debug!("node registry stopped");
-    }
-
-    fn request(&mut self, r: Request) {
-        match r {
-            Request::Watch {
-                job,
-                org,
-                nodes,
-                reply,
-            } => self.handle(Input::Watch { job, org, nodes }, Some(reply)),
-            Request::Unwatch { job } => self.handle(Input::Unwatch { job }, None),
-            Request::Send { org, node, message } => {
-                self.handle(Input::Send { org, node, message }, None);
-            }
-            Request::Rehab { org, node } => self.handle(Input::Rehab { org, node }, None),
-        }
     }
 
     /// Feeds the machine and applies its effects; `reply` answers a watch.
