@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::agent::machine::Outgoing;
+use crate::agent::outgoing::Outgoing;
 
 /// How long a result is kept for redelivery: the server's default `run_timeout` (zmq.md
 /// §8); past it the server has timed the job out and no longer takes a result for it.

@@ -37,6 +37,7 @@ use pushy_protocol::message::{
 use rand::rngs::SmallRng;
 use rand::{Rng as _, RngCore};
 
+pub use super::outgoing::Outgoing;
 use crate::pending::PendingResult;
 use crate::runner::{self, Captured};
 
@@ -182,30 +183,6 @@ pub enum Input {
     SendFailed,
     /// Reconfigure now.
     Reconfigure(Reason),
-}
-
-/// A message for the driver to build ([`Node::message`]), sign and send.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outgoing {
-    /// Its type.
-    pub kind: ClientMessageType,
-    /// The job it concerns (`null` on the wire when `None`).
-    pub job_id: Option<String>,
-    /// Heartbeats only: `idle`, `committed` or `running`.
-    pub job_state: Option<&'static str>,
-    /// Captured stdout, stderr and whether either was cut, for results with capture.
-    pub output: Option<(String, String, bool)>,
-}
-
-impl Outgoing {
-    fn reply(kind: ClientMessageType, job_id: Option<String>) -> Outgoing {
-        Outgoing {
-            kind,
-            job_id,
-            job_state: None,
-            output: None,
-        }
-    }
 }
 
 /// What the driver must do, in order.

@@ -7,6 +7,7 @@
 //! carries out the effects in order.
 
 pub mod machine;
+pub mod outgoing;
 
 use std::collections::VecDeque;
 use std::fs::File;
