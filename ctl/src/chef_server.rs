@@ -1,6 +1,6 @@
 //! What the add-on takes from Chef Server: `/etc/opscode/chef-server-running.json`, written by
 //! `chef-server-ctl reconfigure` (ops.md §1.3 load order, step 2), and [`compute`], the
-//! original's `generate_config` (§1.3 "Topology handling"): Chef Server's PostgreSQL placement
+//! original's `generate_config` (§1.3 "Topology handling", now `settings::compute`): Chef Server's PostgreSQL placement
 //! over the user's, the topology-dependent `vip`, and what a tier/HA frontend runs.
 //!
 //! Only the `private_chef` subtree is read (the `runit` one is consumed by the original but
@@ -14,9 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{Value, json};
-
-use crate::settings::{BootstrapSettings, PostgresqlSettings, Role, ServerSettings, Settings};
-use crate::user_config::Attributes;
 
 /// Chef Server's configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -325,103 +322,6 @@ impl Fields<'_> {
             Some(_) => Err(self.wrong(keys, "true or false")),
         }
     }
-}
-
-/// The original's `generate_config` plus the sentinel rule (ops.md §1.3, §2.3 steps 4–5):
-///
-/// - `postgresql` `vip`, `port` and `db_superuser` are always Chef Server's.
-/// - topology `ha` or `tier`: `ha` = (topology is `ha`); `vip` = the user's, else
-///   `backend_vips.ipaddress`; the host's role in `servers` decides: `backend` runs everything,
-///   `frontend` turns `enable` and `bootstrap.enable` off unless the user set them, anything else
-///   is the original's error.
-/// - any other topology: `vip` = the user's, else `lb.api_fqdn` (else `api_fqdn`).
-/// - `bootstrap.enable`: the user's, else false on a frontend, else false once `bootstrapped`
-///   exists, else true. `server_name_advertised`: the user's, else `vip`.
-///
-/// # Errors
-/// [`Error::UnknownRole`], [`Error::NotInServers`], [`Error::NoBackendVip`],
-/// [`Error::NoApiFqdn`].
-pub fn compute(attrs: &Attributes, chef: &ChefServer, host: &Host) -> Result<Settings, Error> {
-    let user = &attrs.opscode_pushy_server;
-    let (role, ha, vip) = match chef.topology.as_str() {
-        topology @ ("ha" | "tier") => {
-            let role = match chef.role_of(&host.fqdn) {
-                None => {
-                    return Err(Error::NotInServers {
-                        path: chef.path.clone(),
-                        fqdn: host.fqdn.clone(),
-                        topology: topology.to_owned(),
-                    });
-                }
-                Some(Some("backend")) => Role::Backend,
-                Some(Some("frontend")) => Role::Frontend,
-                Some(other) => {
-                    return Err(Error::UnknownRole {
-                        fqdn: host.fqdn.clone(),
-                        role: other.map(str::to_owned),
-                    });
-                }
-            };
-            let vip = user
-                .vip
-                .clone()
-                .or_else(|| chef.backend_vip.clone())
-                .ok_or_else(|| Error::NoBackendVip {
-                    path: chef.path.clone(),
-                    topology: topology.to_owned(),
-                })?;
-            (role, topology == "ha", vip)
-        }
-        _ => {
-            let vip = user
-                .vip
-                .clone()
-                .or_else(|| chef.lb_api_fqdn.clone())
-                .or_else(|| chef.api_fqdn.clone())
-                .ok_or_else(|| Error::NoApiFqdn {
-                    path: chef.path.clone(),
-                })?;
-            (Role::Standalone, user.ha, vip)
-        }
-    };
-    let frontend = role == Role::Frontend;
-    let enable = user.enable.unwrap_or(!frontend);
-    let bootstrap_enable = attrs
-        .bootstrap
-        .enable
-        .unwrap_or(!frontend && !host.bootstrapped);
-    let pg = &attrs.postgresql;
-    Ok(Settings {
-        topology: chef.topology.clone(),
-        role,
-        data_master: role == Role::Standalone || (role == Role::Backend && chef.topology == "tier"),
-        install_path: crate::paths::INSTALL_DIR.into(),
-        chef_base_path: chef.install_path.clone(),
-        bootstrap: BootstrapSettings {
-            enable: bootstrap_enable,
-        },
-        server: ServerSettings {
-            enable,
-            ha,
-            server_name_advertised: user
-                .server_name_advertised
-                .clone()
-                .unwrap_or_else(|| vip.clone()),
-            vip,
-            daemon: user.daemon.clone(),
-        },
-        postgresql: PostgresqlSettings {
-            database_name: pg.database_name.clone(),
-            username: pg.username.clone(),
-            sql_user: pg.sql_user.clone(),
-            sql_ro_user: pg.sql_ro_user.clone(),
-            vip: chef.postgresql.vip.clone(),
-            port: chef.postgresql.port,
-            db_superuser: chef.postgresql.db_superuser.clone(),
-            external: chef.postgresql.external,
-        },
-        oc_chef_pedant: attrs.oc_chef_pedant.clone(),
-    })
 }
 
 /// This host's FQDN as Ohai finds it: `hostname --fqdn`, else the kernel's host name.

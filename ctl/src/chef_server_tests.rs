@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::*;
 use crate::paths::Paths;
-use crate::settings;
-use crate::user_config::parse_rb;
+use crate::settings::{self, Role, compute};
+use crate::user_config::{Attributes, parse_rb};
 
 fn running(topology: &str) -> Value {
     json!({

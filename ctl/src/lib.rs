@@ -3,11 +3,12 @@
 //!
 //! Layout, in the order reconfigure uses the pieces:
 //! - [`paths`]: every path the ctl touches, under a root prefix (`--root`, `PUSHY_CTL_ROOT`).
-//! - [`chef_server`]: Chef Server's `chef-server-running.json`, and [`chef_server::compute`],
-//!   the original's `generate_config` (topology, vip, PostgreSQL placement).
+//! - [`chef_server`]: Chef Server's `chef-server-running.json` as read.
 //! - [`user_config`]: the operator's `opscode-push-jobs-server.rb` (or `.toml`), typed into
 //!   [`user_config::Attributes`] with the cookbook's defaults.
-//! - [`settings`]: [`settings::load`] runs the original's load order into [`settings::Settings`].
+//! - [`settings`]: [`settings::load`] runs the original's load order into [`settings::Settings`],
+//!   and [`settings::compute`] is the original's `generate_config` (topology, vip, PostgreSQL
+//!   placement).
 //! - [`veil`]: Chef Server's consolidated secrets file (legacy, v1, v2), derivation, atomic saves.
 //! - [`secrets`]: the secrets bootstrap of every reconfigure (migration, passwords, key pair) and
 //!   the list of secrets handed to the daemon.

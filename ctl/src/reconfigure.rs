@@ -264,7 +264,7 @@ pub async fn reconfigure(paths: &Paths, options: &Options) -> anyhow::Result<Rep
         fqdn,
         bootstrapped: paths.bootstrapped().exists(),
     };
-    let at_rest = chef_server::compute(&loaded.attributes, chef, &host)?;
+    let at_rest = settings::compute(&loaded.attributes, chef, &host)?;
     let running_json_written = converge.file(
         &paths.running_json(),
         running_json(&at_rest).as_bytes(),

@@ -138,7 +138,7 @@ pub struct Loaded {
 
 /// Computes the settings under `paths` for the host `fqdn`, in the original's load order:
 /// Chef Server's running JSON (it must exist), the user config (whose `node['…']` lookups see
-/// Chef Server's attributes), the `bootstrapped` sentinel, then [`chef_server::compute`].
+/// Chef Server's attributes), the `bootstrapped` sentinel, then [`compute`].
 ///
 /// # Errors
 /// [`Error`], naming the file (and line) at fault.
@@ -150,7 +150,7 @@ pub fn load(paths: &Paths, fqdn: &str) -> Result<Loaded, Error> {
         fqdn: fqdn.to_owned(),
         bootstrapped: paths.bootstrapped().exists(),
     };
-    let settings = chef_server::compute(&user.attributes, &chef_server, &host)?;
+    let settings = compute(&user.attributes, &chef_server, &host)?;
     Ok(Loaded {
         settings,
         chef_server,
@@ -158,5 +158,106 @@ pub fn load(paths: &Paths, fqdn: &str) -> Result<Loaded, Error> {
         warnings: user.warnings,
         user_config: user.source,
         host,
+    })
+}
+
+/// The original's `generate_config` plus the sentinel rule (ops.md §1.3, §2.3 steps 4–5):
+///
+/// - `postgresql` `vip`, `port` and `db_superuser` are always Chef Server's.
+/// - topology `ha` or `tier`: `ha` = (topology is `ha`); `vip` = the user's, else
+///   `backend_vips.ipaddress`; the host's role in `servers` decides: `backend` runs everything,
+///   `frontend` turns `enable` and `bootstrap.enable` off unless the user set them, anything else
+///   is the original's error.
+/// - any other topology: `vip` = the user's, else `lb.api_fqdn` (else `api_fqdn`).
+/// - `bootstrap.enable`: the user's, else false on a frontend, else false once `bootstrapped`
+///   exists, else true. `server_name_advertised`: the user's, else `vip`.
+///
+/// # Errors
+/// [`chef_server::Error::UnknownRole`], [`chef_server::Error::NotInServers`],
+/// [`chef_server::Error::NoBackendVip`], [`chef_server::Error::NoApiFqdn`].
+pub fn compute(
+    attrs: &Attributes,
+    chef: &ChefServer,
+    host: &Host,
+) -> Result<Settings, chef_server::Error> {
+    let user = &attrs.opscode_pushy_server;
+    let (role, ha, vip) = match chef.topology.as_str() {
+        topology @ ("ha" | "tier") => {
+            let role = match chef.role_of(&host.fqdn) {
+                None => {
+                    return Err(chef_server::Error::NotInServers {
+                        path: chef.path.clone(),
+                        fqdn: host.fqdn.clone(),
+                        topology: topology.to_owned(),
+                    });
+                }
+                Some(Some("backend")) => Role::Backend,
+                Some(Some("frontend")) => Role::Frontend,
+                Some(other) => {
+                    return Err(chef_server::Error::UnknownRole {
+                        fqdn: host.fqdn.clone(),
+                        role: other.map(str::to_owned),
+                    });
+                }
+            };
+            let vip = user
+                .vip
+                .clone()
+                .or_else(|| chef.backend_vip.clone())
+                .ok_or_else(|| chef_server::Error::NoBackendVip {
+                    path: chef.path.clone(),
+                    topology: topology.to_owned(),
+                })?;
+            (role, topology == "ha", vip)
+        }
+        _ => {
+            let vip = user
+                .vip
+                .clone()
+                .or_else(|| chef.lb_api_fqdn.clone())
+                .or_else(|| chef.api_fqdn.clone())
+                .ok_or_else(|| chef_server::Error::NoApiFqdn {
+                    path: chef.path.clone(),
+                })?;
+            (Role::Standalone, user.ha, vip)
+        }
+    };
+    let frontend = role == Role::Frontend;
+    let enable = user.enable.unwrap_or(!frontend);
+    let bootstrap_enable = attrs
+        .bootstrap
+        .enable
+        .unwrap_or(!frontend && !host.bootstrapped);
+    let pg = &attrs.postgresql;
+    Ok(Settings {
+        topology: chef.topology.clone(),
+        role,
+        data_master: role == Role::Standalone || (role == Role::Backend && chef.topology == "tier"),
+        install_path: crate::paths::INSTALL_DIR.into(),
+        chef_base_path: chef.install_path.clone(),
+        bootstrap: BootstrapSettings {
+            enable: bootstrap_enable,
+        },
+        server: ServerSettings {
+            enable,
+            ha,
+            server_name_advertised: user
+                .server_name_advertised
+                .clone()
+                .unwrap_or_else(|| vip.clone()),
+            vip,
+            daemon: user.daemon.clone(),
+        },
+        postgresql: PostgresqlSettings {
+            database_name: pg.database_name.clone(),
+            username: pg.username.clone(),
+            sql_user: pg.sql_user.clone(),
+            sql_ro_user: pg.sql_ro_user.clone(),
+            vip: chef.postgresql.vip.clone(),
+            port: chef.postgresql.port,
+            db_superuser: chef.postgresql.db_superuser.clone(),
+            external: chef.postgresql.external,
+        },
+        oc_chef_pedant: attrs.oc_chef_pedant.clone(),
     })
 }

@@ -10,7 +10,7 @@
 //! typed, with every attribute of §1.3 and its default; unknown keys and keys the original
 //! silently ignores come back as [`Warning`]s.
 //!
-//! Called by `settings::load` before `chef_server::compute` applies Chef Server's values.
+//! Called by `settings::load` before `settings::compute` applies Chef Server's values.
 
 use std::fmt;
 use std::fs;

@@ -4,7 +4,7 @@
 //! Attributes that reconfigure computes when the user leaves them unset — `vip`,
 //! `server_name_advertised`, `enable`, `bootstrap['enable']`, `postgresql['db_superuser']` — are
 //! `Option`s here: `None` means "not set by the user", which is what the original's `||=` tests.
-//! `chef_server::compute` resolves them into `settings::Settings`.
+//! `settings::compute` resolves them into `settings::Settings`.
 
 use std::path::PathBuf;
 
