@@ -1,11 +1,14 @@
-//! The server's data flows one way (DESIGN.md, "Layers"): no file of `src/` reaches,
-//! directly or through others, a file that reaches it back. This test reads the imports
-//! of every production file (`crate::`, `super::`, `self::` paths, `use` trees included),
-//! resolves each to the file that defines the module it names, and fails on any circle,
-//! listing the files in it and the names each takes from the next.
+//! The server's data flows one way (ARCHITECTURE.md, "Layers"): no file of `src/` reaches,
+//! directly or through others, a file that reaches it back. This test reads the imports of
+//! every production file (`crate::`, `super::`, `self::` and child-module paths, `use`
+//! trees included), resolves each to the file that defines the module it names, and fails
+//! on any circle, listing the files in it and the names each takes from the next. A parent
+//! `mod.rs` that re-exports its children counts as importing them, so a child may not take
+//! anything from it: shared items live in a sibling file.
 //!
 //! What it reads is text: test modules (`#[cfg(test)]` to the end of a file, `tests.rs`,
-//! `*_tests.rs`) and comments are left out; `mod x;` declares, it does not import.
+//! `*_tests.rs`) and comments are left out; `mod x;` declares, it does not import; a
+//! crate re-exported under a name (`pub use other_crate as name;`) is not a file here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -13,15 +16,31 @@ use std::path::{Path, PathBuf};
 /// A module path from the crate root (`["jobs", "machine"]`), and the file defining it.
 type Module = Vec<String>;
 
+/// Which files each file imports, with the names it takes.
+type Edges = BTreeMap<PathBuf, BTreeMap<PathBuf, BTreeSet<String>>>;
+
 #[test]
 fn no_file_of_src_imports_a_file_that_imports_it_back() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let files = modules(&src);
-    let mut edges: BTreeMap<PathBuf, BTreeMap<PathBuf, BTreeSet<String>>> = BTreeMap::new();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let report = circles_of(workspace, &workspace.join("src"));
+    assert!(report.is_empty(), "imports that run in a circle:\n{report}");
+}
+
+/// The circles among one library's files, described; empty when there are none.
+fn circles_of(workspace: &Path, src: &Path) -> String {
+    let files = modules(src);
+    let root_text = std::fs::read_to_string(src.join("lib.rs")).unwrap_or_default();
+    let aliases = crate_aliases(&production_text(&root_text));
+    let mut edges = Edges::new();
     for (module, file) in &files {
         let text = production_text(&std::fs::read_to_string(file).expect("readable source"));
         let inline = inline_modules(&text);
         for (at, path) in referenced_paths(&text, &child_modules(&text)) {
+            if path.first().is_some_and(|r| r == "crate")
+                && path.get(1).is_some_and(|name| aliases.contains(name))
+            {
+                continue;
+            }
             // A path inside `mod x { … }` is relative to that inner module.
             let mut here = module.clone();
             here.extend(
@@ -44,28 +63,37 @@ fn no_file_of_src_imports_a_file_that_imports_it_back() {
             }
         }
     }
-    let circles = circles(&files.values().cloned().collect::<Vec<_>>(), &edges);
     let mut report = String::new();
-    for circle in &circles {
+    for circle in circles(&files.values().cloned().collect::<Vec<_>>(), &edges) {
         report.push_str(&format!("circle of {} files:\n", circle.len()));
-        for from in circle {
+        for from in &circle {
             for (to, names) in &edges[from] {
                 if circle.contains(to) {
                     let names: Vec<_> = names.iter().cloned().collect();
                     report.push_str(&format!(
                         "  {} -> {}: {}\n",
-                        short(&src, from),
-                        short(&src, to),
+                        short(workspace, from),
+                        short(workspace, to),
                         names.join(", ")
                     ));
                 }
             }
         }
     }
-    assert!(
-        circles.is_empty(),
-        "imports that run in a circle:\n{report}"
-    );
+    report
+}
+
+/// Names under which the crate root re-exports other crates (`pub use other as name;`).
+fn crate_aliases(root: &str) -> BTreeSet<String> {
+    root.lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix("pub use ")?.strip_suffix(';')?;
+            let (external, name) = rest.split_once(" as ")?;
+            let external = external.trim();
+            (external.chars().all(is_ident) && !["crate", "self", "super"].contains(&external))
+                .then(|| name.trim().to_owned())
+        })
+        .collect()
 }
 
 /// The checker itself: a circle through a parent `mod.rs` and its child is found, a use
@@ -92,6 +120,10 @@ fn the_checker_finds_what_it_should() {
     assert_eq!(inline[0].2, "inner");
     assert!(text[inline[0].0..].starts_with("{\n  use super"));
     assert_eq!(
+        crate_aliases("pub use pushy_store as store;\npub use crate::a::B as C;\n"),
+        BTreeSet::from(["store".to_owned()])
+    );
+    assert_eq!(
         child_modules("mod a;\npub mod b;\npub(crate) mod c;\nmod tests {\n"),
         ["a", "b", "c"]
     );
@@ -117,7 +149,7 @@ fn the_checker_finds_what_it_should() {
         resolved,
         Some((vec!["a".to_owned()], vec!["State".to_owned()]))
     );
-    let mut edges: BTreeMap<PathBuf, BTreeMap<PathBuf, BTreeSet<String>>> = BTreeMap::new();
+    let mut edges = Edges::new();
     edges
         .entry("a/mod.rs".into())
         .or_default()
@@ -130,14 +162,15 @@ fn the_checker_finds_what_it_should() {
     assert_eq!(circles(&all, &edges).len(), 1);
 }
 
-fn short(src: &Path, file: &Path) -> String {
-    file.strip_prefix(src.parent().unwrap_or(src))
+fn short(workspace: &Path, file: &Path) -> String {
+    file.strip_prefix(workspace)
         .unwrap_or(file)
         .display()
         .to_string()
 }
 
-/// Every production module file under `src/` (the library; `main.rs` is its own crate).
+/// Every production module file under a library's `src/` (`main.rs` and `bin/` are crates
+/// of their own).
 fn modules(src: &Path) -> BTreeMap<Module, PathBuf> {
     let mut found = BTreeMap::new();
     let mut stack = vec![src.to_path_buf()];
@@ -145,7 +178,9 @@ fn modules(src: &Path) -> BTreeMap<Module, PathBuf> {
         for entry in std::fs::read_dir(&dir).expect("readable src") {
             let path = entry.expect("a directory entry").path();
             if path.is_dir() {
-                stack.push(path);
+                if path.file_name().is_some_and(|n| n != "bin") {
+                    stack.push(path);
+                }
                 continue;
             }
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -392,12 +427,9 @@ fn resolve(
 }
 
 /// The strongly connected groups of more than one file (Tarjan's algorithm).
-fn circles(
-    files: &[PathBuf],
-    edges: &BTreeMap<PathBuf, BTreeMap<PathBuf, BTreeSet<String>>>,
-) -> Vec<Vec<PathBuf>> {
+fn circles(files: &[PathBuf], edges: &Edges) -> Vec<Vec<PathBuf>> {
     struct State<'a> {
-        edges: &'a BTreeMap<PathBuf, BTreeMap<PathBuf, BTreeSet<String>>>,
+        edges: &'a Edges,
         index: BTreeMap<&'a PathBuf, usize>,
         low: BTreeMap<&'a PathBuf, usize>,
         stack: Vec<&'a PathBuf>,
