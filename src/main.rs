@@ -106,7 +106,7 @@ mod pushy_server_cli {
     use std::path::PathBuf;
 
     use anyhow::Context as _;
-    use pushy_protocol::chef_auth::{ProtocolVersion, Request, format_timestamp, sign_request};
+    use pushy_protocol::chef_auth::ProtocolVersion;
 
     /// Arguments of `request`.
     #[derive(clap::Args)]
@@ -141,36 +141,21 @@ mod pushy_server_cli {
             .with_context(|| format!("unsupported signing version {}", a.sign_version))?;
         let url = reqwest::Url::parse(&a.url).context("parsing the URL")?;
         let body = a.data.unwrap_or_default();
-        let method = a.method.to_ascii_uppercase();
-        let ts = format_timestamp(chrono::Utc::now());
-        let req = Request {
-            method: &method,
-            path: url.path(),
-            body: body.as_bytes(),
-            user_id: &a.user,
-            timestamp: &ts,
-            server_api_version: None,
-        };
-        let headers = sign_request(&key, version, &req)?;
+        let method: reqwest::Method = a.method.to_ascii_uppercase().parse()?;
+        let client = pushy_chef_http::Client::builder(url.clone(), a.user, key, version)
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
         if a.curl {
-            for (k, v) in headers {
+            for (k, v) in client.signed_headers(&method, &url, body.as_bytes())? {
                 println!("-H '{k}: {v}'");
             }
             return Ok(());
         }
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()?;
-        let mut rb = client
-            .request(method.parse()?, url)
-            .header("Accept", "application/json");
-        for (k, v) in headers {
-            rb = rb.header(k, v);
-        }
+        let mut request = client.request(method, url);
         if !body.is_empty() {
-            rb = rb.header("Content-Type", "application/json").body(body);
+            request = request.json(body);
         }
-        let resp = rb.send().await.context("sending the request")?;
+        let resp = request.send().await.context("sending the request")?;
         let status = resp.status();
         let text = resp.text().await?;
         eprintln!("{status}");

@@ -3,7 +3,8 @@
 //! both through the load balancer signed as the superuser with protocol 1.1 (§2.7); B a
 //! name's public keys, unauthenticated and straight to erchef (§8.4 item 30).
 //!
-//! Owns one `reqwest::Client` (connection pool, timeouts) and two small in-memory caches.
+//! Owns one signing [`pushy_chef_http::Client`] (connection pool, timeouts) and two small
+//! in-memory caches.
 //! Built once at startup and shared as `Arc<dyn ChefServer>` by the auth pipeline.
 //!
 //! Deliberate differences from the original:
@@ -25,10 +26,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use openssl::pkey::{PKey, Private};
-use pushy_protocol::chef_auth::{ProtocolVersion, Request, format_timestamp, sign_request};
+use pushy_chef_http::{Client, Reply, RequestBuilder, encode_component};
+use pushy_protocol::chef_auth::ProtocolVersion;
 use pushy_protocol::job::OrgGuid;
 use pushy_protocol::keys::public_key_from_pem;
-use reqwest::{RequestBuilder, StatusCode, Url};
+use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
 use super::port::{ChefServer, Error, Group, Principal, PrincipalKind, PrincipalLookup};
@@ -70,12 +72,11 @@ pub struct RemoteConfig {
 /// The Chef Infra Server over HTTP (http.md §1.2.1).
 #[derive(Debug)]
 pub struct RemoteChefServer {
-    client: reqwest::Client,
+    /// Signs as the superuser with protocol 1.1 and sends the original's `X-Chef-Version`
+    /// and `X-Ops-Server-API-Version` (http.md §2.7); principal lookups go unsigned.
+    client: Client,
     root_url: String,
     principals_url: String,
-    chef_api_version: String,
-    superuser_name: String,
-    superuser_key: PKey<Private>,
     /// Org name → GUID; only found orgs (a 404 is asked again next time).
     orgs: Mutex<TtlCache<String, OrgGuid>>,
     /// (org, group) → group or `None` for 404; 5xx answers are not cached.
@@ -89,31 +90,34 @@ impl RemoteChefServer {
     /// [`Error::Upstream`] when a URL does not parse, the superuser key is not RSA, or the
     /// TLS backend cannot be initialised.
     pub fn new(cfg: RemoteConfig) -> Result<Self, Error> {
-        for (what, url) in [
-            ("erchef_root_url", &cfg.root_url),
-            ("principals url", &cfg.principals_url),
-        ] {
-            Url::parse(url).map_err(|e| Error::Upstream(format!("invalid {what} {url:?}: {e}")))?;
-        }
+        let parse = |what: &str, url: &str| {
+            Url::parse(url).map_err(|e| Error::Upstream(format!("invalid {what} {url:?}: {e}")))
+        };
+        let root = parse("erchef_root_url", &cfg.root_url)?;
+        parse("principals url", &cfg.principals_url)?;
         cfg.superuser_key.rsa().map_err(|_| {
             Error::Upstream(format!(
                 "the key of {} is not an RSA key",
                 cfg.superuser_name
             ))
         })?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(cfg.timeout)
-            .timeout(cfg.timeout)
-            .tls_danger_accept_invalid_certs(cfg.accept_invalid_certs)
-            .build()
-            .map_err(|e| Error::Upstream(format!("building the HTTP client: {}", chain(&e))))?;
+        let client = Client::builder(
+            root,
+            cfg.superuser_name,
+            cfg.superuser_key,
+            ProtocolVersion::V1_1,
+        )
+        .chef_version(cfg.chef_api_version)
+        .server_api_version(SERVER_API_VERSION)
+        .connect_timeout(cfg.timeout)
+        .timeout(cfg.timeout)
+        .accept_invalid_certs(cfg.accept_invalid_certs)
+        .build()
+        .map_err(|e| Error::Upstream(format!("building the HTTP client: {}", chain(&e))))?;
         Ok(RemoteChefServer {
             client,
             root_url: cfg.root_url.trim_end_matches('/').to_owned(),
             principals_url: cfg.principals_url.trim_end_matches('/').to_owned(),
-            chef_api_version: cfg.chef_api_version,
-            superuser_name: cfg.superuser_name,
-            superuser_key: cfg.superuser_key,
             orgs: Mutex::new(TtlCache::new(ORG_TTL, CACHE_CAPACITY)),
             groups: Mutex::new(TtlCache::new(GROUP_TTL, CACHE_CAPACITY)),
         })
@@ -136,32 +140,6 @@ impl RemoteChefServer {
             .map(Some)
             .map_err(|e| Error::Upstream(format!("invalid URL {url:?}: {e}")))
     }
-
-    /// A GET signed as the superuser with protocol 1.1 (http.md §2.7), as calls A and C send.
-    fn signed_get(&self, url: Url) -> Result<RequestBuilder, Error> {
-        let timestamp = format_timestamp(chrono::Utc::now());
-        let request = Request {
-            method: "GET",
-            path: url.path(),
-            body: b"",
-            user_id: &self.superuser_name,
-            timestamp: &timestamp,
-            // Not part of a 1.1 signature; sent below as a plain header.
-            server_api_version: None,
-        };
-        let signed = sign_request(&self.superuser_key, ProtocolVersion::V1_1, &request)
-            .map_err(|e| Error::Upstream(format!("signing as {}: {e}", self.superuser_name)))?;
-        let mut builder = self
-            .client
-            .get(url)
-            .header("Accept", "application/json")
-            .header("X-Ops-Server-API-Version", SERVER_API_VERSION)
-            .header("X-Chef-Version", &self.chef_api_version);
-        for (name, value) in signed {
-            builder = builder.header(name, value);
-        }
-        Ok(builder)
-    }
 }
 
 #[async_trait]
@@ -178,7 +156,7 @@ impl ChefServer for RemoteChefServer {
         let Some(url) = Self::url(&self.root_url, org, None)? else {
             return Ok(None);
         };
-        let reply = send(self.signed_get(url)?).await?;
+        let reply = send(self.client.get(url)).await?;
         match reply.status {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Ok(None),
@@ -197,10 +175,8 @@ impl ChefServer for RemoteChefServer {
         let request = self
             .client
             .get(url)
-            .header("Accept", "application/json")
+            .unsigned()
             .header("Content-Type", "application/json")
-            .header("X-Ops-Server-API-Version", SERVER_API_VERSION)
-            .header("X-Chef-Version", &self.chef_api_version)
             .header("User-Agent", PRINCIPALS_USER_AGENT);
         let reply = send(request).await?;
         match reply.status {
@@ -237,7 +213,7 @@ impl ChefServer for RemoteChefServer {
         let Some(url) = Self::url(&self.root_url, org, Some(("groups", group)))? else {
             return Ok(None);
         };
-        let reply = send(self.signed_get(url)?).await?;
+        let reply = send(self.client.get(url)).await?;
         let answer = match reply.status {
             StatusCode::OK => Some(reply.json::<Group>("group")?),
             StatusCode::NOT_FOUND => None,
@@ -295,20 +271,20 @@ impl PrincipalEntry {
     }
 }
 
-/// A response read in full: bodies here are small JSON objects.
-struct Reply {
-    url: Url,
-    status: StatusCode,
-    /// The response's `X-Ops-Server-API-Version` header, if any.
-    api_version: Option<String>,
-    body: Vec<u8>,
-}
-
-impl Reply {
+/// How a Chef Server answer (read in full: bodies here are small JSON objects) is read.
+trait Answer {
     /// Whether erchef answered in API v1: its `X-Ops-Server-API-Version` header says
     /// `"response_version":"1"`; without the header the body is v0.
+    fn is_v1(&self) -> bool;
+    fn json<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T, Error>;
+    /// A principal 404: which thing is missing is in the body's `not_found`.
+    fn not_found(&self) -> Result<PrincipalLookup, Error>;
+    fn unexpected(&self, status: StatusCode) -> Error;
+}
+
+impl Answer for Reply {
     fn is_v1(&self) -> bool {
-        let Some(header) = &self.api_version else {
+        let Some(header) = self.header("X-Ops-Server-API-Version") else {
             return false;
         };
         let Ok(v) = serde_json::from_str::<serde_json::Value>(header) else {
@@ -326,7 +302,6 @@ impl Reply {
             .map_err(|e| Error::Upstream(format!("unreadable {what} from {}: {e}", self.url)))
     }
 
-    /// A principal 404: which thing is missing is in the body's `not_found`.
     fn not_found(&self) -> Result<PrincipalLookup, Error> {
         let body: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
         match body["not_found"].as_str() {
@@ -344,21 +319,12 @@ impl Reply {
 }
 
 /// Sends a request and reads the whole response under the client's timeouts.
-async fn send(request: RequestBuilder) -> Result<Reply, Error> {
-    let response = request.send().await.map_err(transport)?;
-    let url = response.url().clone();
-    let status = response.status();
-    let api_version = response
-        .headers()
-        .get("X-Ops-Server-API-Version")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = response.bytes().await.map_err(transport)?.to_vec();
-    Ok(Reply {
-        url,
-        status,
-        api_version,
-        body,
+async fn send(request: RequestBuilder<'_>) -> Result<Reply, Error> {
+    request.read().await.map_err(|e| match e {
+        pushy_chef_http::Error::Transport(e) => transport(e),
+        pushy_chef_http::Error::Sign(e) => {
+            Error::Upstream(format!("signing as the superuser: {e}"))
+        }
     })
 }
 
@@ -390,15 +356,7 @@ fn segment(name: &str) -> Option<String> {
     if matches!(name, "" | "." | "..") || name.len() > super::port::MAX_NAME_LEN {
         return None;
     }
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}"); // Writing to a String cannot fail.
-        }
-    }
-    Some(out)
+    Some(encode_component(name))
 }
 
 /// Locks a cache. A panic elsewhere cannot leave a cache half-updated (each operation is a
