@@ -6,9 +6,7 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
-use openssl::pkey::{PKey, Private};
-use pushy_protocol::chef_auth::{ProtocolVersion, Request, format_timestamp, sign_request};
+use pushy_chef_http::RequestBuilder;
 use reqwest::{Method, Url};
 use serde_json::Value;
 
@@ -107,11 +105,9 @@ pub fn error_message(body: &str) -> String {
 
 /// A signing HTTP client for one user and one organization.
 pub struct Client {
-    http: reqwest::Client,
-    base: Url,
-    user: String,
-    key: PKey<Private>,
-    version: ProtocolVersion,
+    /// Signs as `node_name` with `sign_version`, sending `X-Chef-Version: 18.0.0` and
+    /// API version 1 (signed under 1.3, a plain header under 1.0/1.1).
+    chef: pushy_chef_http::Client,
 }
 
 impl Client {
@@ -121,25 +117,26 @@ impl Client {
     /// When the key cannot be read or the HTTP client cannot be built.
     pub fn new(config: &Config) -> Result<Client, crate::config::Error> {
         let key = config.client_key.load()?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(15))
-            .user_agent(concat!("push-jobs/", env!("CARGO_PKG_VERSION")))
-            .build()
-            // Building fails only when the TLS backend cannot initialise.
-            .expect("the TLS backend initialises");
-        Ok(Client {
-            http,
-            base: config.server_url.clone(),
-            user: config.node_name.clone(),
+        let chef = pushy_chef_http::Client::builder(
+            config.server_url.clone(),
+            config.node_name.clone(),
             key,
-            version: config.sign_version,
-        })
+            config.sign_version,
+        )
+        .chef_version("18.0.0")
+        .server_api_version(SERVER_API_VERSION)
+        .connect_timeout(Duration::from_secs(15))
+        .user_agent(concat!("push-jobs/", env!("CARGO_PKG_VERSION")))
+        .build()
+        // Building fails only when the TLS backend cannot initialise.
+        .expect("the TLS backend initialises");
+        Ok(Client { chef })
     }
 
     /// `chef_server_url` + `/` + `path` (path segments are joined literally; callers
     /// pass ids and names that are already URL-safe or use [`Client::url_segments`]).
     pub fn url(&self, path: &str) -> Url {
-        let mut u = self.base.clone();
+        let mut u = self.chef.base().clone();
         let joined = format!("{}/{}", u.path().trim_end_matches('/'), path);
         u.set_path(&joined);
         u
@@ -147,50 +144,7 @@ impl Client {
 
     /// `chef_server_url` followed by each of `segments`, each percent-encoded once.
     pub fn url_segments(&self, segments: &[&str]) -> Url {
-        let mut u = self.base.clone();
-        {
-            // A base with a path (it always has /organizations/ORG) can take segments.
-            let mut s = u.path_segments_mut().expect("an http(s) URL has a path");
-            s.pop_if_empty();
-            s.extend(segments);
-        }
-        u
-    }
-
-    /// A signed request builder. The path signed is the URL's path, as sent.
-    pub fn signed(
-        &self,
-        method: Method,
-        url: Url,
-        body: &[u8],
-        accept: &str,
-    ) -> Result<reqwest::RequestBuilder, Error> {
-        let ts = format_timestamp(Utc::now());
-        // Under 1.3 the API version is part of the signature; under 1.0/1.1 it is a plain
-        // header.
-        let signed_api_version =
-            (self.version == ProtocolVersion::V1_3).then_some(SERVER_API_VERSION);
-        let req = Request {
-            method: method.as_str(),
-            path: url.path(),
-            body,
-            user_id: &self.user,
-            timestamp: &ts,
-            server_api_version: signed_api_version,
-        };
-        let headers = sign_request(&self.key, self.version, &req)?;
-        let mut b = self
-            .http
-            .request(method, url)
-            .header("Accept", accept)
-            .header("X-Chef-Version", "18.0.0");
-        if signed_api_version.is_none() {
-            b = b.header("X-Ops-Server-API-Version", SERVER_API_VERSION);
-        }
-        for (k, v) in headers {
-            b = b.header(k, v);
-        }
-        Ok(b)
+        self.chef.url(segments)
     }
 
     /// Sends and checks the status; the response is returned for the caller to read.
@@ -202,31 +156,15 @@ impl Client {
         accept: &str,
         timeout: Option<Duration>,
     ) -> Result<reqwest::Response, Error> {
-        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
         let name = method_name(&method);
-        let mut b = self.signed(method, url.clone(), &bytes, accept)?;
-        if body.is_some() {
-            b = b.header("Content-Type", "application/json").body(bytes);
+        let mut request = self.chef.request(method, url.clone()).accept(accept);
+        if let Some(body) = body {
+            request = request.json(body.to_string());
         }
         if let Some(t) = timeout {
-            b = b.timeout(t);
+            request = request.timeout(t);
         }
-        let resp = b.send().await.map_err(|source| Error::Connection {
-            method: name,
-            url: url.to_string(),
-            source,
-        })?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        let text = resp.text().await.unwrap_or_default();
-        Err(Error::Status {
-            method: name,
-            url: url.to_string(),
-            status: status.as_u16(),
-            message: error_message(&text),
-        })
+        checked(request, name, &url).await
     }
 
     /// GET a JSON document.
@@ -287,27 +225,39 @@ impl Client {
         url: Url,
         last_event_id: Option<&str>,
     ) -> Result<reqwest::Response, Error> {
-        let mut b = self.signed(Method::GET, url.clone(), b"", "text/event-stream")?;
+        let mut request = self.chef.get(url.clone()).accept("text/event-stream");
         if let Some(id) = last_event_id {
-            b = b.header("Last-Event-ID", id);
+            request = request.header("Last-Event-ID", id);
         }
-        let resp = b.send().await.map_err(|source| Error::Connection {
-            method: "GET",
+        checked(request, "GET", &url).await
+    }
+}
+
+/// Sends `request`; an error status becomes [`Error::Status`] with the server's message.
+async fn checked(
+    request: RequestBuilder<'_>,
+    method: &'static str,
+    url: &Url,
+) -> Result<reqwest::Response, Error> {
+    let resp = request.send().await.map_err(|e| match e {
+        pushy_chef_http::Error::Sign(e) => Error::Sign(e),
+        pushy_chef_http::Error::Transport(source) => Error::Connection {
+            method,
             url: url.to_string(),
             source,
-        })?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        let text = resp.text().await.unwrap_or_default();
-        Err(Error::Status {
-            method: "GET",
-            url: url.to_string(),
-            status: status.as_u16(),
-            message: error_message(&text),
-        })
+        },
+    })?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
     }
+    let text = resp.text().await.unwrap_or_default();
+    Err(Error::Status {
+        method,
+        url: url.to_string(),
+        status: status.as_u16(),
+        message: error_message(&text),
+    })
 }
 
 fn method_name(m: &Method) -> &'static str {

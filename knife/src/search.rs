@@ -113,26 +113,14 @@ fn page_names(page: &Value) -> Option<(Vec<String>, usize)> {
     Some((names, total))
 }
 
-/// `base?q=QUERY&start=S&rows=R`, the query percent-encoded once.
+/// `base?q=QUERY&start=S&rows=R`, the query percent-encoded once (every byte but the
+/// RFC 3986 unreserved ones).
 pub fn search_url(mut base: reqwest::Url, query: &str, start: usize, rows: usize) -> reqwest::Url {
     base.set_query(Some(&format!(
         "q={}&start={start}&rows={rows}",
-        encode_component(query)
+        pushy_chef_http::encode_component(query)
     )));
     base
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-pub fn encode_component(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Clients of `org` in the local key directory `dir` matching `query`.
