@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use openssl::pkey::{PKey, Private, Public};
 use openssl::rsa::Padding;
-use pushy_protocol::chef_auth::{ProtocolVersion, Request, format_timestamp, sign_request};
+use pushy_protocol::chef_auth::ProtocolVersion;
 use pushy_protocol::config::NodeConfig;
 
 /// The client's HTTP timeout (the original's `rest_timeout`).
@@ -76,18 +76,6 @@ fn doc_error(what: &str) -> Error {
     Error::Document(what.to_owned())
 }
 
-fn form_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
-                (b as char).to_string()
-            }
-            b' ' => "+".to_owned(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// Fetches and decodes the config.
 ///
 /// # Errors
@@ -100,43 +88,33 @@ pub async fn fetch(
     ccpk_z85: &str,
 ) -> Result<ServerConfig, Error> {
     let base = chef_server_url.trim_end_matches('/');
-    let url = format!(
-        "{base}/pushy/config/{node}?ccpk={}&version=2.0",
-        form_escape(ccpk_z85)
-    );
-    let parsed =
-        reqwest::Url::parse(&url).map_err(|e| Error::Document(format!("bad URL {url}: {e}")))?;
-    let ts = format_timestamp(chrono::Utc::now());
-    let path = parsed.path().to_owned();
-    let req = Request {
-        method: "GET",
-        path: &path,
-        body: b"",
-        user_id: node,
-        timestamp: &ts,
-        server_api_version: None,
-    };
-    let mut rb = http
-        .get(parsed)
+    let base = reqwest::Url::parse(base)
+        .map_err(|e| Error::Document(format!("bad URL {chef_server_url}: {e}")))?;
+    // The agent's pool, timeouts and TLS settings; signed as the node with protocol 1.1.
+    let chef = pushy_chef_http::Client::builder(base, node, key.clone(), ProtocolVersion::V1_1)
+        .chef_version("12.0.0")
+        .with_http(http.clone());
+    let mut url = chef.url(&["pushy", "config", node]);
+    url.query_pairs_mut()
+        .append_pair("ccpk", ccpk_z85)
+        .append_pair("version", "2.0");
+    let reply = chef
+        .get(url.clone())
         .timeout(REST_TIMEOUT)
-        .header("Accept", "application/json")
-        .header("X-Chef-Version", "12.0.0");
-    for (k, v) in sign_request(key, ProtocolVersion::V1_1, &req)? {
-        rb = rb.header(k, v);
-    }
-    let resp = rb.send().await.map_err(|source| Error::Http {
-        url: url.clone(),
-        source,
-    })?;
-    let status = resp.status();
-    let text = resp.text().await.map_err(|source| Error::Http {
-        url: url.clone(),
-        source,
-    })?;
-    if !status.is_success() {
+        .read()
+        .await
+        .map_err(|e| match e {
+            pushy_chef_http::Error::Sign(e) => Error::Sign(e),
+            pushy_chef_http::Error::Transport(source) => Error::Http {
+                url: url.to_string(),
+                source,
+            },
+        })?;
+    let text = reply.text();
+    if !reply.status.is_success() {
         return Err(Error::Status {
-            url,
-            status: status.as_u16(),
+            url: url.to_string(),
+            status: reply.status.as_u16(),
             body: text.chars().take(500).collect(),
         });
     }
