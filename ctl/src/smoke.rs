@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use pushy_protocol::chef_auth::{ProtocolVersion, Request, format_timestamp, sign_request};
+use pushy_chef_http::encode_component;
+use pushy_protocol::chef_auth::ProtocolVersion;
 use serde_json::Value;
 
 /// Who to fetch a config as.
@@ -80,17 +81,6 @@ pub struct Check {
     pub outcome: Result<String, String>,
 }
 
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 async fn status(http: &reqwest::Client, base: &str) -> Result<String, String> {
     let url = format!("{base}/pushy/_status");
     let resp = http
@@ -123,26 +113,23 @@ async fn config(http: &reqwest::Client, base: &str, client: &Client) -> Result<S
     let ccpk = zmq::z85_encode(&curve.public_key).map_err(|e| format!("encoding ccpk: {e}"))?;
     let path = format!(
         "/organizations/{}/pushy/config/{}",
-        percent(&client.org),
-        percent(&client.name)
+        encode_component(&client.org),
+        encode_component(&client.name)
     );
-    let timestamp = format_timestamp(chrono::Utc::now());
-    let request = Request {
-        method: "GET",
-        path: &path,
-        body: b"",
-        user_id: &client.name,
-        timestamp: &timestamp,
-        server_api_version: None,
-    };
-    let headers =
-        sign_request(&key, ProtocolVersion::V1_1, &request).map_err(|e| format!("signing: {e}"))?;
-    let url = format!("{base}{path}?ccpk={}", percent(&ccpk));
-    let mut req = http.get(&url).header("Accept", "application/json");
-    for (name, value) in headers {
-        req = req.header(name, value);
-    }
-    let resp = req.send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let url = format!("{base}{path}?ccpk={}", encode_component(&ccpk));
+    let url = reqwest::Url::parse(&url).map_err(|e| format!("GET {url}: {e}"))?;
+    // Signed as the client with protocol 1.1, as a node's agent signs its config fetch.
+    let chef = pushy_chef_http::Client::builder(
+        url.clone(),
+        client.name.as_str(),
+        key,
+        ProtocolVersion::V1_1,
+    )
+    .with_http(http.clone());
+    let resp = chef.get(url.clone()).send().await.map_err(|e| match e {
+        pushy_chef_http::Error::Sign(e) => format!("signing: {e}"),
+        pushy_chef_http::Error::Transport(e) => format!("GET {url}: {e}"),
+    })?;
     let code = resp.status();
     let text = resp.text().await.unwrap_or_default();
     let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
