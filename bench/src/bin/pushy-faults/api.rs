@@ -5,18 +5,18 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use openssl::pkey::{PKey, Private};
-use pushy_protocol::chef_auth::{ProtocolVersion, Request, format_timestamp, sign_request};
+use pushy_protocol::chef_auth::ProtocolVersion;
 use serde_json::Value;
 
 /// A signed client for one org, as one user.
 pub struct Api {
+    /// For the unsigned liveness probe.
     http: reqwest::Client,
+    /// Signs as the user with protocol 1.3, through `http`.
+    chef: pushy_chef_http::Client,
     /// `http://127.0.0.1:PORT`.
     base: String,
     org: String,
-    user: String,
-    key: PKey<Private>,
 }
 
 /// What a job POST came back with.
@@ -56,12 +56,18 @@ impl Api {
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(2))
             .build()?;
+        let chef = pushy_chef_http::Client::builder(
+            reqwest::Url::parse(base).context("parsing the server URL")?,
+            user,
+            key,
+            ProtocolVersion::V1_3,
+        )
+        .with_http(http.clone());
         Ok(Api {
             http,
+            chef,
             base: base.to_owned(),
             org: org.to_owned(),
-            user: user.to_owned(),
-            key,
         })
     }
 
@@ -75,33 +81,15 @@ impl Api {
         method: reqwest::Method,
         path: &str,
         body: &str,
-    ) -> Result<(u16, String), reqwest::Error> {
-        let ts = format_timestamp(chrono::Utc::now());
-        let req = Request {
-            method: method.as_str(),
-            path,
-            body: body.as_bytes(),
-            user_id: &self.user,
-            timestamp: &ts,
-            server_api_version: None,
-        };
-        let headers = sign_request(&self.key, ProtocolVersion::V1_3, &req)
-            .expect("an RSA key signs any request");
-        let mut rb = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("Accept", "application/json");
-        for (k, v) in headers {
-            rb = rb.header(k, v);
-        }
+    ) -> Result<(u16, String), pushy_chef_http::Error> {
+        let url = reqwest::Url::parse(&format!("{}{path}", self.base))
+            .expect("the base parsed in Api::new, and a path keeps it a URL");
+        let mut request = self.chef.request(method, url);
         if !body.is_empty() {
-            rb = rb
-                .header("Content-Type", "application/json")
-                .body(body.to_owned());
+            request = request.json(body.to_owned());
         }
-        let resp = rb.send().await?;
-        let status = resp.status().as_u16();
-        Ok((status, resp.text().await?))
+        let reply = request.read().await?;
+        Ok((reply.status.as_u16(), reply.text()))
     }
 
     /// `POST …/pushy/jobs`.
@@ -122,7 +110,7 @@ impl Api {
                 }
             }
             Ok((status, text)) => PostOutcome::Refused(status, text),
-            Err(e) if e.is_connect() => PostOutcome::Down,
+            Err(pushy_chef_http::Error::Transport(e)) if e.is_connect() => PostOutcome::Down,
             Err(e) => PostOutcome::NoAnswer(format!("{e:#}")),
         }
     }
