@@ -19,7 +19,9 @@ pub mod limits;
 pub mod metrics;
 pub mod nodes;
 pub mod secrets;
-pub mod store;
+/// The job store, from its own crate (`store/`) so that `push-jobs-server-ctl` can migrate
+/// the database without the rest of the server.
+pub use pushy_store as store;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -6,8 +6,8 @@
 mod common;
 use std::sync::Arc;
 
-use common::pg_proxy::{AtCommit, PgProxy};
 use common::*;
+use pushy_server::store::pg_proxy::{AtCommit, PgProxy};
 use pushy_server::store::{PostgresStore, Store};
 use serde_json::json;
 

@@ -116,7 +116,7 @@ pub enum Error {
         database: String,
         /// Cause.
         #[source]
-        source: pushy_server::store::Error,
+        source: pushy_store::Error,
     },
 }
 
@@ -416,7 +416,7 @@ pub async fn provision(admin: &Admin, target: &Target) -> Result<Report, Error> 
     let before = admin.applied_migrations(&mut conn).await?;
 
     // 5. The schema, as the superuser (it owns the tables the original's sqitch made).
-    let store = pushy_server::store::PostgresStore::connect(&admin.url(&target.database), 1)
+    let store = pushy_store::PostgresStore::connect(&admin.url(&target.database), 1)
         .await
         .map_err(|source| Error::Migrate {
             host: admin.host.clone(),

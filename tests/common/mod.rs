@@ -4,7 +4,6 @@
 
 pub mod agents;
 pub mod node;
-pub mod pg_proxy;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -23,37 +23,37 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
     (
         1,
         "job_status",
-        include_str!("../../migrations/postgres/0001_job_status.sql"),
+        include_str!("../migrations/postgres/0001_job_status.sql"),
     ),
     (
         2,
         "jobs",
-        include_str!("../../migrations/postgres/0002_jobs.sql"),
+        include_str!("../migrations/postgres/0002_jobs.sql"),
     ),
     (
         3,
         "job_nodes",
-        include_str!("../../migrations/postgres/0003_job_nodes.sql"),
+        include_str!("../migrations/postgres/0003_job_nodes.sql"),
     ),
     (
         4,
         "job_options",
-        include_str!("../../migrations/postgres/0004_job_options.sql"),
+        include_str!("../migrations/postgres/0004_job_options.sql"),
     ),
     (
         5,
         "job_output",
-        include_str!("../../migrations/postgres/0005_job_output.sql"),
+        include_str!("../migrations/postgres/0005_job_output.sql"),
     ),
     (
         6,
         "node position and org index",
-        include_str!("../../migrations/postgres/0006_node_position_and_org_index.sql"),
+        include_str!("../migrations/postgres/0006_node_position_and_org_index.sql"),
     ),
     (
         7,
         "output truncated flag",
-        include_str!("../../migrations/postgres/0007_output_truncated.sql"),
+        include_str!("../migrations/postgres/0007_output_truncated.sql"),
     ),
 ];
 

@@ -1008,8 +1008,7 @@ async fn postgres_schema_is_the_originals_plus_position_truncated_and_org_index(
 // Faults (issue 12 §3): a failed transaction leaves no connection inside it, a job exists
 // durably or not at all, and the store works again once the fault clears.
 
-#[path = "../../tests/common/pg_proxy.rs"]
-mod pg_proxy;
+use crate::pg_proxy;
 
 use sqlx::SqliteConnection;
 use sqlx::sqlite::SqliteConnectOptions;

@@ -5,6 +5,8 @@
 //! default). Both keep the original's tables, columns and status codes. Queries are
 //! built at run time so the build needs no database.
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod pg_proxy;
 mod postgres;
 mod rows;
 mod sqlite;

@@ -25,12 +25,12 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
     (
         1,
         "schema",
-        include_str!("../../migrations/sqlite/0001_schema.sql"),
+        include_str!("../migrations/sqlite/0001_schema.sql"),
     ),
     (
         2,
         "output truncated flag",
-        include_str!("../../migrations/sqlite/0002_output_truncated.sql"),
+        include_str!("../migrations/sqlite/0002_output_truncated.sql"),
     ),
 ];
 
@@ -107,12 +107,12 @@ impl SqliteStore {
     }
 }
 
-/// A timestamp as stored.
 /// A JSON array for `json_each`; serializing strings and numbers cannot fail.
 fn json_array<T: serde::Serialize>(items: &[T]) -> String {
     serde_json::to_string(items).expect("a JSON array of strings and numbers")
 }
 
+/// A timestamp as stored.
 fn to_text(t: DateTime<Utc>) -> String {
     rows::to_stored_time(t).format(TIME_FORMAT).to_string()
 }

@@ -11,9 +11,8 @@
 //! proxy.restore().await;  // and succeed again, same pool
 //! ```
 //!
-//! Used by integration tests (`mod common;` then `common::pg_proxy::PgProxy`) and by the
-//! store's unit tests, which include this file by path.
-#![allow(dead_code)]
+//! Built for the store's unit tests and, with the `test-support` feature, for the server's
+//! integration tests (`tests/store_outage.rs`).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
