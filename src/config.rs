@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use pushy_store::PgConnectOptions;
 use serde::Deserialize;
 
 /// Why the configuration could not be used.
@@ -283,29 +284,21 @@ impl Default for DatabaseConfig {
 }
 
 impl DatabaseConfig {
-    /// The PostgreSQL connection URL.
-    pub fn postgres_url(&self) -> String {
-        let enc = |s: &str| -> String {
-            s.bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect()
-        };
-        let auth = if self.password.is_empty() {
-            enc(&self.user)
+    /// How to reach the PostgreSQL database, each setting given as it is: a password with
+    /// `@`, `/` or `:` needs no escaping (there is no URL). The password is the configured
+    /// one (or `PGPASSWORD`), never one looked up in `~/.pgpass`: the lookup would match
+    /// the environment's default host and user, not these.
+    pub fn postgres_options(&self) -> PgConnectOptions {
+        let options = PgConnectOptions::new_without_pgpass()
+            .host(&self.host)
+            .port(self.port)
+            .username(&self.user)
+            .database(&self.name);
+        if self.password.is_empty() {
+            options
         } else {
-            format!("{}:{}", enc(&self.user), enc(&self.password))
-        };
-        format!(
-            "postgres://{auth}@{}:{}/{}",
-            self.host,
-            self.port,
-            enc(&self.name)
-        )
+            options.password(&self.password)
+        }
     }
 }
 
@@ -518,15 +511,62 @@ mod tests {
         assert!(e.to_string().contains("erchef_root_url"));
     }
 
-    #[test]
-    fn postgres_url_escapes_credentials() {
+    /// The settings reach PostgreSQL as written, a password with `@` and `/` included (a
+    /// connection URL needed them escaped): a stand-in server asks for the password in
+    /// clear text and reads what the client sends.
+    #[tokio::test]
+    async fn postgres_credentials_reach_the_server_as_written() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        /// One message without a type byte: its length (itself included), then the body.
+        async fn body(socket: &mut tokio::net::TcpStream) -> Vec<u8> {
+            let len = socket.read_u32().await.unwrap() as usize;
+            let mut body = vec![0; len - 4];
+            socket.read_exact(&mut body).await.unwrap();
+            body
+        }
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let d = DatabaseConfig {
+            engine: DatabaseEngine::Postgresql,
+            port: listener.local_addr().unwrap().port(),
             password: "p@ss/word".into(),
             ..DatabaseConfig::default()
         };
-        assert_eq!(
-            d.postgres_url(),
-            "postgres://opscode_pushy:p%40ss%2Fword@127.0.0.1:5432/opscode_pushy"
-        );
+        let options = d.postgres_options();
+        assert_eq!(options.get_host(), "127.0.0.1");
+        assert_eq!(options.get_port(), d.port);
+        assert_eq!(options.get_username(), "opscode_pushy");
+        assert_eq!(options.get_database(), Some("opscode_pushy"));
+
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut startup = body(&mut socket).await;
+            // An SSLRequest (code 80877103) is declined; the startup message follows.
+            if startup == 80_877_103_u32.to_be_bytes() {
+                socket.write_all(b"N").await.unwrap();
+                startup = body(&mut socket).await;
+            }
+            // AuthenticationCleartextPassword, then the client's PasswordMessage.
+            socket
+                .write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3])
+                .await
+                .unwrap();
+            assert_eq!(socket.read_u8().await.unwrap(), b'p');
+            (startup, body(&mut socket).await)
+        });
+        let connected = <sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await;
+        assert!(connected.is_err(), "the stand-in server lets no one in");
+        let (startup, password) = server.await.unwrap();
+
+        // The protocol version, then NUL-terminated names and values.
+        let fields: Vec<&[u8]> = startup[4..].split(|b| *b == 0).collect();
+        let setting = |name: &str| {
+            let at = fields.iter().position(|f| *f == name.as_bytes());
+            at.map(|i| String::from_utf8_lossy(fields[i + 1]).into_owned())
+        };
+        assert_eq!(setting("user").as_deref(), Some("opscode_pushy"));
+        assert_eq!(setting("database").as_deref(), Some("opscode_pushy"));
+        assert_eq!(password, b"p@ss/word\0");
     }
 }

@@ -222,7 +222,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, Error> {
             Arc::new(store)
         }
         DatabaseEngine::Postgresql => {
-            let store = PostgresStore::connect(&db.postgres_url(), db.pool_size)
+            let store = PostgresStore::connect(db.postgres_options(), db.pool_size)
                 .await
                 .map_err(|source| Error::OpenStore {
                     location: format!(

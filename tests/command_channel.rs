@@ -568,7 +568,7 @@ async fn output_with_nul_is_stored_on_postgresql() {
         return;
     };
     let store: Arc<dyn Store> = Arc::new(
-        pushy_server::store::PostgresStore::connect(&db.url, 2)
+        pushy_server::store::PostgresStore::connect(db.options(), 2)
             .await
             .unwrap(),
     );

@@ -270,7 +270,7 @@ async fn a_job_the_original_left_running_ends_crashed_at_start() {
     conn.close().await.unwrap();
 
     let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(
-        pushy_server::store::PostgresStore::connect(&db.url, 2)
+        pushy_server::store::PostgresStore::connect(db.options(), 2)
             .await
             .unwrap(),
     );

@@ -32,7 +32,7 @@ fn expect_unavailable(r: &Reply) {
 async fn fast_harness_behind_proxy(db: &PgDb) -> (PgProxy, Harness) {
     let proxy = PgProxy::in_front_of(&db.url).await;
     let store: Arc<dyn Store> = Arc::new(
-        PostgresStore::connect(&proxy.url(&db.url), 4)
+        PostgresStore::connect(proxy.options(&db.url), 4)
             .await
             .unwrap(),
     );
@@ -59,7 +59,7 @@ async fn postgres_outage_answers_503_with_retry_after_then_recovers() {
     };
     let proxy = PgProxy::in_front_of(&db.url).await;
     let store: Arc<dyn Store> = Arc::new(
-        PostgresStore::connect(&proxy.url(&db.url), 4)
+        PostgresStore::connect(proxy.options(&db.url), 4)
             .await
             .unwrap(),
     );

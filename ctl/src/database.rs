@@ -183,33 +183,8 @@ pub fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// Percent-encodes a URL component.
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 impl Admin {
-    /// The connection URL for `database` (the store's `connect` takes a URL).
-    pub fn url(&self, database: &str) -> String {
-        let auth = match &self.password {
-            Some(p) => format!("{}:{}", enc(&self.user), enc(p)),
-            None => enc(&self.user),
-        };
-        let host = if self.host.contains(':') && !self.host.starts_with('[') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        format!("postgres://{auth}@{host}:{}/{}", self.port, enc(database))
-    }
-
+    /// How to reach `database` as the superuser.
     fn options(&self, database: &str) -> PgConnectOptions {
         let options = PgConnectOptions::new()
             .host(&self.host)
@@ -416,7 +391,7 @@ pub async fn provision(admin: &Admin, target: &Target) -> Result<Report, Error> 
     let before = admin.applied_migrations(&mut conn).await?;
 
     // 5. The schema, as the superuser (it owns the tables the original's sqitch made).
-    let store = pushy_store::PostgresStore::connect(&admin.url(&target.database), 1)
+    let store = pushy_store::PostgresStore::connect(admin.options(&target.database), 1)
         .await
         .map_err(|source| Error::Migrate {
             host: admin.host.clone(),

@@ -417,8 +417,8 @@ async fn first_install_sets_everything_up() {
         assert!(report.database.created_database);
         assert_eq!(report.database.migrations_applied, 7);
         // The daemon's role can open the store (its start-up migration check included)…
-        let rw_url = format!("postgres://{}@{}:{}/{}", names.rw, pg.host, pg.port, names.database);
-        let store = pushy_server::store::PostgresStore::connect(&rw_url, 1).await.unwrap();
+        let rw = pg.options(&names.database).username(&names.rw);
+        let store = pushy_store::PostgresStore::connect(rw, 1).await.unwrap();
         sqlx::query("INSERT INTO job_status VALUES (99, 'test') ON CONFLICT DO NOTHING")
             .execute(store.pool())
             .await
@@ -559,8 +559,8 @@ async fn an_upgrade_from_1x_migrates_secrets_demotes_roles_and_keeps_rows() {
         assert_eq!((jobs, nodes), (1, 2));
 
         // The daemon's role, no longer a superuser, reads the old job through the store.
-        let rw_url = format!("postgres://{}@{}:{}/{}", names.rw, pg.host, pg.port, names.database);
-        let store = pushy_server::store::PostgresStore::connect(&rw_url, 1).await.unwrap();
+        let rw = pg.options(&names.database).username(&names.rw);
+        let store = pushy_store::PostgresStore::connect(rw, 1).await.unwrap();
         let command: String = sqlx::query_scalar("SELECT command FROM jobs")
             .fetch_one(store.pool())
             .await

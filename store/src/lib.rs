@@ -20,6 +20,9 @@ use pushy_protocol::job::{JobId, JobStatus, NodeStatus, OrgGuid};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+/// How to reach a PostgreSQL server, field by field (host, port, user, password, database):
+/// what [`PostgresStore::connect`] takes.
+pub use sqlx::postgres::PgConnectOptions;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

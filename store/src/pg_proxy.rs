@@ -6,7 +6,7 @@
 //!
 //! ```ignore
 //! let proxy = PgProxy::in_front_of(&db.url).await;   // or PgProxy::start("127.0.0.1:5432")
-//! let store = PostgresStore::connect(&proxy.url(&db.url), 4).await?;
+//! let store = PostgresStore::connect(proxy.options(&db.url), 4).await?;
 //! proxy.cut().await;      // the store's requests now fail with Error::Unavailable
 //! proxy.restore().await;  // and succeed again, same pool
 //! ```
@@ -17,6 +17,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use sqlx::postgres::PgConnectOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -91,19 +92,13 @@ impl PgProxy {
         self.inner.addr
     }
 
-    /// `url` (`postgres://user@host:port/db?…`) with its host and port replaced by the
-    /// proxy's.
-    pub fn url(&self, url: &str) -> String {
-        let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let user = authority
-            .rsplit_once('@')
-            .map(|(user, _)| format!("{user}@"));
-        format!(
-            "{scheme}://{}{}{path}",
-            user.unwrap_or_default(),
-            self.inner.addr
-        )
+    /// The connect options of `url` (`postgres://user@host:port/db?…`) with its host and
+    /// port replaced by the proxy's.
+    pub fn options(&self, url: &str) -> PgConnectOptions {
+        url.parse::<PgConnectOptions>()
+            .expect("a PostgreSQL URL")
+            .host(&self.inner.addr.ip().to_string())
+            .port(self.inner.addr.port())
     }
 
     /// Drops every connection through the proxy and closes its listening socket, so new

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use pushy_protocol::job::{JobId, JobStatus, NodeStatus, OrgGuid};
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Executor, Postgres, Row};
 
 use super::rows::{self, EmbeddedMigration, JobRow};
@@ -83,13 +83,13 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects to the database at `url` with a pool of at most `max_connections`, and
-    /// brings its schema up to date.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, Error> {
+    /// Connects to the database `options` name with a pool of at most `max_connections`,
+    /// and brings its schema up to date.
+    pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<Self, Error> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect(url)
+            .connect_with(options)
             .await?;
         rows::migrator(MIGRATIONS).run(&pool).await?;
         Ok(PostgresStore { pool })

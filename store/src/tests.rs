@@ -17,7 +17,8 @@ use pushy_protocol::job::{JobId, JobStatus, NodeStatus, OrgGuid};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, Row};
 
 use super::{
-    Error, IncompleteJob, JobOptions, JobRecord, OutputChannel, PostgresStore, SqliteStore, Store,
+    Error, IncompleteJob, JobOptions, JobRecord, OutputChannel, PgConnectOptions, PostgresStore,
+    SqliteStore, Store,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -653,6 +654,11 @@ async fn sqlite_file_passes_suite_and_keeps_data_when_reopened() {
 
 const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
+/// The connect options a test database's URL names.
+fn options(url: &str) -> PgConnectOptions {
+    url.parse().expect("a PostgreSQL URL")
+}
+
 /// Runs `test` with the URL of a new, empty database, dropped afterwards even if the test
 /// panics. Returns without running it when PostgreSQL is not reachable.
 async fn with_throwaway_db<F, Fut>(test: F)
@@ -700,7 +706,7 @@ where
 #[tokio::test]
 async fn postgres_passes_suite() {
     with_throwaway_db(|url| async move {
-        let store = PostgresStore::connect(&url, 4).await.unwrap();
+        let store = PostgresStore::connect(options(&url), 4).await.unwrap();
         suite(&store).await;
         let corrupt = async {
             let corrupt = sqlx::query(CORRUPT_NODE).bind(job_id(120).as_str());
@@ -718,7 +724,7 @@ async fn postgres_passes_suite() {
 
         // Connecting again finds every migration applied.
         store.pool().close().await;
-        let store = PostgresStore::connect(&url, 1).await.unwrap();
+        let store = PostgresStore::connect(options(&url), 1).await.unwrap();
         let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
             .fetch_one(store.pool())
             .await
@@ -821,7 +827,7 @@ async fn postgres_adopts_original_1x_database() {
         raw(&url, ORIGINAL_1X).await;
         raw(&url, ORIGINAL_ROWS).await;
 
-        let store = PostgresStore::connect(&url, 2).await.unwrap();
+        let store = PostgresStore::connect(options(&url), 2).await.unwrap();
         let old = original_job();
         assert_eq!(find(&store, &old.org_id, &old.id).await, Some(old.clone()));
         assert_eq!(
@@ -911,7 +917,7 @@ async fn postgres_adopts_original_2x_database() {
         )
         .await;
 
-        let store = PostgresStore::connect(&url, 2).await.unwrap();
+        let store = PostgresStore::connect(options(&url), 2).await.unwrap();
         let mut old = original_job();
         old.options = JobOptions {
             user: Some("deploy".to_owned()),
@@ -987,7 +993,7 @@ async fn postgres_schema_is_the_originals_plus_position_truncated_and_org_index(
         let original = describe_schema(&original_url).await;
 
         with_throwaway_db(|url| async move {
-            PostgresStore::connect(&url, 1).await.unwrap();
+            PostgresStore::connect(options(&url), 1).await.unwrap();
             let ours = describe_schema(&url).await;
             let extra = [
                 "column | job_nodes | position | 7 | integer | YES",
@@ -1329,7 +1335,7 @@ async fn open_transactions(admin: &mut PgConnection) -> i64 {
 async fn postgres_failed_transactions_leave_no_connection_inside_one() {
     with_throwaway_db(|url| async move {
         // One connection, so every transaction reuses the one that failed before.
-        let store = PostgresStore::connect(&url, 1).await.unwrap();
+        let store = PostgresStore::connect(options(&url), 1).await.unwrap();
         sqlx::raw_sql(POSTGRES_FAULTS)
             .execute(store.pool())
             .await
@@ -1387,7 +1393,9 @@ async fn postgres_failed_transactions_leave_no_connection_inside_one() {
 async fn postgres_outage_is_unavailable_and_the_pool_recovers() {
     with_throwaway_db(|url| async move {
         let proxy = pg_proxy::PgProxy::in_front_of(&url).await;
-        let store = PostgresStore::connect(&proxy.url(&url), 2).await.unwrap();
+        let store = PostgresStore::connect(proxy.options(&url), 2)
+            .await
+            .unwrap();
         let org = org(500);
         let before = new_job(job_id(500), &org, &["n1"], at(0));
         store.create_job(&before).await.unwrap();

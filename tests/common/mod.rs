@@ -364,6 +364,11 @@ pub fn pg_admin_url() -> String {
 }
 
 impl PgDb {
+    /// What a store connects with to reach this database.
+    pub fn options(&self) -> pushy_server::store::PgConnectOptions {
+        self.url.parse().expect("a PostgreSQL URL")
+    }
+
     pub async fn create() -> Option<PgDb> {
         use sqlx::Connection as _;
         let admin_url = pg_admin_url();
