@@ -109,8 +109,11 @@ async fn config(http: &reqwest::Client, base: &str, client: &Client) -> Result<S
         .map_err(|e| format!("reading {}: {e}", client.key.display()))?;
     let key = pushy_protocol::keys::private_key_from_pem(&pem)
         .map_err(|e| format!("{}: {e}", client.key.display()))?;
-    let curve = zmq::CurveKeyPair::new().map_err(|e| format!("making a Curve key: {e}"))?;
-    let ccpk = zmq::z85_encode(&curve.public_key).map_err(|e| format!("encoding ccpk: {e}"))?;
+    // A CurveZMQ public key is an X25519 one; only its Z85 text is sent.
+    let curve = openssl::pkey::PKey::generate_x25519()
+        .and_then(|k| k.raw_public_key())
+        .map_err(|e| format!("making a Curve key: {e}"))?;
+    let ccpk = z85::encode(curve);
     let path = format!(
         "/organizations/{}/pushy/config/{}",
         encode_component(&client.org),
