@@ -6,8 +6,9 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pushy_protocol::chef_auth::HeaderError;
+use pushy_store as store;
 
-use crate::{auth, jobs, store};
+use crate::{auth, jobs};
 
 /// The `WWW-Authenticate` value of 401s from the authentication stage (sic: 1.3 is
 /// accepted too, §8.1 item 13).

@@ -5,6 +5,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pushy_protocol::job::{JobId, NodeStatus};
+use pushy_store::{JobRecord, OutputChannel};
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
@@ -13,7 +14,6 @@ use super::pipeline::{Endpoint, GET_JSON, admit, content_type_is};
 use super::state::AppState;
 use crate::auth::Rule;
 use crate::jobs::{AbortOutcome, parse_spec};
-use crate::store::{JobRecord, OutputChannel};
 
 const COLLECTION: Endpoint = Endpoint {
     methods: &[Method::POST, Method::GET],

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use openssl::pkey::{PKey, Private};
+use pushy_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use super::server::BodyBudget;
@@ -13,7 +14,6 @@ use crate::events::Events;
 use crate::jobs::JobsHandle;
 use crate::metrics::Metrics;
 use crate::nodes::NodeSnapshot;
-use crate::store::Store;
 
 /// The server's own RSA key pair (`pushy_priv_key` / `pushy_pub_key`).
 pub struct ServerKey {

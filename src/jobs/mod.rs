@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use pushy_protocol::job::{JobId, JobStatus, NodeStatus, OrgGuid};
+use pushy_store::{self as store, JobOptions, JobRecord, Store};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,7 +22,6 @@ use tracing::Instrument as _;
 use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::nodes::RegistryHandle;
-use crate::store::{self, JobOptions, JobRecord, Store};
 pub use live::LiveJobs;
 use machine::Job;
 use task::{JobContext, TaskMsg, now_seconds};

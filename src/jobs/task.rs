@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use pushy_protocol::job::{JobId, JobStatus, NodeStatus, OrgGuid};
 use pushy_protocol::message::{CommitOptions, ServerMessage};
+use pushy_store::{self as store, Store};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +20,6 @@ use crate::metrics::{JobLabels, Metrics};
 use crate::nodes::RegistryHandle;
 use crate::nodes::news::NodeNews;
 use crate::nodes::registry::Input as RegistryInput;
-use crate::store::{self, Store};
 
 /// What a job task's inbox carries.
 pub enum TaskMsg {
