@@ -7,8 +7,9 @@
 //! anything from it: shared items live in a sibling file.
 //!
 //! What it reads is text: test modules (`#[cfg(test)]` to the end of a file, `tests.rs`,
-//! `*_tests.rs`) and comments are left out; `mod x;` declares, it does not import; a
-//! crate re-exported under a name (`pub use other_crate as name;`) is not a file here.
+//! `*_tests.rs`) and comments are left out; `mod x;` declares, it does not import. A path
+//! through an item the crate root re-exports (`crate::store::…`) reaches `lib.rs`, the
+//! composition root, which imports everything: import such a crate by its own name.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -29,18 +30,11 @@ fn no_file_of_src_imports_a_file_that_imports_it_back() {
 /// The circles among one library's files, described; empty when there are none.
 fn circles_of(workspace: &Path, src: &Path) -> String {
     let files = modules(src);
-    let root_text = std::fs::read_to_string(src.join("lib.rs")).unwrap_or_default();
-    let aliases = crate_aliases(&production_text(&root_text));
     let mut edges = Edges::new();
     for (module, file) in &files {
         let text = production_text(&std::fs::read_to_string(file).expect("readable source"));
         let inline = inline_modules(&text);
         for (at, path) in referenced_paths(&text, &child_modules(&text)) {
-            if path.first().is_some_and(|r| r == "crate")
-                && path.get(1).is_some_and(|name| aliases.contains(name))
-            {
-                continue;
-            }
             // A path inside `mod x { … }` is relative to that inner module.
             let mut here = module.clone();
             here.extend(
@@ -83,19 +77,6 @@ fn circles_of(workspace: &Path, src: &Path) -> String {
     report
 }
 
-/// Names under which the crate root re-exports other crates (`pub use other as name;`).
-fn crate_aliases(root: &str) -> BTreeSet<String> {
-    root.lines()
-        .filter_map(|line| {
-            let rest = line.trim().strip_prefix("pub use ")?.strip_suffix(';')?;
-            let (external, name) = rest.split_once(" as ")?;
-            let external = external.trim();
-            (external.chars().all(is_ident) && !["crate", "self", "super"].contains(&external))
-                .then(|| name.trim().to_owned())
-        })
-        .collect()
-}
-
 /// The checker itself: a circle through a parent `mod.rs` and its child is found, a use
 /// tree is read whole, and `super` inside a file resolves to its parent module.
 #[test]
@@ -119,10 +100,6 @@ fn the_checker_finds_what_it_should() {
     assert_eq!(inline.len(), 1);
     assert_eq!(inline[0].2, "inner");
     assert!(text[inline[0].0..].starts_with("{\n  use super"));
-    assert_eq!(
-        crate_aliases("pub use pushy_store as store;\npub use crate::a::B as C;\n"),
-        BTreeSet::from(["store".to_owned()])
-    );
     assert_eq!(
         child_modules("mod a;\npub mod b;\npub(crate) mod c;\nmod tests {\n"),
         ["a", "b", "c"]

@@ -6,4 +6,4 @@ pub mod keys;
 mod tests;
 pub mod thread;
 
-pub use keys::{CCPK_TTL, ClientKeys, CurveIdentity, SessionKeys, decode_ccpk};
+pub use keys::{ClientKeys, CurveIdentity, SessionKeys, decode_ccpk};

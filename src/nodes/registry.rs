@@ -227,11 +227,6 @@ impl Registry {
         fx
     }
 
-    /// Whether a node is connected (has a machine here).
-    pub fn is_online(&self, org: &OrgGuid, node: &str) -> bool {
-        self.nodes.contains_key(&(org.clone(), node.to_owned()))
-    }
-
     fn unwatch(&mut self, job: &JobId) {
         let Some(w) = self.jobs.remove(job) else {
             return;

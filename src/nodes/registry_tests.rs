@@ -72,6 +72,15 @@ fn to_node(node: &str, message: ServerMessage) -> Effect {
     }
 }
 
+/// A job's `abort` for `node`, as `Input::Send`.
+fn abort_to(node: &str) -> Input {
+    Input::Send {
+        org: org(),
+        node: node.to_owned(),
+        message: ServerMessage::Abort,
+    }
+}
+
 fn to_job(job: &JobId, news: NodeNews) -> Effect {
     Effect::ToJob {
         job: job.clone(),
@@ -127,7 +136,11 @@ fn a_new_node_is_reset_and_published_unavailable_then_available() {
     );
     let fx = r.handle(t, from("a", message("a", ClientMessageType::Aborted, None)));
     assert_eq!(fx, vec![publish("a", Some(Availability::Available))]);
-    assert!(r.is_online(&org(), "a"));
+    assert_eq!(
+        r.handle(t, abort_to("a")),
+        vec![to_node("a", ServerMessage::Abort)],
+        "online: commands reach it"
+    );
 }
 
 #[test]
@@ -330,7 +343,10 @@ fn a_node_that_stops_is_down_for_every_job_that_has_it() {
             to_job(&job(2), NodeNews::Down { node: "a".into() }),
         ]
     );
-    assert!(!r.is_online(&org(), "a"));
+    assert!(
+        r.handle(t, abort_to("a")).is_empty(),
+        "offline: nothing reaches it"
+    );
 }
 
 #[test]
@@ -380,16 +396,11 @@ fn rehab_resends_abort_on_its_timer_until_aborted() {
 fn commands_reach_connected_nodes_only_and_unwatched_jobs_hear_nothing() {
     let t = Instant::now();
     let mut r = with_idle(t, "a");
-    let send = |node: &str| Input::Send {
-        org: org(),
-        node: node.into(),
-        message: ServerMessage::Abort,
-    };
     assert_eq!(
-        r.handle(t, send("a")),
+        r.handle(t, abort_to("a")),
         vec![to_node("a", ServerMessage::Abort)]
     );
-    assert!(r.handle(t, send("ghost")).is_empty());
+    assert!(r.handle(t, abort_to("ghost")).is_empty());
 
     watch(&mut r, t, &job(1), &["a"]);
     r.handle(t, Input::Unwatch { job: job(1) });
