@@ -80,11 +80,6 @@ impl SimNode {
         self.node.is_up()
     }
 
-    /// Whether a message arrived on the current command channel.
-    pub fn is_proven(&self) -> bool {
-        self.node.is_proven()
-    }
-
     /// Starts the node: its first fetch.
     pub fn start(&mut self) -> Vec<Effect> {
         self.node.start()

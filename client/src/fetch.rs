@@ -24,8 +24,6 @@ pub struct ServerConfig {
     pub interval: Duration,
     /// Missed server heartbeats before the server is considered offline.
     pub offline_threshold: u32,
-    /// Server heartbeats before it is considered online again.
-    pub online_threshold: u32,
     /// The server's RSA key (verifies its heartbeats).
     pub server_key: PKey<Public>,
     /// The server's CURVE key; `None` means a 1.x server.
@@ -156,7 +154,6 @@ pub fn parse(text: &str, key: &PKey<Private>) -> Result<ServerConfig, Error> {
         command_addr: hb.command_addr.clone(),
         interval: Duration::from_secs_f64(hb.interval_secs().max(0.01)),
         offline_threshold: hb.offline_threshold(),
-        online_threshold: hb.online_threshold(),
         server_key,
         curve_server_key,
         session_key,

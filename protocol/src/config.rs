@@ -127,11 +127,6 @@ impl HeartbeatConfig {
     pub fn offline_threshold(&self) -> u32 {
         count(self.offline_threshold.as_ref(), 3)
     }
-
-    /// `online_threshold` (default 2).
-    pub fn online_threshold(&self) -> u32 {
-        count(self.online_threshold.as_ref(), 2)
-    }
 }
 
 impl NodeConfig {
@@ -173,7 +168,7 @@ mod tests {
         let c: NodeConfig = serde_json::from_str(SPEC).unwrap();
         assert_eq!(c.push_jobs.heartbeat.interval_secs(), 10.0);
         assert_eq!(c.push_jobs.heartbeat.offline_threshold(), 3);
-        assert_eq!(c.push_jobs.heartbeat.online_threshold(), 2);
+        assert_eq!(c.push_jobs.heartbeat.online_threshold, Some(2.into()));
         assert_eq!(c.lifetime_secs(), 3600.0);
         assert_eq!(c.max_message_skew_secs(), 300.0);
         assert_eq!(c.max_body_size(), Some(65536));

@@ -340,7 +340,8 @@ impl Node {
     }
 
     /// The job whose result is kept for the server, if any.
-    pub fn pending_job(&self) -> Option<&str> {
+    #[cfg(test)]
+    pub(crate) fn pending_job(&self) -> Option<&str> {
         self.pending.job_id()
     }
 
@@ -680,7 +681,7 @@ fn send(kind: ClientMessageType, job_id: Option<String>) -> Effect {
 }
 
 /// `d × (1 − U[0, 0.1))`, as the original spreads its reconfigures.
-pub fn jitter(d: Duration, rng: &mut dyn RngCore) -> Duration {
+fn jitter(d: Duration, rng: &mut dyn RngCore) -> Duration {
     d.mul_f64(1.0 - rng.random_range(0.0..0.1))
 }
 
