@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use pushy_protocol::message::{ClientMessageType as T, JobRef, Received, ServerMessage};
+use pushy_protocol::message::{ClientMessageType as T, Received, ServerMessage};
 use rand::SeedableRng as _;
 use rand::rngs::{SmallRng, StdRng};
 
@@ -78,16 +78,6 @@ impl Rig {
         self.input(Input::Server {
             received: Received::Message(msg),
             via_command: true,
-        })
-    }
-
-    fn server_heartbeat(&mut self, incarnation: &str) -> Vec<Effect> {
-        self.input(Input::Server {
-            received: Received::Message(ServerMessage::Heartbeat {
-                server: "pushhost".into(),
-                incarnation_id: incarnation.into(),
-            }),
-            via_command: false,
         })
     }
 
@@ -218,14 +208,6 @@ fn failure_rates_of_one_nack_every_commit_and_fail_every_run() {
 }
 
 #[test]
-fn a_busy_node_nacks_a_second_commit() {
-    let mut r = Rig::connected(Behaviour::default());
-    r.command(commit("j1"));
-    let second = r.command(commit("j2"));
-    assert_eq!(sent(&second, T::NackCommit)[0].job_id, job("j2"));
-}
-
-#[test]
 fn abort_answers_with_the_job_it_had_and_cancels_the_completion() {
     let mut r = Rig::connected(Behaviour {
         run_delay: 5 * SECOND,
@@ -243,52 +225,4 @@ fn abort_answers_with_the_job_it_had_and_cancels_the_completion() {
         sent(&r.command(ServerMessage::Abort), T::Aborted)[0].job_id,
         None
     );
-}
-
-#[test]
-fn the_job_survives_a_reconfigure_and_its_result_goes_first_on_the_new_connection() {
-    let mut r = Rig::connected(Behaviour {
-        run_delay: 5 * SECOND,
-        splay: Some(SECOND),
-        ..Behaviour::default()
-    });
-    r.command(commit("j1"));
-    r.command(run("j1"));
-    r.server_heartbeat("srv-2");
-    let start = r.now;
-    let effects = r.run_until(start + 2 * SECOND);
-    assert!(effects.contains(&Effect::Fetch));
-    // The completion comes due while the node has no sockets: it waits.
-    assert!(r.run_until(start + 10 * SECOND).is_empty());
-    assert!(r.node.next_deadline().is_none());
-    let connected = r.input(Input::Configured(params("srv-2")));
-    assert_eq!(kinds(&connected), vec![T::Succeeded]);
-    assert_eq!(connected[0], Effect::Connect);
-    let beat = sent(&r.tick(), T::Heartbeat).remove(0);
-    assert_eq!(beat.job_state, Some("idle"));
-}
-
-#[test]
-fn messages_carry_identity_and_count_up() {
-    let mut r = Rig::connected(Behaviour::default());
-    let at = chrono::Utc::now();
-    let beat = Outgoing {
-        kind: T::Heartbeat,
-        job_id: None,
-        job_state: Some("idle"),
-        output: None,
-    };
-    let a = r.node.message(&beat, at);
-    let b = r.node.message(&beat, at);
-    assert_eq!(
-        (
-            a.node.as_str(),
-            a.client.as_str(),
-            a.org.as_str(),
-            a.incarnation_id.as_str()
-        ),
-        ("node7", "node7", "acme", "inc-1")
-    );
-    assert_eq!(a.job_id, JobRef::None);
-    assert_eq!(b.sequence, a.sequence + 1);
 }
