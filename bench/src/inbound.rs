@@ -115,7 +115,7 @@ pub fn check(
         _ => Rejection::Body,
     })?;
     let skew = chrono::TimeDelta::from_std(keys.max_skew).unwrap_or(chrono::TimeDelta::MAX);
-    if (now - body.timestamp).abs() >= skew {
+    if !body.within(now, skew) {
         return Err(Rejection::Skew);
     }
     Ok(body.received)

@@ -190,6 +190,12 @@ pub struct ServerBody {
 }
 
 impl ServerBody {
+    /// Whether it was sent within `max_skew` of `now`, either way: the original only
+    /// refuses future-dated messages; old ones are replays and are refused too (zmq.md §2.5).
+    pub fn within(&self, now: DateTime<Utc>, max_skew: TimeDelta) -> bool {
+        (now - self.timestamp).abs() < max_skew
+    }
+
     /// Decodes a server's body (after its signature was checked on the exact bytes).
     ///
     /// # Errors
