@@ -7,6 +7,9 @@
 //! `push-jobs-server.{pushy_priv_key,pushy_pub_key,sql_password}` and
 //! `chef-server.superuser_key` to the daemon in a pipe (`CHEF_SECRETS_FD`) and becomes Chef
 //! Server's user before exec'ing it (`crate::launch`, ops.md §3.4), so no secret is written in clear.
+//!
+//! With `opscode_pushy_server['instances']` above 1 all of this is done once per instance
+//! (`crate::instances`): its own directories, config (with `[cluster]`), service and restart.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +17,7 @@ use minijinja::context;
 
 use crate::chef_server::ChefServer;
 use crate::converge::{self, Converge, Own};
+use crate::instances::{self, Cluster, Instance};
 use crate::paths::{self, Paths};
 use crate::service::{Action, Manager, Service};
 use crate::settings::Settings;
@@ -59,6 +63,9 @@ pub enum Error {
     /// A file, directory or link.
     #[error(transparent)]
     Write(#[from] converge::Error),
+    /// `opscode_pushy_server['instances']` cannot be set up.
+    #[error(transparent)]
+    Instances(#[from] instances::Error),
     /// A restart or start that ran and failed.
     #[error("{action}; fix the cause, then run `push-jobs-server-ctl restart`")]
     Service {
@@ -93,7 +100,8 @@ pub fn erchef_root_url(chef: &ChefServer) -> Result<String, Error> {
         })
 }
 
-/// The daemon's TOML configuration.
+/// The daemon's TOML configuration; `cluster` is the `[cluster]` section of one of several
+/// instances (`crate::instances`), `None` for a single daemon.
 ///
 /// # Errors
 /// [`Error::NoApiFqdn`], [`Error::Render`].
@@ -101,6 +109,7 @@ pub fn render_config(
     paths: &Paths,
     settings: &Settings,
     chef: &ChefServer,
+    cluster: Option<&Cluster>,
 ) -> Result<String, Error> {
     let daemon = &settings.server.daemon;
     let user_config = if paths.user_config_toml().exists() && !paths.user_config_rb().exists() {
@@ -120,6 +129,7 @@ pub fn render_config(
             erchef_root_url => erchef_root_url(chef)?,
             superuser_key_file => paths::PIVOTAL_PEM,
             pg => &settings.postgresql,
+            cluster => cluster,
         },
     )
     .map_err(|source| Error::Render {
@@ -130,6 +140,7 @@ pub fn render_config(
 
 fn render_service(
     name: &str,
+    service: &str,
     file: &Path,
     settings: &Settings,
     chef: &ChefServer,
@@ -138,6 +149,7 @@ fn render_service(
     templates::render(
         name,
         context! {
+            service => service,
             ctl_bin => paths::CTL_BIN,
             config => config_path(settings).display().to_string(),
             user => chef.user,
@@ -156,9 +168,24 @@ fn render_service(
 /// # Errors
 /// [`Error::Render`].
 pub fn render_unit(settings: &Settings, chef: &ChefServer) -> Result<String, Error> {
+    render_unit_at(
+        settings,
+        chef,
+        paths::SERVICE_NAME,
+        Path::new(paths::SYSTEMD_UNIT),
+    )
+}
+
+fn render_unit_at(
+    settings: &Settings,
+    chef: &ChefServer,
+    service: &str,
+    file: &Path,
+) -> Result<String, Error> {
     render_service(
         templates::SYSTEMD_UNIT,
-        Path::new(paths::SYSTEMD_UNIT),
+        service,
+        file,
         settings,
         chef,
         Path::new("svlogd"),
@@ -188,7 +215,7 @@ pub fn render_logrotate(
     })
 }
 
-/// Runs the step.
+/// Runs the step: every instance of `crate::instances`, in order.
 ///
 /// # Errors
 /// [`Error`], naming the file or the failed command.
@@ -198,34 +225,84 @@ pub fn configure(
     chef: &ChefServer,
     converge: &mut Converge,
 ) -> Result<Report, Error> {
+    let first_change = converge.changed.len();
+    let planned = instances::plan(settings)?;
+    let mut report = Report {
+        manager: "systemd",
+        config_changed: false,
+        service_changed: false,
+        changed: Vec::new(),
+        actions: Vec::new(),
+        restart: None,
+    };
+    for instance in &planned {
+        let one = configure_instance(paths, instance, chef, converge)?;
+        report.manager = one.manager;
+        report.config_changed |= one.config_changed;
+        report.service_changed |= one.service_changed;
+        report.actions.extend(one.actions);
+        if report.restart.is_none() {
+            report.restart = one.restart;
+        }
+    }
+    warn_about_surplus(paths, chef, planned.len());
+    report.changed = converge.changed[first_change..].to_vec();
+    Ok(report)
+}
+
+/// Services of instances beyond `count` left by an earlier reconfigure keep running outside
+/// nginx's upstream: say so (they are not removed: that would stop them mid-job).
+fn warn_about_surplus(paths: &Paths, chef: &ChefServer, count: usize) {
+    let mut index = u32::try_from(count).unwrap_or(u32::MAX);
+    loop {
+        let name = instances::service_name(index);
+        let service = Service::named(paths, &chef.install_path, &name);
+        if !service.defined() && !service.enabled() {
+            break;
+        }
+        tracing::warn!(
+            "{name} is still defined but opscode_pushy_server['instances'] is {count}: nginx no longer sends it requests; stop it and remove its service definition"
+        );
+        index = index.saturating_add(1);
+        if index == u32::MAX {
+            break;
+        }
+    }
+}
+
+/// One instance: directories, config, service definition, restart.
+fn configure_instance(
+    paths: &Paths,
+    instance: &Instance,
+    chef: &ChefServer,
+    converge: &mut Converge,
+) -> Result<Report, Error> {
+    let settings = &instance.settings;
     let daemon = &settings.server.daemon;
     let dirs = paths.daemon(&daemon.dir, &daemon.log_directory);
-    let service = Service::new(paths, &chef.install_path);
+    let service = Service::named(paths, &chef.install_path, &instance.service);
     let first_change = converge.changed.len();
 
+    let config = render_config(paths, settings, chef, instance.cluster.as_ref())?;
+    instances::require_postgresql(settings.server.instances, &config_path(settings), &config)?;
     converge.dir(&dirs.dir, 0o700, Own::Chef)?;
     converge.dir(&dirs.log_dir, 0o700, Own::Chef)?;
-    let config = render_config(paths, settings, chef)?;
     let config_changed = converge.file(&dirs.config, config.as_bytes(), 0o644, Own::Root)?;
 
     let service_changed = match &service.manager {
         Manager::Systemd => {
-            let unit = render_unit(settings, chef)?;
+            let unit = render_unit_at(settings, chef, &service.name, &service.unit)?;
             // systemd appends the daemon's output to one file; logrotate keeps it to
             // log_rotation's size and count. A change here needs no restart.
             let logrotate = render_logrotate(&daemon.log_directory, &daemon.log_rotation)?;
-            converge.file(
-                &paths.logrotate_conf(),
-                logrotate.as_bytes(),
-                0o644,
-                Own::Root,
-            )?;
+            converge.file(&service.logrotate, logrotate.as_bytes(), 0o644, Own::Root)?;
             converge.file(&service.unit, unit.as_bytes(), 0o644, Own::Root)?
         }
         Manager::Runit { real, logical } => {
             let run_file = real.sv_dir.join("run");
             let run = render_service(
                 templates::RUNIT_RUN,
+                &service.name,
                 &run_file,
                 settings,
                 chef,
@@ -234,6 +311,7 @@ pub fn configure(
             let log_run_file = real.sv_dir.join("log/run");
             let log_run = render_service(
                 templates::RUNIT_LOG_RUN,
+                &service.name,
                 &log_run_file,
                 settings,
                 chef,
@@ -271,7 +349,7 @@ pub fn configure(
             tracing::info!(
                 topology = %settings.topology,
                 "configuration changed; not restarting {}: this host is not the data master",
-                paths::SERVICE_NAME
+                service.name
             );
         }
     }

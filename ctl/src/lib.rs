@@ -18,6 +18,7 @@
 //! - [`database`]: roles, database, grants, schema (and the 1.x upgrade).
 //! - [`nginx`]: Chef Server's nginx add-on files.
 //! - [`service`]: the daemon's service (systemd or Chef Server's runit) and its commands.
+//! - [`instances`]: `opscode_pushy_server['instances']`: several daemons as one cluster.
 //! - [`daemon`]: the daemon's config, directories and service definition.
 //! - [`launch`]: the hidden `launch` command the service runs (secrets hand-off).
 //! - [`reconfigure`]: the steps in order, and their [`reconfigure::Report`].
@@ -32,6 +33,7 @@ pub mod cli;
 pub mod converge;
 pub mod daemon;
 pub mod database;
+pub mod instances;
 pub mod launch;
 pub mod nginx;
 pub mod paths;

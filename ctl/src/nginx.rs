@@ -2,7 +2,8 @@
 //! Server's `<nginx dir>/etc/addon.d/` (root:root 0644), and a restart of Chef Server's nginx
 //! only when either changed.
 //!
-//! - `10-push_jobs_upstreams.conf`: `upstream opscode_pushy { server <vip>:<api_port>; }`.
+//! - `10-push_jobs_upstreams.conf`: `upstream opscode_pushy { server <vip>:<api_port>; }`,
+//!   one `server` line per instance (`crate::instances`), so nginx spreads the calls over them.
 //! - `10-push_jobs_external.conf`: the unauthenticated `/pushy/_status` location (JSON) and
 //!   the `/organizations/<org>/pushy` API, both proxied to `opscode_pushy` with the request
 //!   URI unchanged.
@@ -13,6 +14,7 @@ use minijinja::context;
 
 use crate::chef_server::ChefServer;
 use crate::converge::{self, Converge, Own};
+use crate::instances::{self, Instance};
 use crate::paths::Paths;
 use crate::service::{self, Action};
 use crate::settings::Settings;
@@ -42,6 +44,9 @@ pub enum Error {
     /// Writing a file.
     #[error(transparent)]
     Write(#[from] converge::Error),
+    /// `opscode_pushy_server['instances']` cannot be set up.
+    #[error(transparent)]
+    Instances(#[from] instances::Error),
 }
 
 /// `host:port` for nginx's `server` line; an IPv6 address is bracketed.
@@ -57,11 +62,18 @@ pub fn upstream(vip: &str, port: u16) -> String {
 ///
 /// # Errors
 /// A template that cannot render.
-pub fn render(settings: &Settings) -> Result<(String, String), minijinja::Error> {
-    let server = &settings.server;
+pub fn render(
+    settings: &Settings,
+    instances: &[Instance],
+) -> Result<(String, String), minijinja::Error> {
+    let vip = &settings.server.vip;
+    let upstreams: Vec<String> = instances
+        .iter()
+        .map(|i| upstream(vip, i.settings.server.daemon.api_port))
+        .collect();
     let upstreams = templates::render(
         templates::NGINX_UPSTREAMS,
-        context! { upstream => upstream(&server.vip, server.daemon.api_port) },
+        context! { upstreams => upstreams },
     )?;
     let external = templates::render(templates::NGINX_EXTERNAL, context! {})?;
     Ok((upstreams, external))
@@ -85,7 +97,8 @@ pub fn configure(
     chef: &ChefServer,
     converge: &mut Converge,
 ) -> Result<Report, Error> {
-    let (upstreams, external) = render(settings).map_err(|source| Error::Render {
+    let instances = instances::plan(settings)?;
+    let (upstreams, external) = render(settings, &instances).map_err(|source| Error::Render {
         file: paths.nginx_upstreams_conf(&chef.nginx.dir),
         source,
     })?;

@@ -251,9 +251,21 @@ impl Paths {
         self.resolve(SYSTEMD_UNIT)
     }
 
+    /// `/etc/systemd/system/<service>.service`: the unit of one instance
+    /// (`crate::instances`); the first one's is [`Paths::systemd_unit`].
+    pub fn systemd_unit_named(&self, service: &str) -> PathBuf {
+        self.resolve(format!("/etc/systemd/system/{service}.service"))
+    }
+
     /// `/etc/logrotate.d/opscode-pushy-server`.
     pub fn logrotate_conf(&self) -> PathBuf {
         self.resolve(LOGROTATE_CONF)
+    }
+
+    /// `/etc/logrotate.d/<service>`: one instance's; the first one's is
+    /// [`Paths::logrotate_conf`].
+    pub fn logrotate_conf_named(&self, service: &str) -> PathBuf {
+        self.resolve(format!("/etc/logrotate.d/{service}"))
     }
 
     /// `/tmp/opt`, which `cleanse` and `uninstall` delete (ops.md §2.2).
@@ -286,11 +298,16 @@ impl Paths {
 
     /// Chef Server's runit layout for our service, from `private_chef['install_path']`.
     pub fn runit(&self, chef_install_path: &Path) -> RunitPaths {
+        self.runit_named(chef_install_path, SERVICE_NAME)
+    }
+
+    /// The same for the service `service` (one instance of `crate::instances`).
+    pub fn runit_named(&self, chef_install_path: &Path, service: &str) -> RunitPaths {
         let base = self.resolve(chef_install_path);
         RunitPaths {
-            sv_dir: base.join("sv").join(SERVICE_NAME),
-            service_link: base.join("service").join(SERVICE_NAME),
-            init_link: base.join("init").join(SERVICE_NAME),
+            sv_dir: base.join("sv").join(service),
+            service_link: base.join("service").join(service),
+            init_link: base.join("init").join(service),
             service_dir: base.join("service"),
             sv_bin: base.join("embedded/bin/sv"),
             svlogd_bin: base.join("embedded/bin/svlogd"),

@@ -35,12 +35,17 @@ pub enum Manager {
 impl Manager {
     /// Runit when Chef Server's runit tree and `sv` exist under the root, else systemd.
     pub fn detect(paths: &Paths, chef_install_path: &Path) -> Manager {
-        let real = paths.runit(chef_install_path);
+        Manager::detect_named(paths, chef_install_path, NAME)
+    }
+
+    /// The same, with runit's paths for the service `name`.
+    pub fn detect_named(paths: &Paths, chef_install_path: &Path, name: &str) -> Manager {
+        let real = paths.runit_named(chef_install_path, name);
         let sv_root = real.sv_dir.parent().map(Path::to_path_buf);
         if real.sv_bin.is_file() && sv_root.is_some_and(|d| d.is_dir()) {
             Manager::Runit {
                 real: Box::new(real),
-                logical: Box::new(Paths::default().runit(chef_install_path)),
+                logical: Box::new(Paths::default().runit_named(chef_install_path, name)),
             }
         } else {
             Manager::Systemd
@@ -247,6 +252,9 @@ impl Verb {
 /// The daemon's service on this host.
 #[derive(Clone, Debug)]
 pub struct Service {
+    /// Its name: `opscode-pushy-server`, or `opscode-pushy-server-N` for a further instance
+    /// (`crate::instances`).
+    pub name: String,
     /// Its supervisor.
     pub manager: Manager,
     /// Runs or records commands.
@@ -260,11 +268,17 @@ pub struct Service {
 impl Service {
     /// The service under `paths`, Chef Server installed at `chef_install_path`.
     pub fn new(paths: &Paths, chef_install_path: &Path) -> Service {
+        Service::named(paths, chef_install_path, NAME)
+    }
+
+    /// The service `name` (one instance of `crate::instances`).
+    pub fn named(paths: &Paths, chef_install_path: &Path, name: &str) -> Service {
         Service {
-            manager: Manager::detect(paths, chef_install_path),
+            name: name.to_owned(),
+            manager: Manager::detect_named(paths, chef_install_path, name),
             runner: Runner::new(paths),
-            unit: paths.systemd_unit(),
-            logrotate: paths.logrotate_conf(),
+            unit: paths.systemd_unit_named(name),
+            logrotate: paths.logrotate_conf_named(name),
         }
     }
 
@@ -311,18 +325,19 @@ impl Service {
     pub fn control(&self, verb: Verb) -> Action {
         match &self.manager {
             Manager::Systemd => {
+                let name = self.name.as_str();
                 let signal = |s: &str| format!("--signal={s}");
                 match verb {
-                    Verb::Status => self.systemctl(&["status", "--no-pager", NAME], 1),
-                    Verb::Start | Verb::Once => self.systemctl(&["start", NAME], 1),
-                    Verb::Stop | Verb::GracefulKill => self.systemctl(&["stop", NAME], 1),
-                    Verb::Restart => self.systemctl(&["restart", NAME], 1),
-                    Verb::Hup => self.systemctl(&["kill", &signal("SIGHUP"), NAME], 1),
-                    Verb::Term => self.systemctl(&["kill", &signal("SIGTERM"), NAME], 1),
-                    Verb::Int => self.systemctl(&["kill", &signal("SIGINT"), NAME], 1),
-                    Verb::Kill => self.systemctl(&["kill", &signal("SIGKILL"), NAME], 1),
-                    Verb::Usr1 => self.systemctl(&["kill", &signal("SIGUSR1"), NAME], 1),
-                    Verb::Usr2 => self.systemctl(&["kill", &signal("SIGUSR2"), NAME], 1),
+                    Verb::Status => self.systemctl(&["status", "--no-pager", name], 1),
+                    Verb::Start | Verb::Once => self.systemctl(&["start", name], 1),
+                    Verb::Stop | Verb::GracefulKill => self.systemctl(&["stop", name], 1),
+                    Verb::Restart => self.systemctl(&["restart", name], 1),
+                    Verb::Hup => self.systemctl(&["kill", &signal("SIGHUP"), name], 1),
+                    Verb::Term => self.systemctl(&["kill", &signal("SIGTERM"), name], 1),
+                    Verb::Int => self.systemctl(&["kill", &signal("SIGINT"), name], 1),
+                    Verb::Kill => self.systemctl(&["kill", &signal("SIGKILL"), name], 1),
+                    Verb::Usr1 => self.systemctl(&["kill", &signal("SIGUSR1"), name], 1),
+                    Verb::Usr2 => self.systemctl(&["kill", &signal("SIGUSR2"), name], 1),
                 }
             }
             Manager::Runit { .. } => {
@@ -349,7 +364,7 @@ impl Service {
     /// original's 20 attempts).
     pub fn restart_for_change(&self) -> Action {
         match &self.manager {
-            Manager::Systemd => self.systemctl(&["restart", NAME], 1),
+            Manager::Systemd => self.systemctl(&["restart", &self.name], 1),
             Manager::Runit { .. } => self.sv("restart", 20),
         }
     }
@@ -357,7 +372,7 @@ impl Service {
     /// Start (the bootstrap step), retried like the original's.
     pub fn start_for_bootstrap(&self) -> Action {
         match &self.manager {
-            Manager::Systemd => self.systemctl(&["start", NAME], 1),
+            Manager::Systemd => self.systemctl(&["start", &self.name], 1),
             Manager::Runit { .. } => self.sv("start", 20),
         }
     }
@@ -366,13 +381,13 @@ impl Service {
     pub fn reload_and_enable(&self) -> Vec<Action> {
         vec![
             self.systemctl(&["daemon-reload"], 1),
-            self.systemctl(&["enable", NAME], 1),
+            self.systemctl(&["enable", &self.name], 1),
         ]
     }
 
     /// systemd only: disable ours (cleanse, uninstall).
     pub fn disable(&self) -> Action {
-        self.systemctl(&["disable", NAME], 1)
+        self.systemctl(&["disable", &self.name], 1)
     }
 
     /// systemd only: reload units after ours was removed.

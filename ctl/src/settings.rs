@@ -73,6 +73,13 @@ pub struct ServerSettings {
     pub vip: String,
     /// The host name clients are told to use for ZeroMQ.
     pub server_name_advertised: String,
+    /// How many daemons run on this host (`crate::instances`); shown only when not 1, so
+    /// that the running JSON of a single instance stays what it was.
+    #[serde(skip_serializing_if = "is_one")]
+    pub instances: u32,
+    /// The cluster's `advertise_host`, when the user set one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_advertise_host: Option<String>,
     /// Everything else, as the user config says.
     #[serde(flatten)]
     pub daemon: Daemon,
@@ -99,6 +106,10 @@ pub struct PostgresqlSettings {
     /// ops.md §4.2).
     #[serde(skip)]
     pub external: bool,
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 impl Settings {
@@ -246,6 +257,8 @@ pub fn compute(
                 .clone()
                 .unwrap_or_else(|| vip.clone()),
             vip,
+            instances: user.instances,
+            cluster_advertise_host: user.cluster_advertise_host.clone(),
             daemon: user.daemon.clone(),
         },
         postgresql: PostgresqlSettings {

@@ -26,7 +26,7 @@ pub struct Attributes {
 }
 
 /// `opscode_pushy_server[…]`.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PushyServer {
     /// `enable`: run the daemon on this host. Default true; `None` lets tier/HA frontends turn it
     /// off (the original's `||= false`).
@@ -39,8 +39,29 @@ pub struct PushyServer {
     pub vip: Option<String>,
     /// `server_name_advertised`: the host name clients use for ZeroMQ. `None`: the `vip`.
     pub server_name_advertised: Option<String>,
+    /// `instances` (ours): how many daemons run on this host, sharing Chef Server's
+    /// PostgreSQL database as one cluster (`crate::instances`). Default 1: one daemon, no
+    /// `[cluster]` section, everything as the original.
+    pub instances: u32,
+    /// `cluster_advertise_host` (ours): the host nodes use to reach these instances' ZeroMQ
+    /// ports (the daemon's `cluster.advertise_host`). `None`: the advertised server name.
+    pub cluster_advertise_host: Option<String>,
     /// Everything else: plain settings with fixed defaults.
     pub daemon: Daemon,
+}
+
+impl Default for PushyServer {
+    fn default() -> Self {
+        PushyServer {
+            enable: None,
+            ha: false,
+            vip: None,
+            server_name_advertised: None,
+            instances: 1,
+            cluster_advertise_host: None,
+            daemon: Daemon::default(),
+        }
+    }
 }
 
 /// The daemon's settings that no topology rule touches (ops.md §1.3 table; names as in the file).
@@ -334,6 +355,8 @@ impl Attributes {
                 ha: r.boolean(&[S, "ha"], false)?,
                 vip: r.opt_string(&[S, "vip"])?,
                 server_name_advertised: r.opt_string(&[S, "server_name_advertised"])?,
+                instances: r.instances(&[S, "instances"])?,
+                cluster_advertise_host: r.opt_string(&[S, "cluster_advertise_host"])?,
                 daemon,
             },
             postgresql: Postgresql {
@@ -411,6 +434,16 @@ impl<'a> Reader<'a> {
         };
         n.and_then(|n| T::try_from(n).ok())
             .ok_or_else(|| self.type_error(setting, integer_range::<T>()))
+    }
+
+    /// `instances`: an integer of at least 1 (default 1).
+    fn instances(&mut self, path: &[&str]) -> Result<u32, Error> {
+        let n: u32 = self.int(path, 1)?;
+        if n == 0 {
+            let setting = self.take(path).expect("a value was read");
+            return Err(self.type_error(setting, "an integer of at least 1"));
+        }
+        Ok(n)
     }
 
     fn float(&mut self, path: &[&str], default: f64) -> Result<f64, Error> {
