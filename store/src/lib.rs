@@ -5,6 +5,7 @@
 //! default). Both keep the original's tables, columns and status codes. Queries are
 //! built at run time so the build needs no database.
 
+pub mod cluster;
 #[cfg(any(test, feature = "test-support"))]
 pub mod pg_proxy;
 mod postgres;
@@ -264,4 +265,10 @@ pub trait Store: Send + Sync + 'static {
     /// options: one whose creation was answered with an error although its insert may
     /// have committed. Returns whether there was one.
     async fn delete_unstarted_job(&self, org: &OrgGuid, id: &JobId) -> Result<bool, Error>;
+
+    /// The PostgreSQL pool behind this store, if it is one: several server instances
+    /// share it ([`cluster`]). SQLite is single-process and answers `None`.
+    fn postgres_pool(&self) -> Option<sqlx::PgPool> {
+        None
+    }
 }

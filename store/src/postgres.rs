@@ -55,6 +55,11 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
         "output truncated flag",
         include_str!("../migrations/postgres/0007_output_truncated.sql"),
     ),
+    (
+        8,
+        "cluster tables",
+        include_str!("../migrations/postgres/0008_cluster.sql"),
+    ),
 ];
 
 /// How long a statement waits for a pooled connection before failing, so that an
@@ -268,6 +273,10 @@ async fn set_statuses(
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn postgres_pool(&self) -> Option<PgPool> {
+        Some(self.pool.clone())
+    }
+
     async fn create_job(&self, job: &JobRecord) -> Result<(), Error> {
         let mut tx = Tx::begin(&self.pool, "BEGIN").await?;
         let result = insert_job(tx.conn(), job).await;

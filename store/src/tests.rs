@@ -729,7 +729,7 @@ async fn postgres_passes_suite() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-        assert_eq!(applied, 7);
+        assert_eq!(applied, 8);
         assert!(find(&store, &org(1), &job_id(1)).await.is_some());
     })
     .await;
@@ -874,7 +874,11 @@ async fn postgres_adopts_original_1x_database() {
                 "job_options",
                 "job_output",
                 "job_status",
-                "jobs"
+                "jobs",
+                "pushy_bus",
+                "pushy_instances",
+                "pushy_job_owners",
+                "pushy_presence"
             ]
         );
 
@@ -994,7 +998,15 @@ async fn postgres_schema_is_the_originals_plus_position_truncated_and_org_index(
 
         with_throwaway_db(|url| async move {
             PostgresStore::connect(options(&url), 1).await.unwrap();
-            let ours = describe_schema(&url).await;
+            // The cluster's tables (issue 14) are ours alone; the original's tables
+            // gain only these.
+            let (cluster, ours): (Vec<String>, Vec<String>) = describe_schema(&url)
+                .await
+                .into_iter()
+                .partition(|line| line.contains("pushy_"));
+            for table in ["pushy_bus", "pushy_instances", "pushy_job_owners", "pushy_presence"] {
+                assert!(cluster.iter().any(|l| l.contains(table)), "{table} missing");
+            }
             let extra = [
                 "column | job_nodes | position | 7 | integer | YES",
                 "column | job_output | truncated | 5 | boolean | YES",
