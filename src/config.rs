@@ -59,6 +59,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// The server's own RSA key pair (`pushy_priv_key` / `pushy_pub_key`).
     pub keys: KeysConfig,
+    /// Several instances on one PostgreSQL database (issue 14).
+    pub cluster: ClusterConfig,
     /// Secrets handed over by `push-jobs-server-ctl` through `CHEF_SECRETS_DATA` (never
     /// in the file): they take the place of key files and the database password.
     #[serde(skip)]
@@ -73,6 +75,7 @@ impl Default for Config {
             chef_server: ChefServerConfig::default(),
             database: DatabaseConfig::default(),
             keys: KeysConfig::default(),
+            cluster: ClusterConfig::default(),
             secrets: None,
         }
     }
@@ -302,6 +305,36 @@ impl DatabaseConfig {
     }
 }
 
+/// The `[cluster]` section: this instance is one of several sharing one PostgreSQL
+/// database. Every instance of a cluster must use the same database and the same server
+/// key (`pushy_priv_key`), and be reachable by the nodes at `advertise_host`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Join the cluster (needs `database.engine = "postgresql"`).
+    pub enabled: bool,
+    /// The host nodes use to reach this instance's ZeroMQ ports (default:
+    /// `pushy.server_name`).
+    pub advertise_host: Option<String>,
+    /// How long this instance's membership lasts without renewal, seconds. A killed
+    /// process loses it at once (its database lock goes with its connection); the lease
+    /// covers an instance that hangs or is cut off.
+    pub lease: u64,
+    /// How often the membership is renewed and the members re-read, milliseconds.
+    pub tick: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            enabled: false,
+            advertise_host: None,
+            lease: 10,
+            tick: 1000,
+        }
+    }
+}
+
 /// The `[keys]` section.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -367,6 +400,19 @@ impl Config {
         }
         if p.http_max_connections == 0 {
             return Err(invalid("pushy.http_max_connections", "must be at least 1"));
+        }
+        let c = &self.cluster;
+        if c.enabled && self.database.engine != DatabaseEngine::Postgresql {
+            return Err(invalid(
+                "cluster.enabled",
+                "needs database.engine = \"postgresql\" (the instances share its rows)",
+            ));
+        }
+        if c.tick == 0 || c.lease.saturating_mul(1000) <= c.tick.saturating_mul(2) {
+            return Err(invalid(
+                "cluster.lease",
+                "must be more than two ticks (cluster.tick), and tick at least 1 ms",
+            ));
         }
         if p.http_header_timeout == 0 || p.http_body_timeout == 0 {
             return Err(invalid(

@@ -11,10 +11,12 @@
 pub mod auth;
 pub mod channel;
 pub mod chef;
+pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod http;
 pub mod jobs;
+mod joining;
 pub mod limits;
 pub mod metrics;
 pub mod nodes;
@@ -77,6 +79,9 @@ pub enum Error {
     /// A socket or directory failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// `[cluster]` is enabled but the store is not PostgreSQL.
+    #[error("cluster.enabled needs the PostgreSQL store")]
+    ClusterStore,
 }
 
 /// Mode of the directories the server makes for its data: the store and the keys hold job
@@ -315,7 +320,16 @@ pub async fn build_state_with(
     let curve = CurveIdentity::generate().map_err(Error::Curve)?;
     let incarnation: Arc<str> = uuid::Uuid::new_v4().to_string().into();
     let p = &config.pushy;
-    let session_keys = SessionKeys::default();
+    let cluster_db = match (config.cluster.enabled, store.postgres_pool()) {
+        (false, _) => None,
+        (true, Some(pool)) => Some(store::cluster::ClusterDb::new(pool)),
+        (true, None) => return Err(Error::ClusterStore),
+    };
+    let session_keys = match cluster_db {
+        // Every instance must give a node the same session key.
+        Some(_) => SessionKeys::derived(cluster_secret(&private)?),
+        None => SessionKeys::default(),
+    };
     let client_keys = ClientKeys::default();
     let metrics = Arc::new(metrics::Metrics::new());
     // Inbound depth: when the async side falls behind, the ZeroMQ thread waits here and
@@ -347,6 +361,32 @@ pub async fn build_state_with(
     let tracker = tokio_util::task::TaskTracker::new();
     let nodes = NodeSnapshot::new();
     let live = LiveJobs::new();
+    let cluster = match cluster_db {
+        None => None,
+        Some(db) => {
+            let c = &config.cluster;
+            let me = store::cluster::Instance {
+                id: uuid::Uuid::new_v4().to_string(),
+                zmq_host: c
+                    .advertise_host
+                    .clone()
+                    .unwrap_or_else(|| p.server_name.clone()),
+                heartbeat_port: ports.heartbeat,
+                command_port: ports.command,
+                curve_public_key: curve.public_z85.clone(),
+                incarnation: incarnation.to_string(),
+                api_address: format!("{}:{}", p.api_address, p.api_port),
+            };
+            let settings = cluster::Settings {
+                lease: std::time::Duration::from_secs(c.lease),
+                tick: std::time::Duration::from_millis(c.tick),
+                keep_events: std::time::Duration::from_secs(
+                    p.org_feed_expiration.max(p.wait_complete_time) + 60,
+                ),
+            };
+            Some(joining::join(db, me, settings, nodes.clone(), &shutdown, &tracker).await?)
+        }
+    };
     let registry = nodes::spawn(
         nodes::registry::RegistryParams {
             node: nodes::machine::Params {
@@ -360,10 +400,7 @@ pub async fn build_state_with(
             scan_interval: config.heartbeat_interval() * p.detect_offline_nodes_interval as u32,
         },
         nodes.clone(),
-        {
-            let live = live.clone();
-            Arc::new(move |job, news| live.deliver(job, news))
-        },
+        joining::job_sink(live.clone(), cluster.clone()),
         channel,
         inbound_rx,
         shutdown.clone(),
@@ -378,8 +415,9 @@ pub async fn build_state_with(
         jobs::JobsParts {
             live: live.clone(),
             store: store.clone(),
-            registry,
-            events: events.clone(),
+            registry: cluster::Router::new(registry.clone(), nodes.clone(), cluster.clone()),
+            events: cluster::Feeds::new(events.clone(), cluster.clone()),
+            cluster: cluster.clone(),
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
             metrics: metrics.clone(),
@@ -393,12 +431,34 @@ pub async fn build_state_with(
     );
 
     read_on_scrape(&metrics, &drops, &nodes, &live);
-    let resumed = jobs.resume_unfinished().await?;
-    if resumed > 0 {
-        tracing::info!(
-            jobs = resumed,
-            "resumed jobs left unfinished by the last stop"
-        );
+    match &cluster {
+        None => {
+            let resumed = jobs.resume_unfinished().await?;
+            if resumed > 0 {
+                tracing::info!(
+                    jobs = resumed,
+                    "resumed jobs left unfinished by the last stop"
+                );
+            }
+        }
+        Some(cluster) => {
+            read_cluster_on_scrape(&metrics, cluster);
+            // Unfinished jobs are resumed by whichever live instance claims them first.
+            joining::listen(
+                joining::Parts {
+                    cluster: cluster.clone(),
+                    registry,
+                    live: live.clone(),
+                    jobs: jobs.clone(),
+                    events: events.clone(),
+                    session_keys: session_keys.clone(),
+                    client_keys: client_keys.clone(),
+                },
+                &shutdown,
+                &tracker,
+            )
+            .await?;
+        }
     }
     let body_budget = http::BodyBudget::new(config.pushy.http_body_memory, metrics.clone());
     Ok(AppState {
@@ -421,7 +481,39 @@ pub async fn build_state_with(
         tracker,
         metrics,
         body_budget,
+        cluster,
     })
+}
+
+/// The secret cluster session keys are derived from: a digest of the server's private
+/// key, which every instance of a cluster shares and nothing else holds.
+fn cluster_secret(private: &PKey<Private>) -> Result<[u8; 32], Error> {
+    let der = private.private_key_to_der().map_err(|e| Error::File {
+        path: "the server key".into(),
+        why: e.to_string(),
+    })?;
+    let mut h = openssl::sha::Sha256::new();
+    h.update(b"push jobs cluster session keys\0");
+    h.update(&der);
+    Ok(h.finish())
+}
+
+/// What `/metrics` reads of the cluster: live members, and this instance's id.
+fn read_cluster_on_scrape(metrics: &metrics::Metrics, cluster: &cluster::Cluster) {
+    let c = cluster.clone();
+    metrics.read_on_scrape(Reading::Gauge {
+        name: "cluster_instances",
+        help: "Live instances of the cluster this instance belongs to",
+        read: Box::new(move || c.live().len() as i64),
+    });
+    // One string for the process's life: the reading's labels are `&'static str`.
+    let id: &'static str = Box::leak(cluster.id().to_owned().into_boxed_str());
+    metrics.read_on_scrape(Reading::Counters {
+        name: "cluster_instance",
+        help: "This instance's id in its cluster (always 1)",
+        label: "instance",
+        read: Box::new(move || vec![(id, 1)]),
+    });
 }
 
 fn endpoint_port(endpoint: &str) -> Option<u16> {

@@ -30,7 +30,7 @@ pub fn timestamp_acceptable(ts: DateTime<Utc>, now: DateTime<Utc>, max_skew: Tim
 }
 
 /// A job option set carried by `commit` (http.md §4.1).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CommitOptions {
     /// OS user.
     pub user: Option<String>,
@@ -45,7 +45,7 @@ pub struct CommitOptions {
 }
 
 /// A message from the server.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ServerMessage {
     /// PUB heartbeat (RSA-signed).
     Heartbeat {

@@ -122,20 +122,39 @@ pub struct SessionKeys {
 struct SessionKeyMaps {
     by_guid: HashMap<(OrgGuid, String), [u8; 32]>,
     guid_of_org: HashMap<String, OrgGuid>,
+    /// In a cluster: keys are derived from this secret, so every instance (which all
+    /// share the server key it comes from) gives a node the same key.
+    derive_from: Option<[u8; 32]>,
 }
 
 impl SessionKeys {
+    /// Keys derived from `secret` (HMAC-SHA256 of the org GUID and node name) instead of
+    /// random ones: what every instance of a cluster uses, with a secret derived from
+    /// the server key they share.
+    pub fn derived(secret: [u8; 32]) -> SessionKeys {
+        let keys = SessionKeys::default();
+        keys.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .derive_from = Some(secret);
+        keys
+    }
+
     /// The node's session key, created if it has none; remembers `org_name`'s GUID.
     pub fn get_or_create(&self, org_name: &str, org: &OrgGuid, node: &str) -> [u8; 32] {
         let mut maps = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         maps.guid_of_org.insert(org_name.to_owned(), org.clone());
+        let derive_from = maps.derive_from;
         *maps
             .by_guid
             .entry((org.clone(), node.to_owned()))
-            .or_insert_with(|| {
-                let mut k = [0u8; 32];
-                openssl::rand::rand_bytes(&mut k).expect("OpenSSL random bytes");
-                k
+            .or_insert_with(|| match derive_from {
+                Some(secret) => derive(&secret, org, node),
+                None => {
+                    let mut k = [0u8; 32];
+                    openssl::rand::rand_bytes(&mut k).expect("OpenSSL random bytes");
+                    k
+                }
             })
     }
 
@@ -154,9 +173,42 @@ impl SessionKeys {
     }
 }
 
+/// HMAC-SHA256(secret, org GUID, NUL, node name).
+fn derive(secret: &[u8; 32], org: &OrgGuid, node: &str) -> [u8; 32] {
+    let key = openssl::pkey::PKey::hmac(secret).expect("HMAC key");
+    let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key)
+        .expect("HMAC-SHA256");
+    signer.update(org.as_str().as_bytes()).expect("HMAC update");
+    signer.update(&[0]).expect("HMAC update");
+    signer.update(node.as_bytes()).expect("HMAC update");
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&signer.sign_to_vec().expect("HMAC sign"));
+    out
+}
+
 #[cfg(test)]
 mod unit_tests {
     use super::*;
+
+    #[test]
+    fn derived_session_keys_agree_between_instances_and_differ_between_nodes() {
+        let org = OrgGuid("0123456789abcdef0123456789abcdef".into());
+        let a = SessionKeys::derived([9; 32]);
+        let b = SessionKeys::derived([9; 32]);
+        assert_eq!(
+            a.get_or_create("o", &org, "n1"),
+            b.get_or_create("o", &org, "n1")
+        );
+        assert_ne!(
+            a.get_or_create("o", &org, "n1"),
+            a.get_or_create("o", &org, "n2")
+        );
+        let other = SessionKeys::derived([8; 32]);
+        assert_ne!(
+            a.get_or_create("o", &org, "n1"),
+            other.get_or_create("o", &org, "n1")
+        );
+    }
 
     #[test]
     fn curve_keys_come_from_libzmq_with_curve() {

@@ -187,7 +187,9 @@ impl OrgLog {
 
     /// Copies job `job`'s event (name, timestamp `at`, fields) as the next `org-N`, with
     /// `job` right after `timestamp`. `at` should come from [`OrgLog::next_at`]; an
-    /// earlier one is bumped to keep the stream strictly increasing.
+    /// earlier one is bumped to keep the stream strictly increasing. `number` is the N of
+    /// `org-N` when the caller numbers copies (a cluster's shared sequence), otherwise
+    /// the next of this log's own.
     pub fn push(
         &mut self,
         job: &JobId,
@@ -195,13 +197,14 @@ impl OrgLog {
         fields: &Map<String, Value>,
         at: DateTime<Utc>,
         now: DateTime<Utc>,
+        number: Option<u64>,
     ) -> &Logged {
         self.expire(now);
         let at = match self.last_at {
             Some(last) if at <= last => last + TimeDelta::microseconds(1),
             _ => at,
         };
-        self.issued += 1;
+        self.issued = number.unwrap_or(self.issued + 1);
         let id = format!("org-{}", self.issued);
         let text = render(name, &id, at, Some(job), fields);
         self.last_at = Some(at);
@@ -379,13 +382,13 @@ mod tests {
         let now = t("2014-07-10T05:17:49.120034Z");
         let f = fields(&[("status", "complete".into())]);
         let at = jobs.push("job_complete", &f, org.next_at(now)).at;
-        let e = org.push(&job(), "job_complete", &f, at, now);
+        let e = org.push(&job(), "job_complete", &f, at, now, None);
         assert_eq!(
             text(e),
             "event: job_complete\nid: org-1\ndata: {\"timestamp\":\"2014-07-10 05:17:49.120034Z\",\"job\":\"aaaaaaaaaaaa25fd67fa8715fd547d3d\",\"status\":\"complete\"}\n\n"
         );
         assert_eq!(e.at, jobs.events()[0].at);
-        let e = org.push(&job(), "start", &Map::new(), org.next_at(now), now);
+        let e = org.push(&job(), "start", &Map::new(), org.next_at(now), now, None);
         assert_eq!(e.id, "org-2");
     }
 
@@ -395,12 +398,12 @@ mod tests {
         let now = t("2014-07-10T05:17:49Z");
         let (mut a, mut b) = (JobLog::new(), JobLog::new());
         let at1 = a.push("start", &Map::new(), org.next_at(now)).at;
-        org.push(&job(), "start", &Map::new(), at1, now);
+        org.push(&job(), "start", &Map::new(), at1, now, None);
         let at2 = b.push("start", &Map::new(), org.next_at(now)).at;
-        org.push(&job(), "start", &Map::new(), at2, now);
+        org.push(&job(), "start", &Map::new(), at2, now, None);
         assert!(at2 > at1);
         // A stale `at` is bumped rather than repeated.
-        let e = org.push(&job(), "start", &Map::new(), at1, now);
+        let e = org.push(&job(), "start", &Map::new(), at1, now, None);
         assert!(e.at > at2);
         let stamps: Vec<_> = org.retained().map(|e| e.at).collect();
         assert!(stamps.windows(2).all(|w| w[0] < w[1]));
@@ -410,7 +413,7 @@ mod tests {
     fn org_backlog_without_last_event_id_is_empty() {
         let mut org = OrgLog::new(TimeDelta::seconds(60));
         let now = t("2014-07-10T05:17:49Z");
-        org.push(&job(), "start", &Map::new(), now, now);
+        org.push(&job(), "start", &Map::new(), now, now, None);
         let b = org.backlog(None, now);
         assert_eq!(b.start_of_history, None);
         assert!(b.events.is_empty());
@@ -423,7 +426,7 @@ mod tests {
         let now = t("2014-07-10T05:17:49Z");
         for _ in 0..3 {
             let at = org.next_at(now);
-            org.push(&job(), "start", &Map::new(), at, now);
+            org.push(&job(), "start", &Map::new(), at, now, None);
         }
         let b = org.backlog(Some("org-1"), now);
         assert_eq!(b.start_of_history, None);
@@ -446,7 +449,7 @@ mod tests {
         assert!(b.events.is_empty());
         for _ in 0..2 {
             let at = org.next_at(now);
-            org.push(&job(), "start", &Map::new(), at, now);
+            org.push(&job(), "start", &Map::new(), at, now, None);
         }
         for unknown in ["org-7", "job-1", "start_id"] {
             let b = org.backlog(Some(unknown), now);
@@ -463,9 +466,9 @@ mod tests {
     fn org_events_expire_on_read_and_on_add() {
         let mut org = OrgLog::new(TimeDelta::seconds(60));
         let t0 = t("2014-07-10T05:00:00Z");
-        org.push(&job(), "start", &Map::new(), t0, t0);
+        org.push(&job(), "start", &Map::new(), t0, t0, None);
         let t1 = t0 + TimeDelta::seconds(30);
-        org.push(&job(), "job_complete", &Map::new(), t1, t1);
+        org.push(&job(), "job_complete", &Map::new(), t1, t1, None);
         // Exactly at the horizon the first event is gone (start_of_history keeps a
         // strictly earlier timestamp than every retained event).
         let b = org.backlog(Some("org-1"), t0 + TimeDelta::seconds(60));
@@ -476,7 +479,7 @@ mod tests {
         assert!(b.start_of_history.unwrap().at < b.events[0].at);
         // Adding expires too, and ids keep counting.
         let t2 = t0 + TimeDelta::seconds(200);
-        let e = org.push(&job(), "start", &Map::new(), t2, t2);
+        let e = org.push(&job(), "start", &Map::new(), t2, t2, None);
         assert_eq!(e.id, "org-3");
         assert_eq!(org.retained().count(), 1);
         // Reading alone empties an old list.

@@ -48,6 +48,32 @@ pub struct EventsConfig {
     pub wait_complete_time: Duration,
 }
 
+/// An event as the logs take it: its name, its fields, whether it is copied to the org
+/// feed (`start`, `job_complete`) and whether it ends the job's feed (`job_complete`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Recorded {
+    /// The SSE event name.
+    pub name: String,
+    /// Its data fields after `timestamp`.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// Copied to the org feed.
+    pub to_org: bool,
+    /// The job's last event.
+    pub completes: bool,
+}
+
+impl Recorded {
+    /// `event` taken apart.
+    pub fn of(event: &JobEvent) -> Recorded {
+        Recorded {
+            name: event.name().to_owned(),
+            fields: event.fields(),
+            to_org: matches!(event, JobEvent::Start(_) | JobEvent::JobComplete { .. }),
+            completes: matches!(event, JobEvent::JobComplete { .. }),
+        }
+    }
+}
+
 /// Handle on the in-memory event feeds; clones share them.
 #[derive(Clone)]
 pub struct Events {
@@ -156,9 +182,22 @@ impl Events {
     /// subscribers. `job_complete` finishes the job: its streams end after that event
     /// and its log goes `wait_complete_time` later. Events after that are ignored.
     pub fn emit(&self, org: &OrgGuid, job: &JobId, event: &JobEvent, now: DateTime<Utc>) {
-        let name = event.name();
-        let fields = event.fields();
-        let to_org = matches!(event, JobEvent::Start(_) | JobEvent::JobComplete { .. });
+        self.record(org, job, &Recorded::of(event), now, None);
+    }
+
+    /// [`Events::emit`] of an event already taken apart (as another instance of a
+    /// cluster publishes it); `org_number`, when given, numbers its org copy
+    /// (`org-N`) instead of this process's counter, so every instance gives the copy
+    /// the same id.
+    pub fn record(
+        &self,
+        org: &OrgGuid,
+        job: &JobId,
+        event: &Recorded,
+        now: DateTime<Utc>,
+        org_number: Option<u64>,
+    ) {
+        let (name, fields, to_org) = (event.name.as_str(), &event.fields, event.to_org);
         let expiration = self.org_expiration();
         let mut guard = self.lock();
         let State {
@@ -186,14 +225,18 @@ impl Events {
             Some(o) => o.log.next_at(now),
             None => now,
         };
-        let logged = entry.log.push(name, &fields, not_before);
+        let logged = entry.log.push(name, fields, not_before);
         let (text, at) = (logged.text.clone(), logged.at);
         send(&mut entry.tx, text);
         if let Some(o) = org_entry.as_mut() {
-            let copy = o.log.push(job, name, &fields, at, now).text.clone();
+            let copy = o
+                .log
+                .push(job, name, fields, at, now, org_number)
+                .text
+                .clone();
             send(&mut o.tx, copy);
         }
-        if matches!(event, JobEvent::JobComplete { .. }) {
+        if event.completes {
             entry.finished = true;
             entry.tx = None;
             retiring.push_back((

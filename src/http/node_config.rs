@@ -27,6 +27,7 @@ use super::state::AppState;
 use crate::auth::Rule;
 use crate::channel::decode_ccpk;
 use crate::chef::PrincipalKind;
+use crate::cluster::BusMessage;
 
 /// `offline_threshold` and `online_threshold` are constants of the protocol.
 const OFFLINE_THRESHOLD: u32 = 3;
@@ -53,13 +54,32 @@ pub(super) async fn config(
     })
     .await?;
     let own_node = ok.who.kind == PrincipalKind::Client && ok.who.name == node;
+    // In a cluster the node goes to the instance that should hold it; that instance
+    // admits its key (over the bus) and the document names its sockets.
+    let holder = state
+        .cluster
+        .as_ref()
+        .map(|c| (c.holder_for(&ok.who.org_guid, &node), c));
+    let elsewhere = holder.as_ref().filter(|(h, c)| h.id != c.id());
     let session_key = if own_node {
-        if let Some(key) = ccpk {
-            state.client_keys.allow(
+        match (elsewhere, ccpk) {
+            (Some((h, c)), ccpk) => c.post(
+                &h.id,
+                None,
+                &BusMessage::Admit {
+                    org_name: org.clone(),
+                    org: ok.who.org_guid.as_str().to_owned(),
+                    node: node.clone(),
+                    ccpk: ccpk.and_then(|k| zmq::z85_encode(&k).ok()),
+                    ttl: pushy.config_lifetime,
+                },
+            ),
+            (None, Some(key)) => state.client_keys.allow(
                 key,
                 Instant::now(),
                 Duration::from_secs(pushy.config_lifetime),
-            );
+            ),
+            (None, None) => {}
         }
         state
             .session_keys
@@ -79,14 +99,29 @@ pub(super) async fn config(
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     sealed.truncate(n);
 
-    let host = &pushy.server_name;
+    let (host, heartbeat_port, command_port, curve_key, incarnation) = match &holder {
+        Some((h, _)) => (
+            h.zmq_host.clone(),
+            h.heartbeat_port,
+            h.command_port,
+            h.curve_public_key.clone(),
+            h.incarnation.clone(),
+        ),
+        None => (
+            pushy.server_name.clone(),
+            state.ports.heartbeat,
+            state.ports.command,
+            state.curve.public_z85.clone(),
+            state.incarnation.to_string(),
+        ),
+    };
     let body = NodeConfig {
         kind: "config".to_owned(),
         host: host.clone(),
         push_jobs: PushJobs {
             heartbeat: HeartbeatConfig {
-                out_addr: format!("tcp://{host}:{}", state.ports.heartbeat),
-                command_addr: format!("tcp://{host}:{}", state.ports.command),
+                out_addr: format!("tcp://{host}:{heartbeat_port}"),
+                command_addr: format!("tcp://{host}:{command_port}"),
                 interval: Number::from_f64(pushy.heartbeat_interval as f64 / 1000.0),
                 offline_threshold: Some(OFFLINE_THRESHOLD.into()),
                 online_threshold: Some(ONLINE_THRESHOLD.into()),
@@ -96,7 +131,7 @@ pub(super) async fn config(
         organization: org.to_owned(),
         // The original emits a trailing blank line after the PEM.
         public_key: format!("{}\n", state.server_key.public_pem),
-        curve_public_key: Some(state.curve.public_z85.clone()),
+        curve_public_key: Some(curve_key),
         encoded_session_key: EncodedSessionKey {
             method: "hmac_sha256".to_owned(),
             key: base64::engine::general_purpose::STANDARD.encode(sealed),
@@ -104,7 +139,7 @@ pub(super) async fn config(
         lifetime: Some(pushy.config_lifetime.into()),
         max_message_skew: Some(pushy.max_time_skew.into()),
         max_body_size: Some(pushy.max_body_size.into()),
-        incarnation_id: state.incarnation.to_string(),
+        incarnation_id: incarnation,
     };
     Ok(axum::Json(body).into_response())
 }

@@ -9,6 +9,16 @@ use super::extract::Segments;
 use super::pipeline::{GET_JSON, admit};
 use super::state::AppState;
 use crate::auth::Rule;
+use crate::nodes::{Availability, Presence};
+
+/// In a cluster, node states come from what each node's holder published.
+fn availability(available: bool) -> Availability {
+    if available {
+        Availability::Available
+    } else {
+        Availability::Unavailable
+    }
+}
 
 /// Every tracked node of the org with its availability.
 pub(super) async fn list(
@@ -17,9 +27,16 @@ pub(super) async fn list(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (ok, ()) = admit(&state, req, &GET_JSON, &org, Rule::Read, |_, _| Ok(())).await?;
-    let body: Vec<_> = state
-        .nodes
-        .list(&ok.who.org_guid)
+    let nodes = match &state.cluster {
+        None => state.nodes.list(&ok.who.org_guid),
+        Some(cluster) => cluster
+            .presence(&ok.who.org_guid, None)
+            .await?
+            .into_iter()
+            .map(|p| (p.node, availability(p.available)))
+            .collect(),
+    };
+    let body: Vec<_> = nodes
         .into_iter()
         .map(|(node, availability)| json!({"node_name": node, "availability": availability}))
         .collect();
@@ -33,7 +50,18 @@ pub(super) async fn named(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (ok, ()) = admit(&state, req, &GET_JSON, &org, Rule::Read, |_, _| Ok(())).await?;
-    let (status, availability) = state.nodes.state(&ok.who.org_guid, &node);
+    let (status, availability) = match &state.cluster {
+        None => state.nodes.state(&ok.who.org_guid, &node),
+        Some(cluster) => {
+            let found = cluster
+                .presence(&ok.who.org_guid, Some(std::slice::from_ref(&node)))
+                .await?;
+            match found.first() {
+                Some(p) => (Presence::Online, availability(p.available)),
+                None => (Presence::Offline, Availability::Unavailable),
+            }
+        }
+    };
     Ok(
         axum::Json(json!({"node_name": node, "status": status, "availability": availability}))
             .into_response(),

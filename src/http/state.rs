@@ -58,6 +58,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Bounds the request body bytes held in memory at once (`http_body_memory`).
     pub body_budget: BodyBudget,
+    /// The cluster this instance is part of, if any (`[cluster]`).
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// The ports the command channel actually bound (differs from the config when it asks

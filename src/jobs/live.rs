@@ -48,7 +48,18 @@ impl LiveJobs {
 
     /// Hands news of a node to its job's task; false when the job has no task here.
     pub fn deliver(&self, job: &JobId, news: NodeNews) -> bool {
-        self.inbox(job)
-            .is_some_and(|inbox| inbox.send(TaskMsg::Node(news)).is_ok())
+        self.try_deliver(job, news).is_ok()
+    }
+
+    /// [`LiveJobs::deliver`], giving the news back when the job has no task here (for
+    /// another instance of a cluster to deliver).
+    pub fn try_deliver(&self, job: &JobId, news: NodeNews) -> Result<(), NodeNews> {
+        let Some(inbox) = self.inbox(job) else {
+            return Err(news);
+        };
+        inbox.send(TaskMsg::Node(news)).map_err(|e| match e.0 {
+            TaskMsg::Node(news) => news,
+            TaskMsg::Abort(_) => unreachable!("a node's news was sent"),
+        })
     }
 }

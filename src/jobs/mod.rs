@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use crate::events::Events;
+use crate::cluster::{Cluster, Feeds, Router};
 use crate::metrics::Metrics;
-use crate::nodes::RegistryHandle;
+use crate::nodes::news::NodeNews;
 pub use live::LiveJobs;
 use machine::Job;
 use task::{JobContext, TaskMsg, now_seconds};
@@ -48,10 +48,12 @@ pub struct JobsParts {
     pub live: LiveJobs,
     /// Job persistence.
     pub store: Arc<dyn Store>,
-    /// The node registry.
-    pub registry: RegistryHandle,
-    /// Job and org event feeds.
-    pub events: Events,
+    /// The way to the job's nodes (the local registry, and other instances').
+    pub registry: Router,
+    /// Job and org event feeds (this process's, or every instance's).
+    pub events: Feeds,
+    /// The cluster this instance is part of, if any.
+    pub cluster: Option<Cluster>,
     /// Cancelled at shutdown.
     pub shutdown: CancellationToken,
     /// Every job task, so shutdown can wait for them.
@@ -64,8 +66,9 @@ pub struct JobsParts {
 #[derive(Clone)]
 pub struct JobsHandle {
     store: Arc<dyn Store>,
-    registry: RegistryHandle,
-    events: Events,
+    registry: Router,
+    events: Feeds,
+    cluster: Option<Cluster>,
     config: Arc<JobsConfig>,
     live: LiveJobs,
     shutdown: CancellationToken,
@@ -88,6 +91,16 @@ const ABORT_WAIT: Duration = Duration::from_secs(10);
 /// How long creating or resuming a job waits for its start to be recorded before handing
 /// that to the job's task (which retries): a store that hangs must not hang the request.
 const START_WAIT: Duration = Duration::from_secs(10);
+
+/// The node news among bus rows, with its job.
+fn news_of(rows: &[pushy_store::cluster::BusRow]) -> Vec<(JobId, NodeNews)> {
+    rows.iter()
+        .filter_map(|row| match crate::cluster::inbox::decode(row)? {
+            crate::cluster::BusMessage::News { job, news, .. } => Some((JobId::parse(&job)?, news)),
+            _ => None,
+        })
+        .collect()
+}
 
 /// A job id: the last 12 characters of the org GUID, then 20 random hex digits
 /// (http.md §1.4.2 keeps the org suffix as a prefix).
@@ -112,6 +125,7 @@ impl JobsHandle {
             store,
             registry,
             events,
+            cluster,
             shutdown,
             tracker,
             metrics,
@@ -120,6 +134,7 @@ impl JobsHandle {
             store,
             registry,
             events,
+            cluster,
             config: Arc::new(config),
             live,
             shutdown,
@@ -187,6 +202,10 @@ impl JobsHandle {
                 .map(|n| (n.clone(), NodeStatus::New))
                 .collect(),
         };
+        if let Some(cluster) = &self.cluster {
+            // Before the job row: a job never exists without its owner.
+            cluster.db().set_owner(id.as_str(), cluster.id()).await?;
+        }
         if let Err(e) = self.store.create_job(&record).await {
             // A connection lost during COMMIT leaves it unknown whether the job exists: if
             // it does, it must be started (answering 503 would leave it `new` for good).
@@ -413,6 +432,7 @@ impl JobsHandle {
                     let _ = tokio::time::timeout(ABORT_WAIT, rx).await;
                 }
             }
+            None if self.abort_elsewhere(org, id).await? => {}
             None => {
                 // No task drives this job (its server stopped and it was never resumed):
                 // record the abort directly, in one transaction.
@@ -439,6 +459,97 @@ impl JobsHandle {
         Ok(Some(AbortOutcome::Aborted(Box::new(job))))
     }
 
+    /// In a cluster, asks the live instance that drives job `id` to abort it, and waits
+    /// (at most [`ABORT_WAIT`]) until the store shows it finished. False when no other
+    /// live instance drives it.
+    async fn abort_elsewhere(&self, org: &OrgGuid, id: &JobId) -> Result<bool, store::Error> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(false);
+        };
+        let Some(owner) = cluster.db().owner(id.as_str()).await? else {
+            return Ok(false);
+        };
+        if owner == cluster.id() || !cluster.live_ids().contains(&owner) {
+            return Ok(false);
+        }
+        cluster.post(
+            &owner,
+            None,
+            &crate::cluster::BusMessage::Abort {
+                job: id.to_string(),
+            },
+        );
+        let deadline = Instant::now() + ABORT_WAIT;
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if self
+                .store
+                .find_job(org, id)
+                .await?
+                .is_none_or(|j| j.status.is_terminal())
+            {
+                break;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Aborts job `id` if its task runs in this process (asked by another instance);
+    /// whether it does.
+    pub fn abort_here(&self, id: &JobId) -> bool {
+        match self.live.inbox(id) {
+            Some(inbox) => inbox.send(TaskMsg::Abort(oneshot::channel().0)).is_ok(),
+            None => false,
+        }
+    }
+
+    /// In a cluster: takes over every unfinished job whose owner is not a live instance
+    /// (it died, or the job was left by a single server before the cluster), one claim
+    /// each so that of several survivors exactly one drives it, resumes it as a restart
+    /// would, and has the news its dead owner never read sent again. Returns how many
+    /// jobs it took.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn take_over_orphans(&self) -> Result<usize, store::Error> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(0);
+        };
+        let live = cluster.live_ids();
+        let mut taken = 0;
+        for orphan in cluster.db().orphans(&live).await? {
+            let job = &orphan.job;
+            if self.live.inbox(&job.id).is_some()
+                || !cluster
+                    .db()
+                    .claim(job.id.as_str(), orphan.owner.as_deref(), cluster.id())
+                    .await?
+            {
+                continue;
+            }
+            tracing::warn!(job_id = %job.id, org = %job.org_id, dead_owner = orphan.owner.as_deref().unwrap_or("none"), "taking over a job whose owner is gone");
+            if !job.ours {
+                self.crash_foreign(job).await?;
+                continue;
+            }
+            // What the dead owner never read comes first: a node's result must count
+            // before its next heartbeat says it is idle.
+            let unread = cluster
+                .db()
+                .take_unread(cluster.id(), &live, Some(job.id.as_str()))
+                .await?;
+            self.resume_one(job, news_of(&unread)).await?;
+            taken += 1;
+        }
+        // News holders sent to a dead owner before they heard of the new one.
+        for row in cluster.db().take_unread(cluster.id(), &live, None).await? {
+            if let Some((job, news)) = news_of(std::slice::from_ref(&row)).pop() {
+                self.live.deliver(&job, news);
+            }
+        }
+        Ok(taken)
+    }
+
     /// At start-up: resumes every job a previous process left `new`, `voting` or
     /// `running`, instead of marking it `crashed` as the original does. Voting starts a
     /// fresh window (nodes need it to come back); the run timer counts from the persisted
@@ -458,38 +569,53 @@ impl JobsHandle {
                 self.crash_foreign(j).await?;
                 continue;
             }
-            let Some(record) = self.store.find_job(&j.org_id, &j.id).await? else {
-                continue;
-            };
-            resumed += 1;
-            let run_timeout = Duration::from_secs(record.run_timeout.max(0) as u64);
-            let nodes: Vec<String> = record.nodes.iter().map(|(n, _)| n.clone()).collect();
-            let running_for = (Utc::now() - record.updated_at)
-                .to_std()
-                .unwrap_or(Duration::ZERO);
-            let (mut job, effects) = Job::resume(
-                record.id.clone(),
-                record.nodes.clone(),
-                record.quorum.max(0) as u32,
-                record.status,
-                Instant::now(),
-                running_for,
-                run_timeout,
-                self.config.voting_timeout,
-            );
-            self.events.begin_job(&record.org_id, &record.id);
-            let (ctx, inbox) = self.context(&record.id, &record.org_id, &record);
-            self.watch(&record.id, &record.org_id, nodes.clone()).await;
-            let mut effects = effects;
-            if record.status == JobStatus::New {
-                // Right after a start no node has reconnected yet: none is taken for down.
-                // Each is asked when it comes back, within the voting window.
-                effects.extend(job.start(Instant::now(), |_| true));
+            if self.resume_one(j, Vec::new()).await? {
+                resumed += 1;
             }
-            tracing::info!(job_id = %record.id, org = %record.org_id, status = %record.status, "resumed an unfinished job");
-            self.start_task(ctx, job, inbox, effects).await;
         }
         Ok(resumed)
+    }
+
+    /// Resumes one unfinished job (see [`JobsHandle::resume_unfinished`]); false when it
+    /// is gone.
+    async fn resume_one(
+        &self,
+        j: &store::IncompleteJob,
+        early: Vec<(JobId, NodeNews)>,
+    ) -> Result<bool, store::Error> {
+        let Some(record) = self.store.find_job(&j.org_id, &j.id).await? else {
+            return Ok(false);
+        };
+        let run_timeout = Duration::from_secs(record.run_timeout.max(0) as u64);
+        let nodes: Vec<String> = record.nodes.iter().map(|(n, _)| n.clone()).collect();
+        let running_for = (Utc::now() - record.updated_at)
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        let (mut job, effects) = Job::resume(
+            record.id.clone(),
+            record.nodes.clone(),
+            record.quorum.max(0) as u32,
+            record.status,
+            Instant::now(),
+            running_for,
+            run_timeout,
+            self.config.voting_timeout,
+        );
+        self.events.begin_job(&record.org_id, &record.id);
+        let (ctx, inbox) = self.context(&record.id, &record.org_id, &record);
+        for (_, news) in early {
+            self.live.deliver(&record.id, news);
+        }
+        self.watch(&record.id, &record.org_id, nodes.clone()).await;
+        let mut effects = effects;
+        if record.status == JobStatus::New {
+            // Right after a start no node has reconnected yet: none is taken for down.
+            // Each is asked when it comes back, within the voting window.
+            effects.extend(job.start(Instant::now(), |_| true));
+        }
+        tracing::info!(job_id = %record.id, org = %record.org_id, status = %record.status, "resumed an unfinished job");
+        self.start_task(ctx, job, inbox, effects).await;
+        Ok(true)
     }
 
     /// A job another server left unfinished (the original, before an upgrade) cannot be

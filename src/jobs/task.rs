@@ -15,9 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::machine::{Command, Effect, Input, Job, Phase, Reply};
-use crate::events::Events;
+use crate::cluster::{Feeds, Router};
 use crate::metrics::{JobLabels, Metrics};
-use crate::nodes::RegistryHandle;
 use crate::nodes::news::NodeNews;
 use crate::nodes::registry::Input as RegistryInput;
 
@@ -34,8 +33,8 @@ pub(crate) struct JobContext {
     pub id: JobId,
     pub org: OrgGuid,
     pub store: Arc<dyn Store>,
-    pub registry: RegistryHandle,
-    pub events: Events,
+    pub registry: Router,
+    pub events: Feeds,
     /// The `commit` sent to every node.
     pub commit: ServerMessage,
     pub wait_complete_time: Duration,
@@ -467,6 +466,7 @@ fn receive(
             Input::Abort
         }
         TaskMsg::Node(news) => {
+            tracing::debug!(?news, "node news");
             if let Some(node) = result_of(&news) {
                 results.push(node.to_owned());
             }

@@ -4,7 +4,7 @@
 //! an input of its machine.
 
 /// A node's message about one job, verified and decoded (zmq.md §2.7.2).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Reply {
     /// The node committed.
     AckCommit,
@@ -33,7 +33,7 @@ pub enum Reply {
 }
 
 /// What a node returning to this server process says about one of its jobs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum NodeReport {
     /// It holds no job (it was reset, or its Ruby client lost the result): whatever it
     /// had of this job is gone.
@@ -47,7 +47,7 @@ pub enum NodeReport {
 }
 
 /// One piece of news about one node, for one of its jobs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum NodeNews {
     /// The node sent a message carrying the job's id.
     Reply {

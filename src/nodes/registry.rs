@@ -145,6 +145,15 @@ pub struct Registry {
     /// whose jobs hear of them once the reset is done: a job that re-asks a node before
     /// then could see its commit wiped by a repeated `abort`.
     returning: HashSet<NodeKey>,
+    /// Nodes held here whose job was watched again (its owner changed: another instance
+    /// took the job over): the node's next message is reconciled as a first message
+    /// would be, so the new owner learns what each node is doing.
+    awaiting: HashSet<(NodeKey, JobId)>,
+    /// Nodes whose result for a watched job went through here. Asked for a report after
+    /// a takeover, such a node is idle, but its result was forwarded (to the job's
+    /// previous owner; the new one reads it): it reports that it ran, not that it lost
+    /// the job.
+    delivered: HashSet<(NodeKey, JobId)>,
 }
 
 impl Registry {
@@ -158,6 +167,8 @@ impl Registry {
             jobs: HashMap::new(),
             jobs_by_node: HashMap::new(),
             returning: HashSet::new(),
+            awaiting: HashSet::new(),
+            delivered: HashSet::new(),
         }
     }
 
@@ -186,9 +197,14 @@ impl Registry {
                             .is_some_and(|m| m.state() == State::Idle)
                     })
                     .collect();
+                let rewatch = self.jobs.contains_key(&job);
                 for node in &nodes {
+                    let key = (org.clone(), node.clone());
+                    if rewatch && self.nodes.contains_key(&key) {
+                        self.awaiting.insert((key.clone(), job.clone()));
+                    }
                     self.jobs_by_node
-                        .entry((org.clone(), node.clone()))
+                        .entry(key)
                         .or_default()
                         .insert(job.clone());
                 }
@@ -231,6 +247,12 @@ impl Registry {
         let Some(w) = self.jobs.remove(job) else {
             return;
         };
+        if !self.awaiting.is_empty() {
+            self.awaiting.retain(|(_, j)| j != job);
+        }
+        if !self.delivered.is_empty() {
+            self.delivered.retain(|(_, j)| j != job);
+        }
         for node in w.nodes {
             let key = (w.org.clone(), node);
             if let Some(jobs) = self.jobs_by_node.get_mut(&key) {
@@ -293,6 +315,7 @@ impl Registry {
         if let Some(node) = self.nodes.get_mut(&key) {
             node_fx.extend(node.handle(now, input));
         }
+        self.report_if_awaited(&key, &m, job.as_ref(), fx);
         self.job_news(&key, &m, job, fx);
         self.node_effects(&key, node_fx, fx);
         self.arm(&key);
@@ -335,6 +358,9 @@ impl Registry {
             });
         }
         if let Some(reply) = reply(m) {
+            if matches!(reply, Reply::Succeeded { .. } | Reply::Failed { .. }) {
+                self.delivered.insert((key.clone(), job.clone()));
+            }
             fx.push(Effect::ToJob {
                 job,
                 news: NodeNews::Reply {
@@ -365,19 +391,7 @@ impl Registry {
             // Every job of the node hears what it says, so a job can re-send what the
             // previous server process may have lost, or learn at once that the node
             // can no longer deliver (issue 12 §2).
-            let report = match m.kind {
-                ClientMessageType::Heartbeat if m.job_state.as_deref() == Some("running") => {
-                    Some(NodeReport::Running)
-                }
-                ClientMessageType::Heartbeat => Some(NodeReport::Committed),
-                // A result had its `run` and acknowledged it; the acknowledgement may
-                // have been lost with the previous server process.
-                ClientMessageType::Succeeded | ClientMessageType::Failed => {
-                    Some(NodeReport::Running)
-                }
-                // Answers to commit or run go through the job's table as they are.
-                _ => None,
-            };
+            let report = report_on_named_job(m);
             for id in self.jobs_of(key) {
                 let report = if Some(&id) == named {
                     report
@@ -411,6 +425,47 @@ impl Registry {
         });
         self.nodes.insert(key.clone(), node);
         node_fx
+    }
+
+    /// The node's report to each of its jobs that awaits one (see `awaiting`), from the
+    /// message `m` that names `named` (a live job) or not.
+    fn report_if_awaited(
+        &mut self,
+        key: &NodeKey,
+        m: &ClientMessage,
+        named: Option<&JobId>,
+        fx: &mut Vec<Effect>,
+    ) {
+        if self.awaiting.is_empty() {
+            return;
+        }
+        for id in self.jobs_of(key) {
+            let entry = (key.clone(), id.clone());
+            if !self.awaiting.contains(&entry) {
+                continue;
+            }
+            let report = if Some(&id) == named {
+                report_on_named_job(m)
+            } else if self.delivered.contains(&entry) {
+                Some(NodeReport::Running)
+            } else if matches!(m.job_id, JobRef::None) {
+                Some(NodeReport::Idle)
+            } else {
+                Some(NodeReport::OtherJob)
+            };
+            // An answer to commit or run goes to the job as it is; the next heartbeat
+            // reports.
+            if let Some(report) = report {
+                self.awaiting.remove(&entry);
+                fx.push(Effect::ToJob {
+                    job: id,
+                    news: NodeNews::Back {
+                        node: key.1.clone(),
+                        report,
+                    },
+                });
+            }
+        }
     }
 
     /// Feeds one node's machine, if the node is connected.
@@ -471,6 +526,9 @@ impl Registry {
                     tracing::info!(org = %key.0, node = %key.1, ?reason, "node offline");
                     self.nodes.remove(key);
                     self.returning.remove(key);
+                    if !self.awaiting.is_empty() {
+                        self.awaiting.retain(|(k, _)| k != key);
+                    }
                     fx.push(Effect::Publish {
                         org: key.0.clone(),
                         node: key.1.clone(),
@@ -518,6 +576,21 @@ impl Registry {
         for key in keys {
             self.node_input(now, &key, machine::Input::LivenessScan, fx);
         }
+    }
+}
+
+/// What a node says of the live job its message names: a heartbeat says whether it runs
+/// the command or waits committed; a result had its `run` (its acknowledgement may have
+/// been lost with the previous driver of the job). Answers to commit or run (`None`) go
+/// through the job as they are.
+fn report_on_named_job(m: &ClientMessage) -> Option<NodeReport> {
+    match m.kind {
+        ClientMessageType::Heartbeat if m.job_state.as_deref() == Some("running") => {
+            Some(NodeReport::Running)
+        }
+        ClientMessageType::Heartbeat => Some(NodeReport::Committed),
+        ClientMessageType::Succeeded | ClientMessageType::Failed => Some(NodeReport::Running),
+        _ => None,
     }
 }
 

@@ -1,0 +1,89 @@
+//! What instances tell each other over the bus (`pushy_bus` rows, JSON).
+
+use pushy_protocol::message::ServerMessage;
+use serde::{Deserialize, Serialize};
+
+use crate::events::Recorded;
+use crate::nodes::news::NodeNews;
+
+/// One bus message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum BusMessage {
+    /// A job's owner routes its nodes' news to itself (to every instance; again, from a
+    /// new owner, after a takeover).
+    Watch {
+        /// The owner.
+        from: String,
+        /// The job.
+        job: String,
+        /// Its organization's GUID.
+        org: String,
+        /// Its nodes.
+        nodes: Vec<String>,
+    },
+    /// The job is over: its nodes' news is no longer routed.
+    Unwatch {
+        /// The owner.
+        from: String,
+        /// The job.
+        job: String,
+    },
+    /// A message for a node held by the target instance.
+    ToNode {
+        /// The organization's GUID.
+        org: String,
+        /// The node.
+        node: String,
+        /// The message.
+        message: ServerMessage,
+    },
+    /// Reset a node held by the target instance after its job.
+    Rehab {
+        /// The organization's GUID.
+        org: String,
+        /// The node.
+        node: String,
+    },
+    /// News of a node held by `from` for the job the target instance owns.
+    News {
+        /// The instance holding the node.
+        from: String,
+        /// The job.
+        job: String,
+        /// The organization's GUID.
+        org: String,
+        /// The news.
+        news: NodeNews,
+    },
+    /// A node fetched its config from another instance and was sent to the target: admit
+    /// its Curve key, and learn its organization's name.
+    Admit {
+        /// The organization's name, as the node's messages give it.
+        org_name: String,
+        /// The organization's GUID.
+        org: String,
+        /// The node.
+        node: String,
+        /// Its Curve public key, Z85 (absent without Curve).
+        ccpk: Option<String>,
+        /// How long the key stays admitted, seconds.
+        ttl: u64,
+    },
+    /// A user asked another instance to abort the job the target owns.
+    Abort {
+        /// The job.
+        job: String,
+    },
+    /// A job event, for every instance's feeds.
+    Event {
+        /// The organization's GUID.
+        org: String,
+        /// The job.
+        job: String,
+        /// The event.
+        event: Recorded,
+        /// When its owner created it, microseconds since the epoch.
+        at: i64,
+    },
+}
