@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::channel::{ClientKeys, SessionKeys, decode_ccpk};
 use crate::cluster::inbox::{self, Handler};
+use crate::cluster::message::ORG_NUMBERS;
 use crate::cluster::{BusMessage, Cluster, Settings};
 use crate::events::Events;
 use crate::jobs::{JobsHandle, LiveJobs};
@@ -116,17 +117,8 @@ pub async fn listen(
     let db = parts.cluster.db().clone();
     let cursor = db.last_id().await?;
     for row in db.events(cursor).await? {
-        if let Some(BusMessage::Event {
-            org,
-            job,
-            event,
-            at,
-        }) = inbox::decode(&row)
-            && let Some(job) = JobId::parse(&job)
-        {
-            parts
-                .events
-                .record(&OrgGuid(org), &job, &event, micros(at), Some(row.id as u64));
+        if let Some(message) = inbox::decode(&row) {
+            record_events(&parts.events, row.id, message);
         }
     }
     let cluster = parts.cluster.clone();
@@ -185,14 +177,20 @@ async fn handle(p: &Parts, id: i64, message: BusMessage) {
             p.registry.send(Input::Unwatch { job }).await;
         }
         BusMessage::Watch { .. } | BusMessage::Unwatch { .. } => {}
-        BusMessage::ToNode { org, node, message } => {
-            p.registry
-                .send(Input::Send {
-                    org: OrgGuid(org),
-                    node,
-                    message,
-                })
-                .await;
+        BusMessage::ToNode {
+            org,
+            nodes,
+            message,
+        } => {
+            for node in nodes {
+                p.registry
+                    .send(Input::Send {
+                        org: OrgGuid(org.clone()),
+                        node,
+                        message: message.clone(),
+                    })
+                    .await;
+            }
         }
         BusMessage::Rehab { org, node } => {
             p.registry
@@ -225,7 +223,7 @@ async fn handle(p: &Parts, id: i64, message: BusMessage) {
                     None,
                     &BusMessage::ToNode {
                         org,
-                        node,
+                        nodes: vec![node],
                         message: ServerMessage::ResultAck { job_id: job },
                     },
                 );
@@ -250,17 +248,22 @@ async fn handle(p: &Parts, id: i64, message: BusMessage) {
                 p.jobs.abort_here(&job);
             }
         }
-        BusMessage::Event {
-            org,
-            job,
-            event,
-            at,
-        } => {
-            if let Some(job) = JobId::parse(&job) {
-                p.events
-                    .record(&OrgGuid(org), &job, &event, micros(at), Some(id as u64));
-            }
-        }
+        events @ BusMessage::Events { .. } => record_events(&p.events, id, events),
+    }
+}
+
+/// Records job events from bus row `id` in this process's feeds.
+fn record_events(feeds: &Events, id: i64, message: BusMessage) {
+    let BusMessage::Events { org, job, events } = message else {
+        return;
+    };
+    let Some(job) = JobId::parse(&job) else {
+        return;
+    };
+    let org = OrgGuid(org);
+    for (i, timed) in events.into_iter().enumerate() {
+        let number = id as u64 * ORG_NUMBERS + i as u64;
+        feeds.record(&org, &job, &timed.event, micros(timed.at), Some(number));
     }
 }
 

@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use pushy_protocol::job::OrgGuid;
-use pushy_store::cluster::{ClusterDb, EVERYONE, Instance, Post, Presence};
+use pushy_store::cluster::{ClusterDb, EVERYONE, Instance, Presence};
 use tokio::sync::{mpsc, watch};
 
 use super::assign;
 use super::message::BusMessage;
+use super::outbox::Outgoing;
 
 /// Timing of the cluster (the `[cluster]` section).
 #[derive(Clone, Copy, Debug)]
@@ -35,7 +36,7 @@ struct Inner {
     db: ClusterDb,
     settings: Settings,
     live: RwLock<Vec<Instance>>,
-    outbox: mpsc::UnboundedSender<Post>,
+    outbox: mpsc::UnboundedSender<Outgoing>,
     /// Which instance holds each node, as last heard (presence, or news from it).
     holders: Mutex<HashMap<(String, String), String>>,
     /// The owner and organization of each job whose nodes this instance routes.
@@ -53,7 +54,7 @@ impl Cluster {
         db: ClusterDb,
         settings: Settings,
         live: Vec<Instance>,
-    ) -> (Cluster, mpsc::UnboundedReceiver<Post>) {
+    ) -> (Cluster, mpsc::UnboundedReceiver<Outgoing>) {
         let (outbox, rx) = mpsc::unbounded_channel();
         let cluster = Cluster {
             inner: Arc::new(Inner {
@@ -130,11 +131,10 @@ impl Cluster {
     /// Queues `message` for `target` (an instance id, or everyone). Never waits: the
     /// outbox task writes in order, retrying while the database is away.
     pub fn post(&self, target: &str, job: Option<&str>, message: &BusMessage) {
-        let body = serde_json::to_string(message).expect("bus messages serialize");
-        let _ = self.inner.outbox.send(Post {
+        let _ = self.inner.outbox.send(Outgoing {
             target: target.to_owned(),
             job_id: job.map(str::to_owned),
-            body,
+            message: message.clone(),
         });
     }
 

@@ -29,12 +29,13 @@ pub enum BusMessage {
         /// The job.
         job: String,
     },
-    /// A message for a node held by the target instance.
+    /// A message for nodes held by the target instance (the same message for each: the
+    /// outbox joins a job's commands into one row).
     ToNode {
         /// The organization's GUID.
         org: String,
-        /// The node.
-        node: String,
+        /// The nodes.
+        nodes: Vec<String>,
         /// The message.
         message: ServerMessage,
     },
@@ -75,15 +76,27 @@ pub enum BusMessage {
         /// The job.
         job: String,
     },
-    /// A job event, for every instance's feeds.
-    Event {
+    /// Job events, for every instance's feeds, in order (the outbox joins a job's
+    /// consecutive events into one row).
+    Events {
         /// The organization's GUID.
         org: String,
         /// The job.
         job: String,
-        /// The event.
-        event: Recorded,
-        /// When its owner created it, microseconds since the epoch.
-        at: i64,
+        /// The events.
+        events: Vec<Timed>,
     },
 }
+
+/// An event with the time its job's owner created it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Timed {
+    /// The event.
+    pub event: Recorded,
+    /// Microseconds since the epoch.
+    pub at: i64,
+}
+
+/// How many events one bus row may carry: the org copy of the row's `i`-th event is
+/// numbered `id * ORG_NUMBERS + i`, so numbers stay unique and in bus order.
+pub const ORG_NUMBERS: u64 = 10_000;

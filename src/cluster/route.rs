@@ -7,7 +7,7 @@ use pushy_protocol::job::{JobId, OrgGuid};
 use pushy_store::cluster::EVENTS;
 
 use super::handle::Cluster;
-use super::message::BusMessage;
+use super::message::{BusMessage, Timed};
 use crate::events::{Events, JobEvent, Recorded};
 use crate::nodes::NodeSnapshot;
 use crate::nodes::RegistryHandle;
@@ -44,7 +44,7 @@ impl Router {
                 if let Some(to) = cluster.holder(&org, &node) {
                     let m = BusMessage::ToNode {
                         org: org.as_str().to_owned(),
-                        node,
+                        nodes: vec![node],
                         message,
                     };
                     cluster.post(&to, None, &m);
@@ -139,11 +139,13 @@ impl Feeds {
             Some(cluster) => cluster.post(
                 EVENTS,
                 Some(job.as_str()),
-                &BusMessage::Event {
+                &BusMessage::Events {
                     org: org.as_str().to_owned(),
                     job: job.to_string(),
-                    event: Recorded::of(event),
-                    at: now.timestamp_micros(),
+                    events: vec![Timed {
+                        event: Recorded::of(event),
+                        at: now.timestamp_micros(),
+                    }],
                 },
             ),
         }

@@ -538,15 +538,15 @@ impl ClusterDb {
         job: Option<&str>,
     ) -> Result<Vec<BusRow>, Error> {
         let mut rows: Vec<BusRow> = sqlx::query(
+            // The literal targets match the partial index `pushy_bus_news`.
             "DELETE FROM pushy_bus b USING pushy_job_owners o \
              WHERE b.job_id = o.job_id AND o.instance_id = $1 AND b.target <> ALL($2) \
-             AND b.target NOT IN ($3, $4) AND ($5::text IS NULL OR b.job_id = $5) \
+             AND b.job_id IS NOT NULL AND b.target NOT IN ('*', 'events') \
+             AND ($3::text IS NULL OR b.job_id = $3) \
              RETURNING b.id, b.target, b.job_id, b.body",
         )
         .bind(me)
         .bind(live)
-        .bind(EVERYONE)
-        .bind(EVENTS)
         .bind(job)
         .fetch_all(&self.pool)
         .await?

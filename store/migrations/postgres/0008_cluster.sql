@@ -49,4 +49,6 @@ CREATE TABLE IF NOT EXISTS pushy_bus (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS pushy_bus_target ON pushy_bus (target, id);
-CREATE INDEX IF NOT EXISTS pushy_bus_job ON pushy_bus (job_id) WHERE job_id IS NOT NULL;
+-- News for a job's owner, found by job when its owner died (events are not news).
+CREATE INDEX IF NOT EXISTS pushy_bus_news ON pushy_bus (job_id)
+    WHERE job_id IS NOT NULL AND target NOT IN ('*', 'events');
