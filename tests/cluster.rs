@@ -6,13 +6,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use common::agents::{Agent, Rig, WHITELIST, free_port, workspace_binary};
+use common::agents::{Agent, Rig, free_port, workspace_binary};
 use common::*;
 use pushy_server::config::Config;
 use pushy_server::store::{PostgresStore, Store};
@@ -51,7 +50,6 @@ struct Cluster {
     rig: Rig,
     db: PgDb,
     pool: sqlx::PgPool,
-    a_port: u16,
 }
 
 impl Cluster {
@@ -71,7 +69,6 @@ impl Cluster {
             },
             db,
             pool,
-            a_port,
         })
     }
 
@@ -232,6 +229,29 @@ impl Cluster {
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// Starts `command` on `nodes` through the instance on `port`; the job's path.
+    async fn start_job(&self, port: u16, command: &str, nodes: &[String]) -> String {
+        let (status, body) = self
+            .call(
+                port,
+                "POST",
+                &format!("/organizations/{ORG}/pushy/jobs"),
+                &job_body(command, nodes),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        // Exactly `{"uri": …}`, as Chef Automate expects.
+        assert_eq!(
+            serde_json::from_str::<Value>(&body)
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .len(),
+            1
+        );
+        job_path(&body)
+    }
+
     async fn job(&self, job: &str) -> Value {
         self.rig.h.call("GET", job, "", ADMIN_USER).await.json()
     }
@@ -326,24 +346,7 @@ async fn a_job_over_three_instances_is_started_on_one_followed_on_another_read_o
     spread.dedup();
     assert!(spread.len() >= 2, "nodes all on one instance: {holders:?}");
 
-    let (status, body) = c
-        .call(
-            b.port,
-            "POST",
-            &format!("/organizations/{ORG}/pushy/jobs"),
-            &job_body("hello", &nodes),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&body)
-            .unwrap()
-            .as_object()
-            .unwrap()
-            .len(),
-        1
-    );
-    let job = job_path(&body);
+    let job = c.start_job(b.port, "hello", &nodes).await;
     let feed = c.feed(cc.port, &job, None).await;
     assert!(feed.contains("event: start"), "{feed}");
     assert_eq!(feed.matches("event: run_complete").count(), 9, "{feed}");
@@ -387,16 +390,7 @@ async fn a_job_over_three_instances_is_started_on_one_followed_on_another_read_o
     );
 
     // Aborting on C a job driven by B.
-    let (status, body) = c
-        .call(
-            b.port,
-            "POST",
-            &format!("/organizations/{ORG}/pushy/jobs"),
-            &job_body("sleep 20", &nodes),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let long = job_path(&body);
+    let long = c.start_job(b.port, "sleep 20", &nodes).await;
     c.wait_job(&long, "running").await;
     let (status, body) = c.call(cc.port, "POST", &format!("{long}/abort"), "").await;
     assert_eq!(status, 200, "{body}");
@@ -429,16 +423,7 @@ async fn killing_a_jobs_owner_mid_run_completes_the_job_on_a_survivor() {
     c.wait_all_available(&nodes).await;
     let members = c.members().await;
 
-    let (status, body) = c
-        .call(
-            b.port,
-            "POST",
-            &format!("/organizations/{ORG}/pushy/jobs"),
-            &job_body("sleep 3", &nodes),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let job = job_path(&body);
+    let job = c.start_job(b.port, "sleep 3", &nodes).await;
     c.wait_job(&job, "running").await;
     b.child.kill().unwrap();
     b.child.wait().unwrap();
@@ -488,16 +473,7 @@ async fn a_joining_instance_takes_a_share_of_reconnecting_nodes() {
     })
     .await;
     // Jobs still run on every node.
-    let (status, body) = c
-        .call(
-            d.port,
-            "POST",
-            &format!("/organizations/{ORG}/pushy/jobs"),
-            &job_body("hello", &nodes),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let j = c.wait_job(&job_path(&body), "complete").await;
+    let job = c.start_job(d.port, "hello", &nodes).await;
+    let j = c.wait_job(&job, "complete").await;
     assert_eq!(j["nodes"]["succeeded"].as_array().unwrap().len(), 12, "{j}");
-    let _ = (WHITELIST, Path::new("."), c.a_port);
 }

@@ -31,6 +31,18 @@ pub const EVERYONE: &str = "*";
 /// Bus target of job events (read by every instance; kept for late joiners' feeds).
 pub const EVENTS: &str = "events";
 
+/// The SQL condition "instance row `i` is alive": its lease runs and its advisory lock
+/// (`$1` the lock class) is held in this database. A macro so statements stay
+/// `&'static str`.
+macro_rules! alive {
+    () => {
+        "(i.lease_until > now() AND EXISTS (SELECT 1 FROM pg_locks l \
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
+         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND l.classid::bigint = $1 AND l.objid::bigint = i.lock_key))"
+    };
+}
+
 /// A member as registered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Instance {
@@ -190,15 +202,12 @@ impl ClusterDb {
     /// # Errors
     /// When the database fails.
     pub async fn live(&self) -> Result<Vec<Instance>, Error> {
-        sqlx::query(
+        sqlx::query(concat!(
             "SELECT i.id, i.zmq_host, i.heartbeat_port, i.command_port, i.curve_public_key, \
-             i.incarnation, i.api_address FROM pushy_instances i \
-             WHERE i.lease_until > now() AND EXISTS (SELECT 1 FROM pg_locks l \
-               WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
-               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-               AND l.classid::bigint = $1 AND l.objid::bigint = i.lock_key) \
-             ORDER BY i.started_at, i.id",
-        )
+                 i.incarnation, i.api_address FROM pushy_instances i WHERE ",
+            alive!(),
+            " ORDER BY i.started_at, i.id"
+        ))
         .bind(i64::from(LOCK_CLASS as u32))
         .fetch_all(&self.pool)
         .await?
@@ -213,12 +222,10 @@ impl ClusterDb {
     /// # Errors
     /// When the database fails.
     pub async fn forget_dead(&self) -> Result<(), Error> {
-        sqlx::query(
-            "DELETE FROM pushy_instances i WHERE NOT (i.lease_until > now() AND EXISTS \
-             (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
-               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-               AND l.classid::bigint = $1 AND l.objid::bigint = i.lock_key))",
-        )
+        sqlx::query(concat!(
+            "DELETE FROM pushy_instances i WHERE NOT ",
+            alive!()
+        ))
         .bind(i64::from(LOCK_CLASS as u32))
         .execute(&self.pool)
         .await?;
