@@ -82,6 +82,10 @@ pub enum Error {
     /// `[cluster]` is enabled but the store is not PostgreSQL.
     #[error("cluster.enabled needs the PostgreSQL store")]
     ClusterStore,
+    /// This instance could not renew its cluster membership for a whole lease and
+    /// stopped, since other instances may have taken its jobs over.
+    #[error("the cluster membership lapsed (the database was unreachable for a whole lease)")]
+    MembershipLapsed,
 }
 
 /// Mode of the directories the server makes for its data: the store and the keys hold job
@@ -541,7 +545,8 @@ pub fn service(
 /// [`http::server`]).
 ///
 /// # Errors
-/// None today: accept errors are logged and retried. Kept for callers' `?`.
+/// [`Error::MembershipLapsed`] when this instance of a cluster stopped because it could
+/// not renew its membership. Accept errors are logged and retried.
 pub async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
     let token = state.shutdown.clone();
     let tracker = state.tracker.clone();
@@ -560,6 +565,7 @@ pub async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
         max_connections,
         header_timeout: std::time::Duration::from_millis(p.http_header_timeout),
     };
+    let cluster = state.cluster.clone();
     let svc = service(state);
     http::server::serve(listener, svc, limits, token, metrics).await;
     // Job tasks and the registry end on the same token; the drain is bounded.
@@ -569,6 +575,9 @@ pub async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
         .is_err()
     {
         tracing::warn!("some tasks did not stop within 10 s");
+    }
+    if cluster.is_some_and(|c| c.fenced()) {
+        return Err(Error::MembershipLapsed);
     }
     Ok(())
 }

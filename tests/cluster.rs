@@ -477,3 +477,38 @@ async fn a_joining_instance_takes_a_share_of_reconnecting_nodes() {
     let j = c.wait_job(&job, "complete").await;
     assert_eq!(j["nodes"]["succeeded"].as_array().unwrap().len(), 12, "{j}");
 }
+
+/// An instance cut off from the database for longer than its lease stops with an error
+/// (its supervisor restarts it as a new member) instead of driving jobs the others may
+/// have taken over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_that_cannot_renew_its_membership_stops() {
+    use pushy_server::store::pg_proxy::PgProxy;
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let proxy = PgProxy::in_front_of(&db.url).await;
+    let store: Arc<dyn Store> = Arc::new(
+        PostgresStore::connect(proxy.options(&db.url), 4)
+            .await
+            .unwrap(),
+    );
+    let h = Harness::with_store(store, |c| {
+        fast(c, &db);
+        c.cluster.lease = 1;
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = tokio::spawn(pushy_server::run(h.state.clone(), listener));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!server.is_finished());
+    proxy.cut().await;
+    let ended = tokio::time::timeout(WAIT, server)
+        .await
+        .expect("the instance stops")
+        .unwrap();
+    assert!(
+        matches!(ended, Err(pushy_server::Error::MembershipLapsed)),
+        "{ended:?}"
+    );
+}

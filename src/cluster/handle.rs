@@ -43,6 +43,9 @@ struct Inner {
     owners: Mutex<HashMap<String, (String, String)>>,
     /// Bumped after each membership tick: the takeover loop wakes on it.
     ticks: watch::Sender<u64>,
+    /// Set when this instance could not renew its membership for a whole lease: the
+    /// others may have taken its jobs over, so it stopped.
+    fenced: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -66,6 +69,7 @@ impl Cluster {
                 holders: Mutex::default(),
                 owners: Mutex::default(),
                 ticks: watch::channel(0).0,
+                fenced: Default::default(),
             }),
         };
         (cluster, rx)
@@ -113,6 +117,17 @@ impl Cluster {
     pub(crate) fn set_live(&self, live: Vec<Instance>) {
         *self.inner.live.write().unwrap_or_else(|p| p.into_inner()) = live;
         self.inner.ticks.send_modify(|n| *n += 1);
+    }
+
+    /// Whether this instance stopped because its membership lapsed.
+    pub fn fenced(&self) -> bool {
+        self.inner.fenced.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn fence(&self) {
+        self.inner
+            .fenced
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Wakes after every membership tick.

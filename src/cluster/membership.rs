@@ -1,6 +1,10 @@
 //! The membership task: renews this instance's lease, re-reads the live members every
 //! tick (a member whose process died is gone at the next tick: its database lock went
 //! with its connection), forgets dead members and their nodes, and prunes the bus.
+//!
+//! An instance that cannot renew for a whole lease may already count as dead, its jobs
+//! taken over by others: it stops (the server exits with an error, and its supervisor
+//! starts it again as a new member) rather than drive a job another instance drives.
 
 use pushy_store::cluster::{Instance, Membership};
 use tokio_util::sync::CancellationToken;
@@ -18,20 +22,33 @@ pub async fn run(cluster: Cluster, mut membership: Membership, token: Cancellati
     let db = cluster.db().clone();
     let mut known: Vec<String> = cluster.live_ids();
     let mut n: u64 = 0;
+    let mut renewed = std::time::Instant::now();
     loop {
         tokio::select! {
             () = tokio::time::sleep(settings.tick) => {}
             () = token.cancelled() => return,
         }
         n += 1;
-        if let Err(e) = membership.renew(settings.lease).await {
-            tracing::error!(error = %e, "cluster membership lost; joining again");
-            match db.join(cluster.me(), settings.lease).await {
-                Ok(m) => membership = m,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot rejoin the cluster");
-                    continue;
-                }
+        let renewal = match membership.renew(settings.lease).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster membership renewal failed; joining again");
+                db.join(cluster.me(), settings.lease)
+                    .await
+                    .map(|m| membership = m)
+            }
+        };
+        match renewal {
+            Ok(()) => renewed = std::time::Instant::now(),
+            Err(e) if renewed.elapsed() >= settings.lease => {
+                tracing::error!(error = %e, "cluster membership lapsed: stopping, so that no job has two drivers");
+                cluster.fence();
+                token.cancel();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot renew the cluster membership");
+                continue;
             }
         }
         let live: Vec<Instance> = match db.live().await {
