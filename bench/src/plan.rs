@@ -33,8 +33,9 @@ pub fn shard_ranges(first: u64, count: u64, shards: usize) -> Vec<Range<u64>> {
 pub enum SubMode {
     /// One SUB per node, as real nodes have (the server's PUB fans out to every node).
     PerNode,
-    /// One SUB per shard thread, its heartbeats delivered to every node of the shard:
-    /// half the sockets and descriptors on both sides.
+    /// One SUB per shard thread and heartbeat address (one address per server
+    /// instance), its heartbeats delivered to the shard's nodes whose config names that
+    /// address: half the sockets and descriptors on both sides.
     Shared,
 }
 

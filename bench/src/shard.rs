@@ -130,7 +130,7 @@ pub fn spawn(setup: ShardSetup) -> Result<std::thread::JoinHandle<()>, Error> {
     let mut shard = Shard {
         rng,
         cache: RsaCache::default(),
-        shared_sub: None,
+        shared_subs: ByAddr::default(),
         slots,
         setup,
     };
@@ -161,12 +161,67 @@ struct Conn {
     sub: Option<Socket>,
 }
 
-/// The shard's one SUB in [`SubMode::Shared`], with the keys of the latest config.
+/// One of the shard's SUBs in [`SubMode::Shared`]: one per distinct heartbeat address
+/// its nodes' configs name (several when a cluster spreads the nodes over instances),
+/// with the keys of the latest config naming it.
 struct SharedSub {
-    addr: String,
     socket: Socket,
     server_key: PKey<Public>,
     max_skew: Duration,
+}
+
+/// Values keyed by heartbeat address (the config's `out_addr`), in insertion order so
+/// poll items can name them by index. A shard meets only as many addresses as there are
+/// instances, so a vector is enough.
+struct ByAddr<T> {
+    entries: Vec<(String, T)>,
+}
+
+impl<T> Default for ByAddr<T> {
+    fn default() -> Self {
+        ByAddr {
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<T> ByAddr<T> {
+    fn get_mut(&mut self, addr: &str) -> Option<&mut T> {
+        self.entries
+            .iter_mut()
+            .find(|(a, _)| a == addr)
+            .map(|(_, v)| v)
+    }
+
+    /// Adds `value` for `addr` (which must not be there yet); returns its index.
+    fn push(&mut self, addr: String, value: T) -> usize {
+        debug_assert!(self.entries.iter().all(|(a, _)| *a != addr));
+        self.entries.push((addr, value));
+        self.entries.len() - 1
+    }
+
+    fn get(&self, index: usize) -> Option<(&str, &T)> {
+        self.entries.get(index).map(|(a, v)| (a.as_str(), v))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().map(|(_, v)| v)
+    }
+}
+
+/// The nodes a heartbeat read from the shared SUB of `addr` goes to: those up whose
+/// config names `addr` as the heartbeat address. A node held by another instance must
+/// not see this instance's heartbeats (another incarnation would make it reconnect).
+fn recipients<'a>(
+    addr: &str,
+    nodes: impl IntoIterator<Item = (bool, Option<&'a str>)>,
+) -> Vec<usize> {
+    nodes
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (up, out))| *up && *out == Some(addr))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Which socket a poll item is.
@@ -174,14 +229,14 @@ struct SharedSub {
 enum Source {
     Dealer(usize),
     Sub(usize),
-    SharedSub,
+    SharedSub(usize),
     Bell,
 }
 
 struct Shard {
     setup: ShardSetup,
     slots: Vec<Slot>,
-    shared_sub: Option<SharedSub>,
+    shared_subs: ByAddr<SharedSub>,
     rng: SmallRng,
     cache: RsaCache,
 }
@@ -269,8 +324,9 @@ impl Shard {
 
     /// Waits up to `wait` for readable sockets.
     fn poll(&self, wait: Duration) -> Vec<Source> {
-        let mut items = Vec::with_capacity(self.slots.len() * 2 + 2);
-        let mut sources = Vec::with_capacity(self.slots.len() * 2 + 2);
+        let capacity = self.slots.len() * 2 + self.shared_subs.entries.len() + 1;
+        let mut items = Vec::with_capacity(capacity);
+        let mut sources = Vec::with_capacity(capacity);
         items.push(self.setup.bell.as_poll_item(zmq::POLLIN));
         sources.push(Source::Bell);
         for (i, slot) in self.slots.iter().enumerate() {
@@ -283,9 +339,9 @@ impl Shard {
                 }
             }
         }
-        if let Some(shared) = &self.shared_sub {
+        for (k, shared) in self.shared_subs.iter().enumerate() {
             items.push(shared.socket.as_poll_item(zmq::POLLIN));
-            sources.push(Source::SharedSub);
+            sources.push(Source::SharedSub(k));
         }
         // EINTR (a signal) just ends this pass early.
         if zmq::poll(&mut items, wait.as_millis() as i64).is_err() {
@@ -303,7 +359,7 @@ impl Shard {
         match source {
             Source::Dealer(i) => self.drain(i, true),
             Source::Sub(i) => self.drain(i, false),
-            Source::SharedSub => self.drain_shared(),
+            Source::SharedSub(k) => self.drain_shared(k),
             // The answers themselves are taken at the start of the next pass.
             Source::Bell => while self.setup.bell.recv_bytes(zmq::DONTWAIT).is_ok() {},
         }
@@ -346,10 +402,11 @@ impl Shard {
         }
     }
 
-    /// Reads the shard's SUB; each heartbeat goes to every connected node.
-    fn drain_shared(&mut self) {
+    /// Reads the shard's SUB number `k`; each heartbeat goes to every node up whose
+    /// config names that SUB's address.
+    fn drain_shared(&mut self, k: usize) {
         loop {
-            let Some(shared) = &self.shared_sub else {
+            let Some((addr, shared)) = self.shared_subs.get(k) else {
                 return;
             };
             let Ok(frames) = shared.socket.recv_multipart(zmq::DONTWAIT) else {
@@ -371,10 +428,15 @@ impl Shard {
                     msg @ (Received::Message(ServerMessage::Heartbeat { .. })
                     | Received::HeartbeatWithoutIncarnation),
                 ) => {
-                    for i in 0..self.slots.len() {
-                        if self.slots[i].node.is_up() {
-                            self.deliver(i, msg.clone(), false);
-                        }
+                    let to = recipients(
+                        addr,
+                        self.slots.iter().map(|s| {
+                            let out = s.config.as_ref().map(|c| c.out_addr.as_str());
+                            (s.node.is_up(), out)
+                        }),
+                    );
+                    for i in to {
+                        self.deliver(i, msg.clone(), false);
                     }
                 }
                 Ok(_) => bump(&self.setup.stats.rejected),
@@ -485,15 +547,16 @@ impl Shard {
         }
     }
 
-    /// Connects the shard's SUB to the heartbeat address of slot `i`'s config (again,
-    /// if the address changed) and takes that config's keys to check heartbeats.
+    /// Makes sure the shard has a SUB on the heartbeat address of slot `i`'s config (one
+    /// per distinct address: with several instances the shard's nodes are spread over
+    /// several heartbeat ports) and takes that config's keys to check its heartbeats.
+    /// SUBs whose address no node uses any more (a dead instance) stay, and cost a
+    /// reconnect attempt now and then.
     fn ensure_shared_sub(&mut self, i: usize) {
         let Some(config) = &self.slots[i].config else {
             return;
         };
-        if let Some(shared) = &mut self.shared_sub
-            && shared.addr == config.out_addr
-        {
+        if let Some(shared) = self.shared_subs.get_mut(&config.out_addr) {
             shared.server_key = config.server_key.clone();
             shared.max_skew = config.max_message_skew;
             return;
@@ -501,12 +564,12 @@ impl Shard {
         let addr = plan::endpoint(&config.out_addr, &self.setup.sources, self.slots[i].index);
         match subscriber(&self.setup.ctx, &addr) {
             Ok(socket) => {
-                self.shared_sub = Some(SharedSub {
-                    addr: config.out_addr.clone(),
+                let shared = SharedSub {
                     socket,
                     server_key: config.server_key.clone(),
                     max_skew: config.max_message_skew,
-                });
+                };
+                self.shared_subs.push(config.out_addr.clone(), shared);
             }
             Err(e) => {
                 bump(&self.setup.stats.socket_errors);
@@ -589,4 +652,38 @@ fn subscriber(ctx: &zmq_ctx::Context, addr: &str) -> Result<Socket, zmq::Error> 
     sub.set_subscribe(b"")?;
     sub.connect(addr)?;
     Ok(sub)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_entry_per_heartbeat_address() {
+        let mut subs = ByAddr::default();
+        assert!(subs.get_mut("tcp://127.0.0.1:20000").is_none());
+        assert_eq!(subs.push("tcp://127.0.0.1:20000".to_owned(), 1), 0);
+        assert_eq!(subs.push("tcp://127.0.0.1:20100".to_owned(), 2), 1);
+        *subs.get_mut("tcp://127.0.0.1:20000").unwrap() += 10;
+        assert_eq!(subs.get(0), Some(("tcp://127.0.0.1:20000", &11)));
+        assert_eq!(subs.get(1), Some(("tcp://127.0.0.1:20100", &2)));
+        assert_eq!(subs.get(2), None);
+        assert_eq!(subs.iter().copied().collect::<Vec<_>>(), vec![11, 2]);
+    }
+
+    #[test]
+    fn a_heartbeat_goes_only_to_the_nodes_of_its_instance() {
+        let a = "tcp://127.0.0.1:20000";
+        let b = "tcp://127.0.0.1:20100";
+        let nodes = [
+            (true, Some(a)),
+            (true, Some(b)),
+            (false, Some(a)),
+            (true, None),
+            (true, Some(a)),
+        ];
+        assert_eq!(recipients(a, nodes), vec![0, 4]);
+        assert_eq!(recipients(b, nodes), vec![1]);
+        assert!(recipients("tcp://127.0.0.1:20200", nodes).is_empty());
+    }
 }
