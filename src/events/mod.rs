@@ -221,9 +221,11 @@ impl Events {
             })
         });
         // A copied event must also come after the org's previous one (same timestamp).
+        // Not when a cluster numbers the copies: the job's feed must be the same on every
+        // instance, whatever org history each one has seen.
         let not_before = match &org_entry {
-            Some(o) => o.log.next_at(now),
-            None => now,
+            Some(o) if org_number.is_none() => o.log.next_at(now),
+            _ => now,
         };
         let logged = entry.log.push(name, fields, not_before);
         let (text, at) = (logged.text.clone(), logged.at);
@@ -477,6 +479,36 @@ mod tests {
 
     async fn collect(s: impl Stream<Item = Bytes>) -> Vec<Bytes> {
         s.collect().await
+    }
+
+    /// Instances of a cluster record the same events (with the owner's timestamps and the
+    /// bus's numbers for org copies): their feeds are byte for byte the same, so a client
+    /// resumes on any of them. One of them had an earlier org event the other missed.
+    #[tokio::test]
+    async fn the_same_records_make_the_same_feeds_on_every_instance() {
+        let (a, b) = (events(), events());
+        let t0 = Utc::now();
+        a.record(&org(), &job(9), &Recorded::of(&start()), t0, Some(10_000));
+        let recorded = [start(), vote("a"), JobEvent::QuorumSucceeded, complete()];
+        for ev in [&a, &b] {
+            for (i, e) in recorded.iter().enumerate() {
+                let at = t0 + TimeDelta::milliseconds(i as i64);
+                ev.record(
+                    &org(),
+                    &job(1),
+                    &Recorded::of(e),
+                    at,
+                    Some(20_000 + i as u64),
+                );
+            }
+        }
+        let feed_a = collect(a.job_stream(&job(1), None).unwrap()).await;
+        let feed_b = collect(b.job_stream(&job(1), None).unwrap()).await;
+        assert_eq!(feed_a, feed_b);
+        let org_a = a.lock().orgs[&org()].log.retained().last().cloned();
+        let org_b = b.lock().orgs[&org()].log.retained().last().cloned();
+        assert_eq!(org_a, org_b);
+        assert_eq!(org_a.unwrap().id, "org-20003");
     }
 
     fn joined(chunks: &[Bytes]) -> String {

@@ -416,3 +416,61 @@ fn commands_reach_connected_nodes_only_and_unwatched_jobs_hear_nothing() {
         "{fx:?}"
     );
 }
+
+fn back(node: &str, report: NodeReport) -> NodeNews {
+    NodeNews::Back {
+        node: node.into(),
+        report,
+    }
+}
+
+#[test]
+fn a_job_watched_again_hears_each_held_nodes_next_report() {
+    // A cluster's survivor took the job over: its new owner watches it again, and every
+    // instance holding its nodes reconciles them as on a first message.
+    let t = Instant::now();
+    let mut r = with_idle(t, "a");
+    r.handle(t, heartbeat("b", None));
+    r.handle(t, from("b", message("b", ClientMessageType::Aborted, None)));
+    r.handle(t, heartbeat("c", None));
+    r.handle(t, from("c", message("c", ClientMessageType::Aborted, None)));
+    watch(&mut r, t, &job(1), &["a", "b", "c", "gone"]);
+    assert!(
+        r.handle(t, heartbeat("a", Some(&job(1)))).is_empty(),
+        "no report before the job is watched again"
+    );
+    watch(&mut r, t, &job(1), &["a", "b", "c", "gone"]);
+
+    let mut running = message("a", ClientMessageType::Heartbeat, Some(&job(1)));
+    running.job_state = Some("running".into());
+    let fx = r.handle(t, from("a", running.clone()));
+    assert_eq!(fx, vec![to_job(&job(1), back("a", NodeReport::Running))]);
+    assert!(
+        r.handle(t, from("a", running)).is_empty(),
+        "one report per node"
+    );
+    // (A job not live here: the node is also reset, as always.)
+    let fx = r.handle(t, heartbeat("b", Some(&job(2))));
+    assert_eq!(fx[0], to_job(&job(1), back("b", NodeReport::OtherJob)));
+    let fx = r.handle(t, heartbeat("c", None));
+    assert_eq!(fx, vec![to_job(&job(1), back("c", NodeReport::Idle))]);
+}
+
+#[test]
+fn a_node_whose_result_went_through_here_reports_that_it_ran_though_idle() {
+    // Its result went to the job's previous owner (which died); the new owner reads it
+    // from the bus, and the node's idle heartbeat must not count as a lost job.
+    let t = Instant::now();
+    let mut r = with_idle(t, "a");
+    watch(&mut r, t, &job(1), &["a"]);
+    r.handle(
+        t,
+        from(
+            "a",
+            message("a", ClientMessageType::Succeeded, Some(&job(1))),
+        ),
+    );
+    watch(&mut r, t, &job(1), &["a"]);
+    let fx = r.handle(t, heartbeat("a", None));
+    assert_eq!(fx, vec![to_job(&job(1), back("a", NodeReport::Running))]);
+}
