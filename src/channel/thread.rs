@@ -20,6 +20,7 @@
 //! high-water marks push back on the nodes.
 
 use std::collections::HashMap;
+use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
@@ -202,6 +203,62 @@ fn endpoint(sock: &zmq::Socket) -> String {
     }
 }
 
+// Per-connection memory (issue 14). libzmq gives every TCP connection of the ROUTER and the
+// PUB its own encoder buffer (`ZMQ_OUT_BATCH_SIZE`, 8 KiB by default) and decoder buffer
+// (`ZMQ_IN_BATCH_SIZE`, 8 KiB plus a 40-byte reference count per 33 bytes: ~18 KiB), for
+// the connection's whole life. Here a connection carries one message every heartbeat
+// interval, and every message but a job's captured output is under 1 KiB, so the batching
+// those buffers exist for never happens. 1 KiB still takes any of our messages in one
+// read or write; a larger one (output up to `max_body_size`) is read straight into its
+// own message and written straight from it (libzmq's zero-copy path), so it passes as
+// before, with a few more system calls. Measured with a draft-API libzmq 4.3.4: the
+// server holds ~15 KiB less per node with the real client's two connections and ~9.5 KiB
+// less with one (bench/RESULTS.md, "Memory per connection (issue 14)").
+//
+// Both options are libzmq draft API (4.3.3+): the `zmq` crate has no setters, and
+// distribution builds (Debian and Ubuntu 4.3.4) leave drafts out and refuse them with
+// EINVAL. Then the buffers keep libzmq's defaults and the server logs that once.
+// Not set, on purpose: `ZMQ_SNDBUF`/`ZMQ_RCVBUF` size the kernel's socket buffers, which
+// are not the process's memory; the high-water marks bound queues that are empty while
+// a fleet idles, and do not change libzmq's 16 KiB pipe chunks (a compile-time constant).
+const ZMQ_IN_BATCH_SIZE: c_int = 101;
+const ZMQ_OUT_BATCH_SIZE: c_int = 102;
+/// Per-connection encoder and decoder buffer, bytes (see above).
+const CONNECTION_BATCH_BYTES: c_int = 1024;
+
+unsafe extern "C" {
+    // libzmq's own setter, linked through `zmq-sys`, for options the `zmq` crate does not
+    // wrap.
+    fn zmq_setsockopt(
+        socket: *mut c_void,
+        option: c_int,
+        value: *const c_void,
+        size: usize,
+    ) -> c_int;
+}
+
+/// Asks for small per-connection buffers on `sock` (before it binds: libzmq copies a
+/// socket's options into each connection it accepts). False when this libzmq refuses
+/// them.
+fn small_connection_buffers(sock: &mut zmq::Socket) -> bool {
+    [ZMQ_IN_BATCH_SIZE, ZMQ_OUT_BATCH_SIZE]
+        .into_iter()
+        .all(|option| {
+            let value: c_int = CONNECTION_BATCH_BYTES;
+            // SAFETY: `sock` is an open libzmq socket (the borrow keeps it so) that only this
+            // thread uses; libzmq reads one int of the given size from `value`, which lives
+            // until the call returns.
+            unsafe {
+                zmq_setsockopt(
+                    sock.as_mut_ptr(),
+                    option,
+                    (&raw const value).cast(),
+                    std::mem::size_of::<c_int>(),
+                ) == 0
+            }
+        })
+}
+
 /// Binds every socket and starts the thread. Inbound messages go to `inbound`.
 ///
 /// # Errors
@@ -228,8 +285,9 @@ pub fn spawn(
         }
         None => None,
     };
-    let router = ctx.socket(zmq::ROUTER).map_err(zerr("ROUTER socket"))?;
+    let mut router = ctx.socket(zmq::ROUTER).map_err(zerr("ROUTER socket"))?;
     router.set_linger(0).map_err(zerr("ROUTER linger"))?;
+    let small_buffers = small_connection_buffers(&mut router);
     if let Some(curve) = &config.curve {
         router
             .set_curve_server(true)
@@ -242,8 +300,15 @@ pub fn spawn(
     router
         .bind(&command_addr)
         .map_err(zerr(format!("binding {command_addr}")))?;
-    let publisher = ctx.socket(zmq::PUB).map_err(zerr("PUB socket"))?;
+    let mut publisher = ctx.socket(zmq::PUB).map_err(zerr("PUB socket"))?;
     publisher.set_linger(0).map_err(zerr("PUB linger"))?;
+    let small_buffers = small_connection_buffers(&mut publisher) && small_buffers;
+    if !small_buffers {
+        tracing::info!(
+            "this libzmq has no draft API: each node connection keeps libzmq's default 8 KiB \
+             encoder and ~18 KiB decoder buffers (issue 14)"
+        );
+    }
     let heartbeat_addr = format!("{}:{}", config.listen, port_spec(config.heartbeat_port));
     publisher
         .bind(&heartbeat_addr)
@@ -673,5 +738,99 @@ mod replay_tests {
         let later = t0 + TimeDelta::seconds(300 + 2 * REPLAY_BUCKET_SECONDS);
         assert!(w.insert(b"header-3", later, later, skew));
         assert_eq!(w.remembered(), 1);
+    }
+}
+
+/// The small per-connection buffers (issue 14) must not limit message size: a body of
+/// exactly `max_body_size` still arrives over CURVE, and the reply still goes out. (With a
+/// libzmq without the draft API the options are refused and this checks the defaults.)
+#[cfg(test)]
+mod connection_buffer_tests {
+    use super::*;
+    use crate::channel::keys::{ClientKeys, CurveIdentity, SessionKeys};
+    use pushy_protocol::message::{ClientMessageType, JobRef};
+
+    #[test]
+    fn a_body_of_max_body_size_passes_and_the_reply_goes_out() {
+        const MAX: usize = 65_536;
+        let curve = CurveIdentity::generate().unwrap();
+        let server_public = zmq::z85_decode(&curve.public_z85).unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let session_keys = SessionKeys::default();
+        let client_keys = ClientKeys::default();
+        let config = ChannelConfig {
+            listen: "tcp://127.0.0.1".into(),
+            heartbeat_port: 0,
+            command_port: 0,
+            heartbeat_interval: Duration::from_secs(60),
+            max_body_size: MAX,
+            max_time_skew: TimeDelta::seconds(300),
+            curve: Some(curve),
+            io_threads: 1,
+            server_key: PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap(),
+            incarnation: "server-incarnation".into(),
+            metrics: Default::default(),
+        };
+        let handle = spawn(config, session_keys.clone(), client_keys.clone(), tx).unwrap();
+        let org = OrgGuid("0123456789abcdef0123456789abcdef".into());
+        let key = session_keys.get_or_create("acme", &org, "web1");
+        let ctx = zmq::Context::new();
+        let pair = zmq::CurveKeyPair::new().unwrap();
+        client_keys.allow(pair.public_key, Instant::now(), Duration::from_secs(3600));
+        let dealer = ctx.socket(zmq::DEALER).unwrap();
+        dealer.set_linger(0).unwrap();
+        dealer.set_curve_serverkey(&server_public).unwrap();
+        dealer.set_curve_publickey(&pair.public_key).unwrap();
+        dealer.set_curve_secretkey(&pair.secret_key).unwrap();
+        dealer.connect(&handle.command_endpoint).unwrap();
+
+        let mut message = ClientMessage {
+            node: "web1".into(),
+            client: "web1".into(),
+            protocol_version: Some("2.0".into()),
+            org: "acme".into(),
+            kind: ClientMessageType::Heartbeat,
+            sequence: 1,
+            timestamp: Utc::now(),
+            incarnation_id: "client-incarnation".into(),
+            job_state: Some("idle".into()),
+            job_id: JobRef::None,
+            stdout: Some(String::new()),
+            stderr: None,
+            output_truncated: false,
+        };
+        let empty = message.to_body().len();
+        message.stdout = Some("x".repeat(MAX - empty));
+        let body = message.to_body();
+        assert_eq!(body.len(), MAX);
+        let header = frame::sign(&body, SignKey::Hmac(&key)).unwrap();
+        dealer
+            .send_multipart([header.as_bytes(), &body], 0)
+            .unwrap();
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let got = loop {
+            if let Ok(m) = rx.try_recv() {
+                break m;
+            }
+            assert!(Instant::now() < deadline, "the largest body never arrived");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(
+            got.message.stdout.as_deref().map(str::len),
+            Some(MAX - empty)
+        );
+        assert!(handle.send(Outbound::ToNode {
+            routing_id: got.routing_id,
+            org,
+            node: "web1".into(),
+            message: ServerMessage::Abort,
+        }));
+        assert!(
+            dealer.poll(zmq::POLLIN, 10_000).unwrap() > 0,
+            "the reply arrives"
+        );
+        let frames = dealer.recv_multipart(0).unwrap();
+        frame::verify(&frames[0], &frames[1], MAX, VerifyKey::Hmac(&key)).unwrap();
     }
 }
