@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::assign;
 use super::message::BusMessage;
-use super::outbox::Outgoing;
+use super::outbox::{Outgoing, Queued};
 
 /// Timing of the cluster (the `[cluster]` section).
 #[derive(Clone, Copy, Debug)]
@@ -36,7 +36,7 @@ struct Inner {
     db: ClusterDb,
     settings: Settings,
     live: RwLock<Vec<Instance>>,
-    outbox: mpsc::UnboundedSender<Outgoing>,
+    outbox: mpsc::UnboundedSender<Queued>,
     /// Which instance holds each node, as last heard (presence, or news from it).
     holders: Mutex<HashMap<(String, String), String>>,
     /// The owner and organization of each job whose nodes this instance routes.
@@ -57,7 +57,7 @@ impl Cluster {
         db: ClusterDb,
         settings: Settings,
         live: Vec<Instance>,
-    ) -> (Cluster, mpsc::UnboundedReceiver<Outgoing>) {
+    ) -> (Cluster, mpsc::UnboundedReceiver<Queued>) {
         let (outbox, rx) = mpsc::unbounded_channel();
         let cluster = Cluster {
             inner: Arc::new(Inner {
@@ -146,10 +146,38 @@ impl Cluster {
     /// Queues `message` for `target` (an instance id, or everyone). Never waits: the
     /// outbox task writes in order, retrying while the database is away.
     pub fn post(&self, target: &str, job: Option<&str>, message: &BusMessage) {
-        let _ = self.inner.outbox.send(Outgoing {
+        self.queue(target, job, message, None);
+    }
+
+    /// [`Cluster::post`], then waits (at most `wait`) until the message is committed, so
+    /// its target is being woken; whether it was.
+    pub async fn post_and_wait(
+        &self,
+        target: &str,
+        job: Option<&str>,
+        message: &BusMessage,
+        wait: Duration,
+    ) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queue(target, job, message, Some(tx));
+        matches!(tokio::time::timeout(wait, rx).await, Ok(Ok(())))
+    }
+
+    fn queue(
+        &self,
+        target: &str,
+        job: Option<&str>,
+        message: &BusMessage,
+        committed: Option<tokio::sync::oneshot::Sender<()>>,
+    ) {
+        let outgoing = Outgoing {
             target: target.to_owned(),
             job_id: job.map(str::to_owned),
             message: message.clone(),
+        };
+        let _ = self.inner.outbox.send(Queued {
+            outgoing,
+            committed,
         });
     }
 

@@ -22,5 +22,5 @@ mod route;
 
 pub use handle::{Cluster, Settings};
 pub use message::BusMessage;
-pub use outbox::{Outgoing, run as outbox_task};
+pub use outbox::{Outgoing, Queued, run as outbox_task};
 pub use route::{Feeds, Router};

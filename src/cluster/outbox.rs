@@ -26,30 +26,48 @@ pub struct Outgoing {
     pub message: BusMessage,
 }
 
+/// A message in the queue, and who waits for its commit.
+pub struct Queued {
+    /// The message.
+    pub outgoing: Outgoing,
+    /// Told once the message is committed.
+    pub committed: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
 /// Drains `queue` into the bus until shutdown.
 pub async fn run(
     db: ClusterDb,
-    mut queue: mpsc::UnboundedReceiver<Outgoing>,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
     token: CancellationToken,
 ) {
     let mut batch = Vec::new();
+    let mut waiting = Vec::new();
     loop {
-        tokio::select! {
+        let first = tokio::select! {
             first = queue.recv() => match first {
-                Some(p) => batch.push(p),
+                Some(q) => q,
                 None => return,
             },
             () = token.cancelled() => return,
-        }
-        while batch.len() < MAX_BATCH {
-            let Ok(p) = queue.try_recv() else { break };
-            batch.push(p);
+        };
+        let mut next = Some(first);
+        while let Some(q) = next.take() {
+            batch.push(q.outgoing);
+            waiting.extend(q.committed);
+            if batch.len() < MAX_BATCH {
+                next = queue.try_recv().ok();
+            }
         }
         let posts = encode(coalesce(std::mem::take(&mut batch)));
         let mut wait = Duration::from_millis(50);
         loop {
             match db.post(&posts).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    for w in waiting.drain(..) {
+                        let _ = w.send(());
+                    }
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, messages = posts.len(), "cluster bus write failed; retrying");
                     tokio::select! {

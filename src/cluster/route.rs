@@ -33,32 +33,29 @@ impl Router {
     }
 
     /// Hands `input` on; false when the local registry has stopped. A command for a
-    /// node no instance is known to hold is dropped, as the original drops messages to
-    /// nodes that are not connected.
+    /// node no instance is known to hold goes to every instance.
     pub async fn send(&self, input: Input) -> bool {
         let Some(cluster) = &self.cluster else {
             return self.registry.send(input).await;
         };
         match input {
             Input::Send { org, node, message } if !self.snapshot.is_connected(&org, &node) => {
-                if let Some(to) = cluster.holder(&org, &node) {
-                    let m = BusMessage::ToNode {
-                        org: org.as_str().to_owned(),
-                        nodes: vec![node],
-                        message,
-                    };
-                    cluster.post(&to, None, &m);
-                }
+                let to = cluster.holder(&org, &node);
+                let m = BusMessage::ToNode {
+                    org: org.as_str().to_owned(),
+                    nodes: vec![node],
+                    message,
+                };
+                post_to_holder(cluster, to, &m);
                 true
             }
             Input::Rehab { org, node } if !self.snapshot.is_connected(&org, &node) => {
-                if let Some(to) = cluster.holder(&org, &node) {
-                    let m = BusMessage::Rehab {
-                        org: org.as_str().to_owned(),
-                        node,
-                    };
-                    cluster.post(&to, None, &m);
-                }
+                let to = cluster.holder(&org, &node);
+                let m = BusMessage::Rehab {
+                    org: org.as_str().to_owned(),
+                    node,
+                };
+                post_to_holder(cluster, to, &m);
                 true
             }
             Input::Unwatch { job } => {
@@ -106,10 +103,23 @@ impl Router {
                 }
             }
             Err(e) => {
-                tracing::warn!(job_id = %job, error = %e, "cannot read node states of other instances; their nodes count as unavailable");
+                // Not knowing is not a reason to count a node out: every node is asked,
+                // and those that do not answer are settled by the voting window.
+                tracing::warn!(job_id = %job, error = %e, "cannot read node states of other instances; every node is asked");
+                available.iter_mut().for_each(|flag| *flag = true);
             }
         }
         Some(available)
+    }
+}
+
+/// Posts a command to the instance holding its node or, when none is known (its holder's
+/// state not read yet, or the node offline), to every instance: only the one holding the
+/// node acts on it, as a single instance drops messages to nodes it does not hold.
+fn post_to_holder(cluster: &Cluster, holder: Option<String>, message: &BusMessage) {
+    match holder {
+        Some(to) => cluster.post(&to, None, message),
+        None => cluster.broadcast(None, message),
     }
 }
 

@@ -33,6 +33,10 @@ use crate::cluster::BusMessage;
 const OFFLINE_THRESHOLD: u32 = 3;
 const ONLINE_THRESHOLD: u32 = 2;
 
+/// Longest a config answer waits for the node's admission on another instance to be
+/// committed.
+const ADMIT_WAIT: Duration = Duration::from_secs(2);
+
 /// The config document.
 pub(super) async fn config(
     State(state): State<AppState>,
@@ -63,17 +67,20 @@ pub(super) async fn config(
     let elsewhere = holder.as_ref().filter(|(h, c)| h.id != c.id());
     let session_key = if own_node {
         match (elsewhere, ccpk) {
-            (Some((h, c)), ccpk) => c.post(
-                &h.id,
-                None,
-                &BusMessage::Admit {
+            (Some((h, c)), ccpk) => {
+                // Answered once the admission is committed (its holder is being woken),
+                // so the node's handshake rarely beats its key there.
+                let admit = BusMessage::Admit {
                     org_name: org.clone(),
                     org: ok.who.org_guid.as_str().to_owned(),
                     node: node.clone(),
                     ccpk: ccpk.and_then(|k| zmq::z85_encode(&k).ok()),
                     ttl: pushy.config_lifetime,
-                },
-            ),
+                };
+                if !c.post_and_wait(&h.id, None, &admit, ADMIT_WAIT).await {
+                    tracing::warn!(node, holder = %h.id, "the node's admission was not committed within {ADMIT_WAIT:?}; answering anyway");
+                }
+            }
             (None, Some(key)) => state.client_keys.allow(
                 key,
                 Instant::now(),
