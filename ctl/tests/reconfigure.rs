@@ -830,7 +830,13 @@ async fn cleanse_stops_and_removes_what_reconfigure_made() {
         assert!(tables(&mut db).await.iter().any(|t| t == "jobs"));
         drop(db);
 
-        // A reconfigure afterwards sets it all up again, reusing the secrets.
+        // A reconfigure afterwards sets it all up again, reusing the secrets. (The test's
+        // throwaway names again: cleanse took the settings file, and the defaults would
+        // reach a real `opscode_pushy` database left on this PostgreSQL by anything else.)
+        write(
+            &tree.at("/etc/opscode-push-jobs-server/opscode-push-jobs-server.rb"),
+            &names.user_config(),
+        );
         let report = reconfigure(&tree.paths, &options()).await.unwrap();
         assert!(report.secrets.added.is_empty());
         assert!(
