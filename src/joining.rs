@@ -64,7 +64,7 @@ pub fn job_sink(live: LiveJobs, cluster: Option<Cluster>) -> JobSink {
             let Some(owner) = cluster.owner_of(job.as_str()) else {
                 return false;
             };
-            let org = org_of_watch(cluster, job);
+            let org = cluster.org_of(job.as_str()).unwrap_or_default();
             cluster.post(
                 &owner,
                 Some(job.as_str()),
@@ -78,12 +78,6 @@ pub fn job_sink(live: LiveJobs, cluster: Option<Cluster>) -> JobSink {
             true
         }
     })
-}
-
-/// The organization of a job routed here (news carries it so the owner learns who holds
-/// the node). Owners are recorded with their job's org; see [`handler`].
-fn org_of_watch(cluster: &Cluster, job: &JobId) -> String {
-    cluster.org_of(job.as_str()).unwrap_or_default()
 }
 
 /// The parts the bus handler hands messages to.

@@ -101,10 +101,9 @@ impl JobsHandle {
             taken += 1;
         }
         // News holders sent to a dead owner before they heard of the new one.
-        for row in cluster.db().take_unread(cluster.id(), &live, None).await? {
-            if let Some((job, news)) = news_of(std::slice::from_ref(&row)).pop() {
-                self.live.deliver(&job, news);
-            }
+        let stragglers = cluster.db().take_unread(cluster.id(), &live, None).await?;
+        for (job, news) in news_of(&stragglers) {
+            self.live.deliver(&job, news);
         }
         Ok(taken)
     }
