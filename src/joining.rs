@@ -2,6 +2,7 @@
 //! first (so the config endpoint can send nodes here), the tasks that keep it, and the
 //! handling of what the other instances send over the bus.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::channel::{ClientKeys, SessionKeys, decode_ccpk};
 use crate::cluster::inbox::{self, Handler};
 use crate::cluster::message::ORG_NUMBERS;
+use crate::cluster::mirror::Change;
 use crate::cluster::{BusMessage, Cluster, Settings};
 use crate::events::Events;
 use crate::jobs::{JobsHandle, LiveJobs};
@@ -110,6 +112,18 @@ pub async fn listen(
 ) -> Result<(), pushy_store::Error> {
     let db = parts.cluster.db().clone();
     let cursor = db.last_id().await?;
+    // After the cursor: a change published meanwhile is read again from the bus, and
+    // applying a change twice is harmless. This instance's own nodes are its own task's.
+    let mut others: HashMap<String, Vec<Change>> = HashMap::new();
+    for (org, p) in db.all_presence().await? {
+        if p.instance != parts.cluster.id() {
+            let change = (org, p.node, Some(p.available));
+            others.entry(p.instance).or_default().push(change);
+        }
+    }
+    for (instance, changes) in others {
+        parts.cluster.note_presence(&instance, &changes);
+    }
     for row in db.events(cursor).await? {
         if let Some(message) = inbox::decode(&row) {
             record_events(&parts.events, row.id, message);
@@ -237,6 +251,10 @@ async fn handle(p: &Parts, id: i64, message: BusMessage) {
                     .allow(key, Instant::now(), Duration::from_secs(ttl));
             }
         }
+        BusMessage::Presence { from, changes } if from != me => {
+            p.cluster.note_presence(&from, &changes);
+        }
+        BusMessage::Presence { .. } => {}
         BusMessage::Abort { job } => {
             if let Some(job) = JobId::parse(&job) {
                 p.jobs.abort_here(&job);

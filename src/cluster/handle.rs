@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::assign;
 use super::message::BusMessage;
+use super::mirror::{Change, Mirror};
 use super::outbox::{Outgoing, Queued};
 
 /// Timing of the cluster (the `[cluster]` section).
@@ -39,6 +40,8 @@ struct Inner {
     outbox: mpsc::UnboundedSender<Queued>,
     /// Which instance holds each node, as last heard (presence, or news from it).
     holders: Mutex<HashMap<(String, String), String>>,
+    /// Every node's holder and availability, as last published.
+    mirror: Mirror,
     /// The owner and organization of each job whose nodes this instance routes.
     owners: Mutex<HashMap<String, (String, String)>>,
     /// Bumped after each membership tick: the takeover loop wakes on it.
@@ -67,6 +70,7 @@ impl Cluster {
                 live: RwLock::new(live),
                 outbox,
                 holders: Mutex::default(),
+                mirror: Mirror::default(),
                 owners: Mutex::default(),
                 ticks: watch::channel(0).0,
                 fenced: Default::default(),
@@ -241,5 +245,18 @@ impl Cluster {
             self.note_holder(org.as_str(), &p.node, &p.instance);
         }
         Ok(found)
+    }
+
+    /// Records `instance`'s published node state changes.
+    pub fn note_presence(&self, instance: &str, changes: &[Change]) {
+        self.inner.mirror.apply(instance, changes);
+    }
+
+    /// [`Cluster::presence`] as this instance last heard it, without a query: what
+    /// `node_states` answers.
+    pub fn known_presence(&self, org: &OrgGuid, nodes: Option<&[String]>) -> Vec<Presence> {
+        self.inner
+            .mirror
+            .presence(org.as_str(), nodes, &self.live_ids())
     }
 }

@@ -76,6 +76,15 @@ pub enum BusMessage {
         /// The job.
         job: String,
     },
+    /// Changes to the node states `from` holds (to every instance's [`Mirror`]).
+    ///
+    /// [`Mirror`]: super::mirror::Mirror
+    Presence {
+        /// The holder.
+        from: String,
+        /// `(organization GUID, node, available)`; `None`: the node left `from`.
+        changes: Vec<super::mirror::Change>,
+    },
     /// Job events, for every instance's feeds, in order (the outbox joins a job's
     /// consecutive events into one row).
     Events {

@@ -5,7 +5,8 @@
 //! - membership ([`membership`]): each instance holds a database lock and renews a
 //!   lease; the live set is re-read every tick;
 //! - nodes: the config endpoint sends each node to the instance [`assign::holder`] picks;
-//!   holders publish their nodes' states ([`presence`]);
+//!   holders publish their nodes' states ([`presence`]), which every instance keeps in
+//!   its [`mirror`];
 //! - jobs: the instance that accepts a POST owns the job; its commands for nodes held
 //!   elsewhere and those nodes' news travel over the bus ([`outbox`], [`inbox`]), through
 //!   the [`Router`] the job's task uses; its events go to every instance's feeds
@@ -16,6 +17,7 @@ mod handle;
 pub mod inbox;
 pub mod membership;
 pub mod message;
+pub mod mirror;
 mod outbox;
 pub mod presence;
 mod route;

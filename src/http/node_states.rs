@@ -11,7 +11,8 @@ use super::state::AppState;
 use crate::auth::Rule;
 use crate::nodes::{Availability, Presence};
 
-/// In a cluster, node states come from what each node's holder published.
+/// In a cluster, node states come from what each node's holder published, as this
+/// instance's mirror holds it (no database query per request).
 fn availability(available: bool) -> Availability {
     if available {
         Availability::Available
@@ -30,8 +31,7 @@ pub(super) async fn list(
     let nodes = match &state.cluster {
         None => state.nodes.list(&ok.who.org_guid),
         Some(cluster) => cluster
-            .presence(&ok.who.org_guid, None)
-            .await?
+            .known_presence(&ok.who.org_guid, None)
             .into_iter()
             .map(|p| (p.node, availability(p.available)))
             .collect(),
@@ -53,9 +53,7 @@ pub(super) async fn named(
     let (status, availability) = match &state.cluster {
         None => state.nodes.state(&ok.who.org_guid, &node),
         Some(cluster) => {
-            let found = cluster
-                .presence(&ok.who.org_guid, Some(std::slice::from_ref(&node)))
-                .await?;
+            let found = cluster.known_presence(&ok.who.org_guid, Some(std::slice::from_ref(&node)));
             match found.first() {
                 Some(p) => (Presence::Online, availability(p.available)),
                 None => (Presence::Offline, Availability::Unavailable),

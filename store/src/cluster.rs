@@ -294,6 +294,30 @@ impl ClusterDb {
         Ok(())
     }
 
+    /// Every published node state, as `(organization GUID, presence)`, whoever holds it
+    /// (an instance loads them once, then follows the holders' broadcasts).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn all_presence(&self) -> Result<Vec<(String, Presence)>, Error> {
+        let rows =
+            sqlx::query("SELECT org_id, node_name, instance_id, available FROM pushy_presence")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("org_id")?,
+                    Presence {
+                        node: r.try_get("node_name")?,
+                        instance: r.try_get("instance_id")?,
+                        available: r.try_get("available")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// The connected nodes of `org` held by one of `live`, by name; only `nodes` when
     /// given.
     ///
