@@ -415,7 +415,7 @@ async fn first_install_sets_everything_up() {
         }
         assert_eq!(report.database.created_roles, [names.rw.clone(), names.ro.clone()]);
         assert!(report.database.created_database);
-        assert_eq!(report.database.migrations_applied, 8);
+        assert_eq!(report.database.migrations_applied, 9);
         // The daemon's role can open the store (its start-up migration check included)…
         let rw = pg.options(&names.database).username(&names.rw);
         let store = pushy_store::PostgresStore::connect(rw, 1).await.unwrap();
@@ -549,7 +549,7 @@ async fn an_upgrade_from_1x_migrates_secrets_demotes_roles_and_keeps_rows() {
         // Roles demoted, database adopted and upgraded, rows kept.
         assert_eq!(report.database.demoted_roles, [names.rw.clone(), names.ro.clone()]);
         assert!(report.database.created_roles.is_empty() && !report.database.created_database);
-        assert_eq!(report.database.migrations_applied, 8);
+        assert_eq!(report.database.migrations_applied, 9);
         assert_eq!(role_is_superuser(&mut admin, &names.rw).await, Some(false));
         assert_eq!(role_is_superuser(&mut admin, &names.ro).await, Some(false));
         let t = tables(&mut db).await;

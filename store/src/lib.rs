@@ -266,6 +266,18 @@ pub trait Store: Send + Sync + 'static {
     /// have committed. Returns whether there was one.
     async fn delete_unstarted_job(&self, org: &OrgGuid, id: &JobId) -> Result<bool, Error>;
 
+    /// Deletes up to `batch` finished jobs (a terminal status: complete, quorum_failed,
+    /// aborted, timed_out, crashed) that entered that status before `cutoff`, oldest
+    /// first, with their nodes, options and output (and, on PostgreSQL, the cluster's
+    /// owner row), in one short transaction. Returns how many it deleted; fewer than
+    /// `batch` means none is left (none that another caller is not deleting right now).
+    /// A job in any other status is never touched, however old (issue 15 §5).
+    async fn delete_finished_jobs(&self, cutoff: DateTime<Utc>, batch: u32) -> Result<u64, Error>;
+
+    /// How many jobs [`Store::delete_finished_jobs`] would delete for `cutoff`, all batches
+    /// together: what a dry run reports.
+    async fn count_finished_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, Error>;
+
     /// The PostgreSQL pool behind this store, if it is one: several server instances
     /// share it ([`cluster`]). SQLite is single-process and answers `None`.
     fn postgres_pool(&self) -> Option<sqlx::PgPool> {

@@ -60,6 +60,11 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
         "cluster tables",
         include_str!("../migrations/postgres/0008_cluster.sql"),
     ),
+    (
+        9,
+        "retention index",
+        include_str!("../migrations/postgres/0009_retention.sql"),
+    ),
 ];
 
 /// How long a statement waits for a pooled connection before failing, so that an
@@ -271,6 +276,47 @@ async fn set_statuses(
     Ok(())
 }
 
+/// One batch of [`Store::delete_finished_jobs`], inside the caller's transaction.
+async fn delete_finished(
+    conn: &mut PgConnection,
+    cutoff: DateTime<Utc>,
+    batch: u32,
+) -> Result<u64, Error> {
+    // FOR UPDATE: a job cannot change under the delete (its status is checked again on
+    // the row as locked). SKIP LOCKED: rows another sweeper (another instance of a
+    // cluster) holds are left to it, and one a writer holds waits for the next sweep,
+    // so neither side ever waits on the other.
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE status = ANY($1) AND updated_at < $2 \
+         ORDER BY updated_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(rows::finished_codes())
+    .bind(rows::to_stored_time(cutoff))
+    .bind(i64::from(batch))
+    .fetch_all(&mut *conn)
+    .await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    // Each table by name rather than through ON DELETE CASCADE: a database adopted from
+    // the original keeps whatever foreign keys it was given.
+    for sql in [
+        "DELETE FROM job_output WHERE job_id = ANY($1::bpchar[])",
+        "DELETE FROM job_options WHERE job_id = ANY($1::bpchar[])",
+        "DELETE FROM job_nodes WHERE job_id = ANY($1::bpchar[])",
+        // The cluster's owner row (store::cluster), if the job still has one: nothing
+        // else would delete it once its job is gone.
+        "DELETE FROM pushy_job_owners WHERE job_id = ANY($1::text[])",
+    ] {
+        sqlx::query(sql).bind(&ids).execute(&mut *conn).await?;
+    }
+    let done = sqlx::query("DELETE FROM jobs WHERE id = ANY($1::bpchar[])")
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     fn postgres_pool(&self) -> Option<PgPool> {
@@ -387,6 +433,23 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_finished_jobs(&self, cutoff: DateTime<Utc>, batch: u32) -> Result<u64, Error> {
+        let mut tx = Tx::begin(&self.pool, "BEGIN").await?;
+        let result = delete_finished(tx.conn(), cutoff, batch).await;
+        tx.finish(result).await
+    }
+
+    async fn count_finished_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, Error> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE status = ANY($1) AND updated_at < $2",
+        )
+        .bind(rows::finished_codes())
+        .bind(rows::to_stored_time(cutoff))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn incomplete_jobs(&self) -> Result<Vec<IncompleteJob>, Error> {

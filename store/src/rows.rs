@@ -58,6 +58,16 @@ pub(super) fn job_id(table: &'static str, s: String) -> Result<JobId, Error> {
     })
 }
 
+/// The codes of the statuses a job never leaves (`JobStatus::is_terminal`): the jobs
+/// retention may delete.
+pub(super) fn finished_codes() -> Vec<i32> {
+    JobStatus::ALL
+        .iter()
+        .filter(|s| s.is_terminal())
+        .map(|s| i32::from(s.code()))
+        .collect()
+}
+
 /// A job status code read from `jobs.status`.
 pub(super) fn job_status(code: i64) -> Result<JobStatus, Error> {
     i16::try_from(code)

@@ -32,6 +32,11 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
         "output truncated flag",
         include_str!("../migrations/sqlite/0002_output_truncated.sql"),
     ),
+    (
+        3,
+        "retention index",
+        include_str!("../migrations/sqlite/0003_retention.sql"),
+    ),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -291,6 +296,41 @@ async fn set_statuses(
     Ok(())
 }
 
+/// One batch of [`Store::delete_finished_jobs`], inside the caller's transaction.
+async fn delete_finished(
+    conn: &mut SqliteConnection,
+    cutoff: DateTime<Utc>,
+    batch: u32,
+) -> Result<u64, Error> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE status IN (SELECT value FROM json_each($1)) \
+         AND updated_at < $2 ORDER BY updated_at, id LIMIT $3",
+    )
+    .bind(json_array(&rows::finished_codes()))
+    .bind(to_text(cutoff))
+    .bind(i64::from(batch))
+    .fetch_all(&mut *conn)
+    .await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let ids = json_array(&ids);
+    // Each table by name rather than through ON DELETE CASCADE, so that what goes does
+    // not depend on the foreign keys being enforced on this connection.
+    for sql in [
+        "DELETE FROM job_output WHERE job_id IN (SELECT value FROM json_each($1))",
+        "DELETE FROM job_options WHERE job_id IN (SELECT value FROM json_each($1))",
+        "DELETE FROM job_nodes WHERE job_id IN (SELECT value FROM json_each($1))",
+    ] {
+        sqlx::query(sql).bind(&ids).execute(&mut *conn).await?;
+    }
+    let done = sqlx::query("DELETE FROM jobs WHERE id IN (SELECT value FROM json_each($1))")
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_job(&self, job: &JobRecord) -> Result<(), Error> {
@@ -398,6 +438,27 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_finished_jobs(&self, cutoff: DateTime<Utc>, batch: u32) -> Result<u64, Error> {
+        // IMMEDIATE: SQLite has one writer, so a batch holds the write lock for its whole
+        // transaction and job writes wait behind it (up to the busy timeout). Keeping the
+        // batch small is what keeps that wait short.
+        let mut tx = Tx::begin(&self.pool, "BEGIN IMMEDIATE").await?;
+        let result = delete_finished(tx.conn(), cutoff, batch).await;
+        tx.finish(result).await
+    }
+
+    async fn count_finished_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, Error> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE status IN (SELECT value FROM json_each($1)) \
+             AND updated_at < $2",
+        )
+        .bind(json_array(&rows::finished_codes()))
+        .bind(to_text(cutoff))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn incomplete_jobs(&self) -> Result<Vec<IncompleteJob>, Error> {

@@ -78,6 +78,8 @@ async fn suite(store: &dyn Store) {
     duplicate_job_id_is_refused_and_changes_nothing(store).await;
     failed_creation_leaves_nothing(store).await;
     only_an_unstarted_job_of_the_org_is_deleted(store).await;
+    // Last, and with times before every other test's: its cutoff touches no other job.
+    finished_jobs_past_the_cutoff_go_in_batches_with_their_rows(store).await;
 }
 
 async fn round_trip_keeps_every_field(store: &dyn Store) {
@@ -583,6 +585,112 @@ async fn only_an_unstarted_job_of_the_org_is_deleted(store: &dyn Store) {
     assert_eq!(find(store, &org_a, &unstarted.id).await, Some(unstarted));
 }
 
+/// Retention (issue 15 §5): only jobs in a terminal status that entered it before the
+/// cutoff go, oldest first, at most a batch at a time, with their nodes, options and
+/// output; jobs in any other status stay however old.
+async fn finished_jobs_past_the_cutoff_go_in_batches_with_their_rows(store: &dyn Store) {
+    let org = org(21);
+    let cutoff = at(-50_000);
+    let finished = [
+        JobStatus::Complete,
+        JobStatus::QuorumFailed,
+        JobStatus::Aborted,
+        JobStatus::TimedOut,
+        JobStatus::Crashed,
+    ];
+    assert!(finished.iter().all(|s| s.is_terminal()));
+    // Finished long ago, in this order (the last one first), each with options and output.
+    let mut old = Vec::new();
+    for (n, status) in (140..).zip(finished) {
+        let mut job = new_job(job_id(n), &org, &["n1", "n2"], at(-100_000));
+        job.options.capture = true;
+        job.options.dir = Some("/srv".to_owned());
+        store.create_job(&job).await.unwrap();
+        assert!(
+            store
+                .insert_output(&job.id, "n1", "out", "err", false)
+                .await
+                .unwrap()
+        );
+        let finished_at = at(-60_000 - i64::from(n));
+        let nodes = [("n1".to_owned(), NodeStatus::Succeeded)];
+        store
+            .update_statuses(&org, &job.id, Some(status), &nodes, finished_at)
+            .await
+            .unwrap();
+        old.push(job);
+    }
+    // Unfinished, just as old: never deleted (a `new` job never had its status set).
+    let mut kept = Vec::new();
+    for (n, status) in (150..).zip([JobStatus::New, JobStatus::Voting, JobStatus::Running]) {
+        let job = new_job(job_id(n), &org, &["n1"], at(-100_000));
+        store.create_job(&job).await.unwrap();
+        if status != JobStatus::New {
+            store
+                .update_statuses(&org, &job.id, Some(status), &[], at(-90_000))
+                .await
+                .unwrap();
+        }
+        kept.push(job.id);
+    }
+    // Finished, but at the cutoff or after it.
+    for (n, finished_at) in [(155, cutoff), (156, at(-10))] {
+        let job = new_job(job_id(n), &org, &["n1"], at(-100_000));
+        store.create_job(&job).await.unwrap();
+        store
+            .update_statuses(&org, &job.id, Some(JobStatus::Complete), &[], finished_at)
+            .await
+            .unwrap();
+        kept.push(job.id);
+    }
+
+    assert_eq!(store.count_finished_jobs(cutoff).await.unwrap(), 5);
+    // Oldest first: 144 finished first, then 143.
+    assert_eq!(store.delete_finished_jobs(cutoff, 2).await.unwrap(), 2);
+    assert_eq!(find(store, &org, &job_id(144)).await, None);
+    assert_eq!(find(store, &org, &job_id(143)).await, None);
+    assert!(find(store, &org, &job_id(142)).await.is_some());
+    assert_eq!(store.count_finished_jobs(cutoff).await.unwrap(), 3);
+    // A second call takes the next batch; the last one is short, then there is nothing.
+    assert_eq!(store.delete_finished_jobs(cutoff, 2).await.unwrap(), 2);
+    assert_eq!(store.delete_finished_jobs(cutoff, 2).await.unwrap(), 1);
+    assert_eq!(store.delete_finished_jobs(cutoff, 2).await.unwrap(), 0);
+    assert_eq!(store.count_finished_jobs(cutoff).await.unwrap(), 0);
+
+    for job in &old {
+        assert_eq!(find(store, &org, &job.id).await, None);
+        let output = store
+            .fetch_output(&org, &job.id, "n1", OutputChannel::Stdout)
+            .await
+            .unwrap();
+        assert_eq!(output, None);
+    }
+    for id in &kept {
+        assert!(find(store, &org, id).await.is_some(), "{id} was deleted");
+    }
+    let listed: Vec<JobId> = store
+        .list_jobs(&org)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(listed.len(), kept.len());
+    // No node, option or output row was left behind: the same ids take the same rows
+    // again, output included.
+    for job in &old {
+        store.create_job(job).await.unwrap();
+        assert_eq!(find(store, &org, &job.id).await.as_ref(), Some(job));
+        assert!(
+            store
+                .insert_output(&job.id, "n1", "again", "", false)
+                .await
+                .unwrap()
+        );
+        assert!(store.delete_unstarted_job(&org, &job.id).await.unwrap());
+    }
+}
+
 /// A status code this server does not know makes the row unreadable, not misread.
 async fn unknown_node_status_is_corrupt(store: &dyn Store, corrupt: impl Future<Output = ()>) {
     let org = org(16);
@@ -729,8 +837,67 @@ async fn postgres_passes_suite() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-        assert_eq!(applied, 8);
+        assert_eq!(applied, 9);
         assert!(find(&store, &org(1), &job_id(1)).await.is_some());
+    })
+    .await;
+}
+
+/// On PostgreSQL retention also deletes the cluster's owner row of each job it deletes
+/// (nothing else would, once the job is gone), and two sweepers at once (two instances of
+/// a cluster) share the work without deleting a job twice or waiting on each other.
+#[tokio::test]
+async fn postgres_retention_takes_owner_rows_and_concurrent_sweeps_share_the_work() {
+    with_throwaway_db(|url| async move {
+        let store = PostgresStore::connect(options(&url), 4).await.unwrap();
+        let org = org(300);
+        let cutoff = at(-50_000);
+        let mut ids = Vec::new();
+        for n in 300..321 {
+            let job = new_job(job_id(n), &org, &["n1", "n2", "n3"], at(-100_000));
+            store.create_job(&job).await.unwrap();
+            let status = if n == 320 {
+                JobStatus::Running
+            } else {
+                JobStatus::Complete
+            };
+            store
+                .update_statuses(&org, &job.id, Some(status), &[], at(-90_000))
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO pushy_job_owners (job_id, instance_id) VALUES ($1, 'i1')")
+                .bind(job.id.as_str())
+                .execute(store.pool())
+                .await
+                .unwrap();
+            ids.push(job.id);
+        }
+
+        let store = &store;
+        let sweep = || async move {
+            let mut total = 0;
+            loop {
+                let n = store.delete_finished_jobs(cutoff, 3).await.unwrap();
+                if n == 0 {
+                    return total;
+                }
+                total += n;
+            }
+        };
+        let (a, b) = tokio::join!(sweep(), sweep());
+        assert_eq!(a + b, 20);
+
+        let owners: Vec<String> = sqlx::query_scalar("SELECT job_id FROM pushy_job_owners")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(owners, [ids[20].as_str()]);
+        assert!(find(store, &org, &ids[20]).await.is_some());
+        let nodes: i64 = sqlx::query_scalar("SELECT count(*) FROM job_nodes")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(nodes, 3);
     })
     .await;
 }
@@ -1011,6 +1178,7 @@ async fn postgres_schema_is_the_originals_plus_position_truncated_and_org_index(
                 "column | job_nodes | position | 7 | integer | YES",
                 "column | job_output | truncated | 5 | boolean | YES",
                 "index | CREATE INDEX jobs_org_id_created_at_idx ON public.jobs USING btree (org_id, created_at)",
+                "index | CREATE INDEX jobs_updated_at_idx ON public.jobs USING btree (updated_at)",
             ];
             let mut expected = original.clone();
             expected.extend(extra.map(str::to_owned));
