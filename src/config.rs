@@ -61,6 +61,8 @@ pub struct Config {
     pub keys: KeysConfig,
     /// Several instances on one PostgreSQL database (issue 14).
     pub cluster: ClusterConfig,
+    /// Deleting old finished jobs (issue 15 §5); off unless configured.
+    pub retention: RetentionConfig,
     /// Secrets handed over by `push-jobs-server-ctl` through `CHEF_SECRETS_DATA` (never
     /// in the file): they take the place of key files and the database password.
     #[serde(skip)]
@@ -76,6 +78,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             keys: KeysConfig::default(),
             cluster: ClusterConfig::default(),
+            retention: RetentionConfig::default(),
             secrets: None,
         }
     }
@@ -335,6 +338,43 @@ impl Default for ClusterConfig {
     }
 }
 
+/// The `[retention]` section: finished jobs older than `finished_jobs_max_age` are deleted
+/// with their nodes, options and output, a batch at a time, by a task of every instance
+/// (`crate::retention`). The default keeps every job forever, as the original did.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Seconds after it finished (entered complete, quorum_failed, aborted, timed_out or
+    /// crashed) that a job is deleted; 0 keeps every job.
+    pub finished_jobs_max_age: u64,
+    /// Jobs deleted per transaction. On SQLite a batch holds the one write lock while it
+    /// runs, so job writes wait for it: small batches keep that wait short.
+    pub batch: u32,
+    /// Seconds between sweeps (the first runs at start-up).
+    pub interval: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            finished_jobs_max_age: 0,
+            batch: 100,
+            interval: 600,
+        }
+    }
+}
+
+/// The shortest `finished_jobs_max_age` accepted: a job's task, its event feed and the
+/// client that started it all look at the job for a few seconds after it finished.
+pub const MIN_FINISHED_JOBS_MAX_AGE: u64 = 60;
+
+impl RetentionConfig {
+    /// Whether any job is ever deleted.
+    pub fn enabled(&self) -> bool {
+        self.finished_jobs_max_age > 0
+    }
+}
+
 /// The `[keys]` section.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -443,6 +483,19 @@ impl Config {
                     "must be an http:// or https:// URL",
                 ));
             }
+        }
+        let r = &self.retention;
+        if r.enabled() && r.finished_jobs_max_age < MIN_FINISHED_JOBS_MAX_AGE {
+            return Err(invalid(
+                "retention.finished_jobs_max_age",
+                "must be 0 (keep every job) or at least 60 seconds",
+            ));
+        }
+        if r.batch == 0 {
+            return Err(invalid("retention.batch", "must be at least 1"));
+        }
+        if r.interval == 0 {
+            return Err(invalid("retention.interval", "must be at least 1 second"));
         }
         if self.database.pool_size == 0 {
             return Err(invalid("database.pool_size", "must be at least 1"));
@@ -555,6 +608,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("erchef_root_url"));
+    }
+
+    #[test]
+    fn retention_keeps_everything_by_default_and_refuses_nonsense() {
+        let c = Config::from_toml("", "x").unwrap();
+        assert!(!c.retention.enabled());
+        assert_eq!((c.retention.batch, c.retention.interval), (100, 600));
+        let c = Config::from_toml(
+            "[retention]\nfinished_jobs_max_age = 2592000\nbatch = 50\ninterval = 60\n",
+            "x",
+        )
+        .unwrap();
+        assert!(c.retention.enabled());
+        assert_eq!(c.retention.finished_jobs_max_age, 30 * 86_400);
+        assert_eq!(c.retention.batch, 50);
+        for (bad, key) in [
+            (
+                "finished_jobs_max_age = 59",
+                "retention.finished_jobs_max_age",
+            ),
+            ("batch = 0", "retention.batch"),
+            ("interval = 0", "retention.interval"),
+            ("max_age = 1", "max_age"),
+            ("finished_jobs_max_age = \"30d\"", "finished_jobs_max_age"),
+        ] {
+            let e = Config::from_toml(&format!("[retention]\n{bad}\n"), "c").unwrap_err();
+            assert!(e.to_string().contains(key), "{bad}: {e}");
+        }
     }
 
     /// The settings reach PostgreSQL as written, a password with `@` and `/` included (a

@@ -20,6 +20,7 @@ mod joining;
 pub mod limits;
 pub mod metrics;
 pub mod nodes;
+pub mod retention;
 pub mod secrets;
 /// The job store, from its own crate (`store/`) so that `push-jobs-server-ctl` can migrate
 /// the database without the rest of the server.

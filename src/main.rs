@@ -270,6 +270,14 @@ async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
     let state = pushy_server::build_state(config, token.clone())
         .await
         .context("starting the server")?;
+    // Deleting old finished jobs, when `[retention]` asks for it (issue 15 §5).
+    pushy_server::retention::spawn(
+        &state.config.retention,
+        state.store.clone(),
+        state.metrics.clone(),
+        state.shutdown.clone(),
+        &state.tracker,
+    );
     // Tests and scripts read the bound address from this line.
     println!("listening on http://{}", listener.local_addr()?);
     tokio::spawn(async move {

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub jobs_finished: Family<JobLabels, Counter>,
     /// Seconds from a job task's start to its final status.
     pub job_duration: Histogram,
+    /// Finished jobs deleted by retention (`[retention]`, `crate::retention`).
+    pub jobs_purged: Counter,
     /// HTTP requests, by route, method and status.
     pub http_requests: Family<RequestLabels, Counter>,
     /// Seconds to answer (to the response head: a feed's stream is not timed), by route.
@@ -133,6 +135,12 @@ impl Metrics {
             "Seconds from a job's start (or resume) to its final status",
             job_duration.clone(),
         );
+        let jobs_purged = Counter::default();
+        registry.register(
+            "jobs_purged",
+            "Finished jobs deleted by retention, with their nodes and output",
+            jobs_purged.clone(),
+        );
         let http_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "http_requests",
@@ -184,6 +192,7 @@ impl Metrics {
             jobs_created,
             jobs_finished,
             job_duration,
+            jobs_purged,
             http_requests,
             http_duration,
             http_connections_open,
