@@ -17,7 +17,7 @@ use clap::Parser;
 use crate::chef_server;
 use crate::paths::Paths;
 use crate::settings;
-use crate::{cleanse, launch, reconfigure, service, smoke};
+use crate::{cleanse, launch, purge, reconfigure, service, smoke};
 
 /// omnibus-ctl's display name of the product.
 pub const PRODUCT: &str = "opscode-push-jobs-server";
@@ -152,6 +152,12 @@ pub const COMMANDS: &[CommandSpec] = &[
         false,
     ),
     cmd("help", Category::General, "Print this help message.", false),
+    cmd(
+        "purge-jobs",
+        Category::General,
+        "Delete jobs that finished more than --older-than AGE ago (e.g. 90d), with their nodes and output; --dry-run counts them. See purge-jobs --help.",
+        true,
+    ),
     cmd(
         "service-list",
         Category::ServiceManagement,
@@ -449,6 +455,7 @@ fn run(exe: &str, cli: &Cli, command: &CommandSpec, args: &[String]) -> anyhow::
         "tail" => tail(exe, &paths, fqdn, args),
         "test" => smoke_test(&paths, fqdn, args),
         "launch" => launch::launch(&paths, args),
+        "purge-jobs" => purge_jobs(&paths, fqdn, args),
         name => match service::Verb::from_command(name) {
             Some(verb) => service_command(exe, &paths, verb, args),
             None => anyhow::bail!("the command {name} is not implemented"),
@@ -644,6 +651,27 @@ fn collect_log_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// `purge-jobs`: [`crate::purge`] against the store of the daemon's config (by default the
+/// one reconfigure writes, in the configured daemon directory); exit 0 when done.
+fn purge_jobs(paths: &Paths, fqdn: Option<&str>, args: &[String]) -> anyhow::Result<u8> {
+    let Some(parsed) = purge::PurgeArgs::parse(args)? else {
+        print!("{}", purge::USAGE);
+        return Ok(0);
+    };
+    let default_config = fqdn_or_local(fqdn)
+        .ok()
+        .and_then(|f| settings::load(paths, &f).ok())
+        .map(|l| crate::daemon::config_path(&l.settings))
+        .unwrap_or_else(|| {
+            crate::user_config::Daemon::default()
+                .dir
+                .join(crate::paths::DAEMON_CONFIG_NAME)
+        });
+    let mut stdout = io::stdout();
+    runtime()?.block_on(purge::run(paths, &parsed, &default_config, &mut stdout))?;
+    Ok(0)
+}
+
 /// `test`: the smoke test of [`crate::smoke`]; exit 0 when every check passed, else 1.
 fn smoke_test(paths: &Paths, fqdn: Option<&str>, args: &[String]) -> anyhow::Result<u8> {
     let parsed = smoke::SmokeArgs::parse(args)?;
@@ -725,6 +753,8 @@ General Commands:
     Delete *all* opscode-push-jobs-server data, and start from scratch.
   help
     Print this help message.
+  purge-jobs
+    Delete jobs that finished more than --older-than AGE ago (e.g. 90d), with their nodes and output; --dry-run counts them. See purge-jobs --help.
   reconfigure
     Reconfigure the application.
   show-config

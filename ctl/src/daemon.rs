@@ -100,6 +100,12 @@ pub fn erchef_root_url(chef: &ChefServer) -> Result<String, Error> {
         })
 }
 
+/// `[retention] finished_jobs_max_age`, seconds, for `job_retention_days`; `None` (no
+/// section, the daemon keeps every job) for 0.
+pub fn retention_max_age(days: u32) -> Option<u64> {
+    (days > 0).then(|| u64::from(days) * 86_400)
+}
+
 /// The daemon's TOML configuration; `cluster` is the `[cluster]` section of one of several
 /// instances (`crate::instances`), `None` for a single daemon.
 ///
@@ -130,6 +136,7 @@ pub fn render_config(
             superuser_key_file => paths::PIVOTAL_PEM,
             pg => &settings.postgresql,
             cluster => cluster,
+            retention_max_age => retention_max_age(settings.server.job_retention_days),
         },
     )
     .map_err(|source| Error::Render {

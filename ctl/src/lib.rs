@@ -24,6 +24,7 @@
 //! - [`reconfigure`]: the steps in order, and their [`reconfigure::Report`].
 //! - [`cleanse`]: `cleanse` and `uninstall`.
 //! - [`smoke`]: `test`, a smoke test of the running server.
+//! - [`purge`]: `purge-jobs`, deleting old finished jobs now (issue 15 §5).
 //! - [`cli`]: omnibus-ctl's command table, messages and exit codes; dispatch.
 
 pub mod atomic_file;
@@ -37,6 +38,7 @@ pub mod instances;
 pub mod launch;
 pub mod nginx;
 pub mod paths;
+pub mod purge;
 pub mod reconfigure;
 pub mod secrets;
 pub mod service;

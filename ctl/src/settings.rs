@@ -80,6 +80,10 @@ pub struct ServerSettings {
     /// The cluster's `advertise_host`, when the user set one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_advertise_host: Option<String>,
+    /// Days after which finished jobs are deleted (`job_retention_days`); shown only when
+    /// set, so that the running JSON of a config without it stays what it was.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub job_retention_days: u32,
     /// Everything else, as the user config says.
     #[serde(flatten)]
     pub daemon: Daemon,
@@ -110,6 +114,10 @@ pub struct PostgresqlSettings {
 
 fn is_one(n: &u32) -> bool {
     *n == 1
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Settings {
@@ -259,6 +267,7 @@ pub fn compute(
             vip,
             instances: user.instances,
             cluster_advertise_host: user.cluster_advertise_host.clone(),
+            job_retention_days: user.job_retention_days,
             daemon: user.daemon.clone(),
         },
         postgresql: PostgresqlSettings {

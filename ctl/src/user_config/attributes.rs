@@ -46,6 +46,10 @@ pub struct PushyServer {
     /// `cluster_advertise_host` (ours): the host nodes use to reach these instances' ZeroMQ
     /// ports (the daemon's `cluster.advertise_host`). `None`: the advertised server name.
     pub cluster_advertise_host: Option<String>,
+    /// `job_retention_days` (ours, issue 15 §5): finished jobs are deleted, with their nodes,
+    /// options and output, this many days after they finished (the daemon's `[retention]`).
+    /// Default 0: every job is kept, as the original did.
+    pub job_retention_days: u32,
     /// Everything else: plain settings with fixed defaults.
     pub daemon: Daemon,
 }
@@ -59,6 +63,7 @@ impl Default for PushyServer {
             server_name_advertised: None,
             instances: 1,
             cluster_advertise_host: None,
+            job_retention_days: 0,
             daemon: Daemon::default(),
         }
     }
@@ -357,6 +362,7 @@ impl Attributes {
                 server_name_advertised: r.opt_string(&[S, "server_name_advertised"])?,
                 instances: r.instances(&[S, "instances"])?,
                 cluster_advertise_host: r.opt_string(&[S, "cluster_advertise_host"])?,
+                job_retention_days: r.int(&[S, "job_retention_days"], 0)?,
                 daemon,
             },
             postgresql: Postgresql {
