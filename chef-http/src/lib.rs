@@ -12,6 +12,7 @@
 //! keys and times in, values out) and stays so.
 #![warn(missing_docs)]
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use openssl::pkey::{PKey, Private};
@@ -47,7 +48,7 @@ pub enum Error {
 /// A principal signing requests to one server.
 #[derive(Clone, Debug)]
 pub struct Client {
-    http: reqwest::Client,
+    http: Http,
     base: Url,
     name: String,
     key: PKey<Private>,
@@ -56,16 +57,106 @@ pub struct Client {
     server_api_version: Option<String>,
 }
 
+/// The reqwest client a [`Client`] sends through.
+#[derive(Clone, Debug)]
+enum Http {
+    /// Built with the [`Client`] ([`Builder::build`], [`Builder::with_http`]).
+    Ready(reqwest::Client),
+    /// Built at the first [`RequestBuilder::send`] ([`Builder::build_lazy`]).
+    Lazy(Arc<LazyHttp>),
+}
+
+/// A reqwest client not built yet, and the settings to build it with.
+#[derive(Debug)]
+struct LazyHttp {
+    settings: HttpSettings,
+    client: OnceLock<reqwest::Client>,
+}
+
+/// What [`Builder`] sets on the reqwest client. Kept as data, not as a
+/// `reqwest::ClientBuilder`, so that a lazy client can be built when first needed and
+/// built again if that failed.
+#[derive(Clone, Debug, Default)]
+struct HttpSettings {
+    timeout: Option<Duration>,
+    connect_timeout: Option<Duration>,
+    accept_invalid_certs: bool,
+    root_certificates: Vec<reqwest::Certificate>,
+    user_agent: Option<String>,
+    pool_max_idle_per_host: Option<usize>,
+}
+
+impl HttpSettings {
+    fn build(&self) -> Result<reqwest::Client, reqwest::Error> {
+        let mut http = reqwest::Client::builder();
+        if let Some(t) = self.timeout {
+            http = http.timeout(t);
+        }
+        if let Some(t) = self.connect_timeout {
+            http = http.connect_timeout(t);
+        }
+        if self.accept_invalid_certs {
+            http = http.tls_danger_accept_invalid_certs(true);
+        }
+        for cert in &self.root_certificates {
+            http = http.add_root_certificate(cert.clone());
+        }
+        if let Some(agent) = &self.user_agent {
+            http = http.user_agent(agent.clone());
+        }
+        if let Some(max) = self.pool_max_idle_per_host {
+            http = http.pool_max_idle_per_host(max);
+        }
+        http.build()
+    }
+}
+
+impl Http {
+    /// The reqwest client, building a lazy one now if it is not built yet.
+    fn client(&self) -> Result<&reqwest::Client, reqwest::Error> {
+        match self {
+            Http::Ready(client) => Ok(client),
+            Http::Lazy(lazy) => {
+                if let Some(client) = lazy.client.get() {
+                    return Ok(client);
+                }
+                // Two first sends at once may both build; one client is kept, the other
+                // dropped unused.
+                let built = lazy.settings.build()?;
+                Ok(lazy.client.get_or_init(|| built))
+            }
+        }
+    }
+}
+
 /// Sets up a [`Client`]: what it sends besides the signature, and its connection pool.
 #[must_use]
 pub struct Builder {
-    http: reqwest::ClientBuilder,
+    http: HttpSettings,
     base: Url,
     name: String,
     key: PKey<Private>,
     version: ProtocolVersion,
     chef_version: Option<String>,
     server_api_version: Option<String>,
+}
+
+/// A request signed and ready to send: everything [`RequestBuilder::send`] hands reqwest,
+/// for a caller that sends it some other way ([`RequestBuilder::prepare`]).
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    /// The method.
+    pub method: Method,
+    /// The URL.
+    pub url: Url,
+    /// The headers in the order they are sent: `Accept`, `X-Chef-Version`,
+    /// `X-Ops-Server-API-Version` (when not signed), the `X-Ops-*` signature, the extra
+    /// headers, then `Content-Type` when there is a body.
+    pub headers: Vec<(String, String)>,
+    /// The body, if any.
+    pub body: Option<Vec<u8>>,
+    /// This request's own bound, instead of the client's.
+    pub timeout: Option<Duration>,
 }
 
 impl Client {
@@ -78,7 +169,7 @@ impl Client {
         version: ProtocolVersion,
     ) -> Builder {
         Builder {
-            http: reqwest::Client::builder(),
+            http: HttpSettings::default(),
             base,
             name: name.into(),
             key,
@@ -180,37 +271,37 @@ impl Builder {
 
     /// Bounds each request from connecting to the end of its body.
     pub fn timeout(mut self, timeout: Duration) -> Builder {
-        self.http = self.http.timeout(timeout);
+        self.http.timeout = Some(timeout);
         self
     }
 
     /// Bounds connecting.
     pub fn connect_timeout(mut self, timeout: Duration) -> Builder {
-        self.http = self.http.connect_timeout(timeout);
+        self.http.connect_timeout = Some(timeout);
         self
     }
 
     /// Skips TLS certificate checks (Chef's `ssl_verify_mode :verify_none`).
     pub fn accept_invalid_certs(mut self, accept: bool) -> Builder {
-        self.http = self.http.tls_danger_accept_invalid_certs(accept);
+        self.http.accept_invalid_certs = accept;
         self
     }
 
     /// Trusts `cert` besides the system's roots (Chef's `trusted_certs_dir`).
     pub fn root_certificate(mut self, cert: reqwest::Certificate) -> Builder {
-        self.http = self.http.add_root_certificate(cert);
+        self.http.root_certificates.push(cert);
         self
     }
 
     /// Sends `User-Agent: agent` (reqwest sends none by default).
     pub fn user_agent(mut self, agent: &str) -> Builder {
-        self.http = self.http.user_agent(agent.to_owned());
+        self.http.user_agent = Some(agent.to_owned());
         self
     }
 
     /// Keeps at most `max` idle connections per host (0: a new connection every time).
     pub fn pool_max_idle_per_host(mut self, max: usize) -> Builder {
-        self.http = self.http.pool_max_idle_per_host(max);
+        self.http.pool_max_idle_per_host = Some(max);
         self
     }
 
@@ -218,15 +309,33 @@ impl Builder {
     ///
     /// # Errors
     /// When the TLS backend cannot be initialised.
-    pub fn build(mut self) -> Result<Client, reqwest::Error> {
-        let http = std::mem::take(&mut self.http).build()?;
+    pub fn build(self) -> Result<Client, reqwest::Error> {
+        let http = self.http.build()?;
         Ok(self.with_http(http))
+    }
+
+    /// The client, its connection pool built at the first [`RequestBuilder::send`]
+    /// instead of now. Building one sets up TLS, which with native-tls reads the system's
+    /// whole certificate bundle (tens of milliseconds of CPU) even for `http://` URLs; a
+    /// short-lived caller that may only sign ([`RequestBuilder::prepare`]) and send plain
+    /// HTTP its own way skips that cost. An error building it comes from that send, as
+    /// [`Error::Transport`], and the next send tries again.
+    pub fn build_lazy(self) -> Client {
+        let lazy = LazyHttp {
+            settings: self.http.clone(),
+            client: OnceLock::new(),
+        };
+        self.into_client(Http::Lazy(Arc::new(lazy)))
     }
 
     /// The client sending through `http` (its pool, timeouts and TLS settings), for a
     /// caller that signs as many principals over one pool. The builder's own timeout,
     /// TLS and pool settings are not used.
     pub fn with_http(self, http: reqwest::Client) -> Client {
+        self.into_client(Http::Ready(http))
+    }
+
+    fn into_client(self, http: Http) -> Client {
         Client {
             http,
             base: self.base,
@@ -283,11 +392,12 @@ impl RequestBuilder<'_> {
         self
     }
 
-    /// Signs and sends; the response is the caller's to read (streams stay open).
+    /// Signs the request and returns it as it would be sent, for a caller that sends it
+    /// itself. The client's own settings (user agent, timeouts, TLS) are not in it.
     ///
     /// # Errors
-    /// [`Error::Sign`] when the key cannot sign, [`Error::Transport`] when no answer came.
-    pub async fn send(self) -> Result<reqwest::Response, Error> {
+    /// When the key cannot sign.
+    pub fn prepare(self) -> Result<Prepared, SignError> {
         let c = self.client;
         let body = self.body.as_deref().unwrap_or_default();
         let signature = if self.signed {
@@ -295,32 +405,51 @@ impl RequestBuilder<'_> {
         } else {
             Vec::new()
         };
-        let mut request = c
-            .http
-            .request(self.method, self.url)
-            .header("Accept", self.accept);
+        let mut headers = vec![("Accept".to_owned(), self.accept)];
         if let Some(v) = &c.chef_version {
-            request = request.header("X-Chef-Version", v);
+            headers.push(("X-Chef-Version".to_owned(), v.clone()));
         }
         if let Some(v) = &c.server_api_version
             && (!self.signed || c.signed_api_version().is_none())
         {
-            request = request.header("X-Ops-Server-API-Version", v);
+            headers.push(("X-Ops-Server-API-Version".to_owned(), v.clone()));
         }
-        for (name, value) in signature.into_iter().chain(
+        headers.extend(signature);
+        headers.extend(
             self.headers
                 .into_iter()
                 .map(|(name, value)| (name.to_owned(), value)),
-        ) {
+        );
+        if self.body.is_some() {
+            headers.push(("Content-Type".to_owned(), "application/json".to_owned()));
+        }
+        Ok(Prepared {
+            method: self.method,
+            url: self.url,
+            headers,
+            body: self.body,
+            timeout: self.timeout,
+        })
+    }
+
+    /// Signs and sends; the response is the caller's to read (streams stay open).
+    ///
+    /// # Errors
+    /// [`Error::Sign`] when the key cannot sign, [`Error::Transport`] when no answer came
+    /// (or a lazily built client could not be built).
+    pub async fn send(self) -> Result<reqwest::Response, Error> {
+        let client = self.client;
+        let prepared = self.prepare()?;
+        let http = client.http.client()?;
+        let mut request = http.request(prepared.method, prepared.url);
+        for (name, value) in prepared.headers {
             request = request.header(name, value);
         }
-        if let Some(timeout) = self.timeout {
+        if let Some(timeout) = prepared.timeout {
             request = request.timeout(timeout);
         }
-        if let Some(body) = self.body {
-            request = request
-                .header("Content-Type", "application/json")
-                .body(body);
+        if let Some(body) = prepared.body {
+            request = request.body(body);
         }
         Ok(request.send().await?)
     }

@@ -261,3 +261,63 @@ fn components_keep_only_unreserved_characters() {
     );
     assert_eq!(encode_component("é%"), "%C3%A9%25");
 }
+
+#[tokio::test]
+async fn a_lazy_client_builds_its_pool_at_the_first_send_and_keeps_it() {
+    let (base, seen) = server().await;
+    let client = Client::builder(base, "alice", key().clone(), ProtocolVersion::V1_3)
+        .user_agent("lazy/1")
+        .build_lazy();
+    let Http::Lazy(lazy) = &client.http else {
+        panic!("build_lazy makes a lazy client");
+    };
+    // Signing alone builds nothing: a caller sending plain HTTP itself never pays for TLS.
+    client.get(client.url(&["x"])).prepare().expect("signs");
+    assert!(lazy.client.get().is_none(), "built before any send");
+    for _ in 0..2 {
+        client.get(client.url(&["x"])).read().await.expect("reply");
+    }
+    assert!(lazy.client.get().is_some(), "not kept after the first send");
+    let got = last(&seen);
+    assert_eq!(got.get("User-Agent"), Some("lazy/1"));
+    assert!(got.verifies(ProtocolVersion::V1_3), "{got:?}");
+}
+
+#[tokio::test]
+async fn prepare_gives_exactly_the_headers_send_sends() {
+    let (base, seen) = server().await;
+    let client = Client::builder(base, "alice", key().clone(), ProtocolVersion::V1_1)
+        .chef_version("18.0.0")
+        .server_api_version("1")
+        .build()
+        .expect("client");
+    let request = || {
+        client
+            .post(client.url(&["pushy", "jobs"]))
+            .json(r#"{"command":"x"}"#)
+            .accept("text/plain")
+            .header("Last-Event-ID", "7")
+    };
+    let prepared = request().prepare().expect("signs");
+    request().read().await.expect("reply");
+    let got = last(&seen);
+    let names = |headers: &[(String, String)]| -> Vec<String> {
+        headers
+            .iter()
+            .map(|(n, _)| n.to_ascii_lowercase())
+            .filter(|n| !matches!(n.as_str(), "host" | "content-length"))
+            .collect()
+    };
+    assert_eq!(names(&prepared.headers), names(&got.headers));
+    for (name, value) in &prepared.headers {
+        // The signature carries its own time: only the others must match byte for byte.
+        if !name.starts_with("X-Ops-Authorization")
+            && name != "X-Ops-Timestamp"
+            && name != "X-Ops-Content-Hash"
+        {
+            assert_eq!(got.get(name), Some(value.as_str()), "{name}");
+        }
+    }
+    assert_eq!(prepared.body.as_deref(), Some(got.body.as_slice()));
+    assert_eq!(prepared.method, Method::POST);
+}
