@@ -6,7 +6,7 @@
 //!   used, besides `main`);
 //! - [`config`]: `~/.chef/credentials`, `config.rb`/`knife.rb`, environment and flags;
 //! - [`api`]: signed requests and error bodies;
-//! - [`job`]: the job request (quorum, env, file); [`format`]: knife's text output;
+//! - [`job`]: the job request (quorum, env, file); [`format`]: `-F` text, JSON and YAML;
 //! - [`feed`]: the SSE parser and the job's progress; [`wait`]: following a job's feed;
 //!   [`display`]: the progress bar or plain lines;
 //! - [`search`]: `--search` through Chef Server or the local key directory;

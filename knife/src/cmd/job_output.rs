@@ -74,7 +74,7 @@ pub async fn run(ctx: &Context, a: Args) -> anyhow::Result<Exit> {
                 "WARNING: the {channel} of {node} was too large for one message; only its tail was kept"
             );
         }
-        if ctx.json() {
+        if ctx.structured() {
             collected.insert(
                 node.clone(),
                 json!({"output": String::from_utf8_lossy(&bytes), "truncated": truncated}),
@@ -89,7 +89,7 @@ pub async fn run(ctx: &Context, a: Args) -> anyhow::Result<Exit> {
         out.write_all(&bytes).context("writing to stdout")?;
         out.flush().context("writing to stdout")?;
     }
-    if ctx.json() {
+    if ctx.structured() {
         ctx.print(&Value::Object(collected));
     }
     Ok(exit)

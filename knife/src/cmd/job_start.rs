@@ -124,7 +124,7 @@ pub async fn run(ctx: &Context, a: Args) -> anyhow::Result<Exit> {
     })?;
     ctx.say(&format!("Started.  Job ID: {id}"));
     if a.nowait {
-        if ctx.json() {
+        if ctx.structured() {
             ctx.print(&json!({"id": id.as_str(), "uri": uri}));
         }
         return Ok(Exit::Success);
@@ -137,7 +137,7 @@ pub async fn run(ctx: &Context, a: Args) -> anyhow::Result<Exit> {
     let mut display = Display::new(
         request.nodes.len(),
         std::io::stderr().is_terminal(),
-        ctx.json(),
+        ctx.structured(),
     );
     let end = wait::follow(&ctx.client, &id, &mut progress, &mut display, deadline).await;
     display.finish(&progress);

@@ -1,6 +1,7 @@
 //! The command line (clap derive, one file per subcommand; field doc comments are the
 //! `--help` text) and [`run`], which loads the configuration and dispatches.
 
+mod completion;
 mod job_abort;
 mod job_list;
 mod job_output;
@@ -75,7 +76,7 @@ pub struct Global {
     /// queries without a Chef Server; overrides local_chef_dir
     #[arg(long, env = "PUSH_JOBS_LOCAL_DIR", global = true, value_name = "DIR")]
     pub local_dir: Option<PathBuf>,
-    /// Output format: knife's text, or JSON for scripts
+    /// Output format: knife's text, or JSON or YAML for scripts
     #[arg(short = 'F', long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
@@ -88,6 +89,8 @@ pub enum Format {
     Text,
     /// JSON on stdout; progress and messages go to stderr.
     Json,
+    /// YAML on stdout (knife's `-F yaml`); progress and messages go to stderr.
+    Yaml,
 }
 
 /// Subcommands.
@@ -99,6 +102,8 @@ pub enum Command {
     /// Node availability.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Print the shell completion script for bash, zsh or fish.
+    Completion(completion::Args),
 }
 
 /// `job …`.
@@ -135,30 +140,35 @@ pub struct Context {
 }
 
 impl Context {
-    /// Whether output is JSON.
-    pub fn json(&self) -> bool {
-        self.format == Format::Json
+    /// Whether output is a document for a program (JSON or YAML): stdout then holds
+    /// nothing else.
+    pub fn structured(&self) -> bool {
+        self.format != Format::Text
     }
 
     /// A status line for a person: stdout with text output (knife prints it there and
-    /// scripts grep it), stderr with JSON output.
+    /// scripts grep it), stderr with JSON or YAML output.
     pub fn say(&self, line: &str) {
-        if self.json() {
+        if self.structured() {
             eprintln!("{line}");
         } else {
             println!("{line}");
         }
     }
 
-    /// A document: knife text or pretty JSON on stdout.
+    /// A document on stdout, in the chosen format.
     pub fn print(&self, value: &Value) {
-        if self.json() {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).expect("a Value always serialises")
-            );
-        } else {
-            print!("{}", crate::format::text(value));
+        print!("{}", self.format.render(value));
+    }
+}
+
+impl Format {
+    /// `value` as this format prints it, ending in a newline.
+    pub fn render(self, value: &Value) -> String {
+        match self {
+            Format::Text => crate::format::text(value),
+            Format::Json => crate::format::json(value),
+            Format::Yaml => crate::format::yaml(value),
         }
     }
 }
@@ -191,6 +201,10 @@ pub fn load_config(global: &Global) -> Result<Config, config::Error> {
 /// # Errors
 /// Whatever the subcommand reports; [`Exit::for_error`] turns it into an exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
+    // Completion needs no configuration: it must work before knife is set up.
+    if let Command::Completion(a) = &cli.command {
+        return completion::run(a);
+    }
     let config = load_config(&cli.global).context("reading the configuration")?;
     tracing::debug!(
         files = ?config.files,
@@ -211,6 +225,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Job(JobCommand::Output(a)) => job_output::run(&ctx, a).await,
         Command::Job(JobCommand::Abort(a)) => job_abort::run(&ctx, a).await,
         Command::Node(NodeCommand::Status(a)) => node_status::run(&ctx, a).await,
+        Command::Completion(a) => completion::run(&a),
     }
 }
 
@@ -271,6 +286,21 @@ mod tests {
     }
 
     #[test]
+    fn every_format_parses_short_and_long_anywhere() {
+        for (args, want) in [
+            (vec!["-F", "yaml", "job", "list"], Format::Yaml),
+            (vec!["job", "list", "--format", "yaml"], Format::Yaml),
+            (vec!["job", "status", "-F", "json"], Format::Json),
+            (vec!["node", "status", "-F", "summary"], Format::Text),
+            (vec!["job", "list"], Format::Text),
+        ] {
+            let cli = Cli::try_parse_from(std::iter::once("push-jobs").chain(args.clone()))
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(cli.global.format, want, "{args:?}");
+        }
+    }
+
+    #[test]
     fn usage_errors_are_clap_errors_with_code_2() {
         for args in [
             vec!["push-jobs", "job", "start"],
@@ -279,6 +309,8 @@ mod tests {
             vec!["push-jobs", "job", "start", "x", "n", "-s", "*:*"],
             vec!["push-jobs", "job", "output", "id", "n", "--channel", "both"],
             vec!["push-jobs", "--sign-version", "1.2", "job", "list"],
+            vec!["push-jobs", "-F", "xml", "job", "list"],
+            vec!["push-jobs", "completion"],
         ] {
             let e = Cli::try_parse_from(&args).unwrap_err();
             assert_eq!(e.exit_code(), i32::from(Exit::Usage.code()), "{args:?}");

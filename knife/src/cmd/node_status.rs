@@ -63,7 +63,7 @@ pub async fn run(ctx: &Context, a: Args) -> anyhow::Result<Exit> {
         }
         Value::Array(states)
     };
-    if ctx.json() {
+    if ctx.structured() {
         ctx.print(&states);
     } else {
         for s in states.as_array().into_iter().flatten() {
