@@ -2,7 +2,9 @@
 //! REST client makes them (ops.md §7.1): every path is under `chef_server_url`, each request
 //! carries Chef's `X-Ops-*` headers for `node_name`/`client_key`. Error bodies
 //! (`{"error": "..."}` or `{"error": ["..."]}`, http.md §1.3) become [`Error::Status`] with
-//! the server's own message.
+//! the server's own message. Requests to a plain `http://` server go out through
+//! [`crate::plain_http`], so a call never pays for TLS it does not use; reqwest (and its
+//! TLS) is built only when an `https://` URL is first sent to.
 
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use reqwest::{Method, Url};
 use serde_json::Value;
 
 use crate::config::Config;
+use crate::plain_http::PlainHttp;
 
 /// The `X-Ops-Server-API-Version` we ask for (Chef Server API v1; the push server
 /// ignores it).
@@ -18,6 +21,12 @@ const SERVER_API_VERSION: &str = "1";
 
 /// Bounds every request except the event feed, whose body is open-ended.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Bounds connecting to the server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What we send as `User-Agent`.
+const USER_AGENT: &str = concat!("push-jobs/", env!("CARGO_PKG_VERSION"));
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,9 +50,9 @@ pub enum Error {
         method: &'static str,
         /// The request URL.
         url: String,
-        /// The cause.
+        /// The cause: a reqwest error, or a [`crate::plain_http::Error`].
         #[source]
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// An answer we cannot use (not JSON, missing fields).
     #[error("{url}: unexpected answer: {reason}")]
@@ -106,16 +115,22 @@ pub fn error_message(body: &str) -> String {
 /// A signing HTTP client for one user and one organization.
 pub struct Client {
     /// Signs as `node_name` with `sign_version`, sending `X-Chef-Version: 18.0.0` and
-    /// API version 1 (signed under 1.3, a plain header under 1.0/1.1).
+    /// API version 1 (signed under 1.3, a plain header under 1.0/1.1). Its reqwest client
+    /// is built at its first send, which a plain-HTTP server never asks for.
     chef: pushy_chef_http::Client,
+    /// Sends to `http://` URLs when the server is one and no proxy is set.
+    plain: Option<PlainHttp>,
 }
 
 impl Client {
-    /// A client for `config`, its key loaded.
+    /// A client for `config`, its key loaded; `env` tells whether a proxy is set.
     ///
     /// # Errors
-    /// When the key cannot be read or the HTTP client cannot be built.
-    pub fn new(config: &Config) -> Result<Client, crate::config::Error> {
+    /// When the key cannot be read.
+    pub fn new(
+        config: &Config,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Client, crate::config::Error> {
         let key = config.client_key.load()?;
         let chef = pushy_chef_http::Client::builder(
             config.server_url.clone(),
@@ -125,12 +140,11 @@ impl Client {
         )
         .chef_version("18.0.0")
         .server_api_version(SERVER_API_VERSION)
-        .connect_timeout(Duration::from_secs(15))
-        .user_agent(concat!("push-jobs/", env!("CARGO_PKG_VERSION")))
-        .build()
-        // Building fails only when the TLS backend cannot initialise.
-        .expect("the TLS backend initialises");
-        Ok(Client { chef })
+        .connect_timeout(CONNECT_TIMEOUT)
+        .user_agent(USER_AGENT)
+        .build_lazy();
+        let plain = PlainHttp::for_base(&config.server_url, env, CONNECT_TIMEOUT, USER_AGENT);
+        Ok(Client { chef, plain })
     }
 
     /// `chef_server_url` + `/` + `path` (path segments are joined literally; callers
@@ -164,7 +178,7 @@ impl Client {
         if let Some(t) = timeout {
             request = request.timeout(t);
         }
-        checked(request, name, &url).await
+        self.checked(request, name, &url).await
     }
 
     /// GET a JSON document.
@@ -214,7 +228,7 @@ impl Client {
         let bytes = resp.bytes().await.map_err(|source| Error::Connection {
             method: "GET",
             url: url.to_string(),
-            source,
+            source: source.into(),
         })?;
         Ok((headers, bytes.to_vec()))
     }
@@ -229,24 +243,46 @@ impl Client {
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id);
         }
-        checked(request, "GET", &url).await
+        self.checked(request, "GET", &url).await
     }
-}
 
-/// Sends `request`; an error status becomes [`Error::Status`] with the server's message.
-async fn checked(
-    request: RequestBuilder<'_>,
-    method: &'static str,
-    url: &Url,
-) -> Result<reqwest::Response, Error> {
-    let resp = request.send().await.map_err(|e| match e {
-        pushy_chef_http::Error::Sign(e) => Error::Sign(e),
-        pushy_chef_http::Error::Transport(source) => Error::Connection {
+    /// Sends `request` (plain HTTP when it can); an error status becomes
+    /// [`Error::Status`] with the server's message.
+    async fn checked(
+        &self,
+        request: RequestBuilder<'_>,
+        method: &'static str,
+        url: &Url,
+    ) -> Result<reqwest::Response, Error> {
+        let connection = |source: Box<dyn std::error::Error + Send + Sync>| Error::Connection {
             method,
             url: url.to_string(),
             source,
-        },
-    })?;
+        };
+        let resp = match &self.plain {
+            Some(plain) if plain.serves(url) => {
+                let prepared = request.prepare()?;
+                plain
+                    .send(prepared)
+                    .await
+                    .map_err(|e| connection(e.into()))?
+            }
+            _ => request.send().await.map_err(|e| match e {
+                pushy_chef_http::Error::Sign(e) => Error::Sign(e),
+                pushy_chef_http::Error::Transport(source) => connection(source.into()),
+            })?,
+        };
+        check_status(resp, method, url).await
+    }
+}
+
+/// The response when its status is a success, else [`Error::Status`] with the server's
+/// message.
+async fn check_status(
+    resp: reqwest::Response,
+    method: &'static str,
+    url: &Url,
+) -> Result<reqwest::Response, Error> {
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
@@ -278,7 +314,7 @@ async fn json_body(
     let text = resp.text().await.map_err(|source| Error::Connection {
         method,
         url: url.to_string(),
-        source,
+        source: source.into(),
     })?;
     serde_json::from_str(&text).map_err(|e| Error::Unexpected {
         url: url.to_string(),

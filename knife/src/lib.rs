@@ -5,7 +5,8 @@
 //! - [`cmd`]: clap definitions and one file per subcommand (the only place `anyhow` is
 //!   used, besides `main`);
 //! - [`config`]: `~/.chef/credentials`, `config.rb`/`knife.rb`, environment and flags;
-//! - [`api`]: signed requests and error bodies;
+//! - [`api`]: signed requests and error bodies; [`plain_http`]: `http://` servers without
+//!   TLS set-up;
 //! - [`job`]: the job request (quorum, env, file); [`format`]: `-F` text, JSON and YAML;
 //! - [`feed`]: the SSE parser and the job's progress; [`wait`]: following a job's feed;
 //!   [`display`]: the progress bar or plain lines;
@@ -20,6 +21,7 @@ pub mod exit;
 pub mod feed;
 pub mod format;
 pub mod job;
+pub mod plain_http;
 pub mod search;
 pub mod wait;
 

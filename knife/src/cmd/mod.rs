@@ -212,7 +212,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         url = %config.server_url,
         "configuration read"
     );
-    let client = Client::new(&config).context("reading the configuration")?;
+    let client = Client::new(&config, &|name| std::env::var(name).ok())
+        .context("reading the configuration")?;
     let ctx = Context {
         config,
         client,
