@@ -101,6 +101,7 @@ fn message(kind: ClientMessageType, job: Option<&str>, sequence: u64) -> ClientM
         stdout: Some("forged".into()),
         stderr: Some(String::new()),
         output_truncated: false,
+        dropped: 0,
     }
 }
 

@@ -170,6 +170,7 @@ mod tests {
         );
         let run = ServerMessage::Run {
             job_id: "j1".into(),
+            live_output: false,
         };
         assert_eq!(
             check_with(&hmac(&run, Utc::now()), &public, RsaCheck::Every),

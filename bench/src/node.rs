@@ -125,7 +125,7 @@ impl SimNode {
                     let accepted = !behaviour::roll(env.behaviour.commit_fail_rate, env.rng);
                     self.node.handle(now, Input::Vetted { job_id, accepted })
                 }
-                Effect::Start { job_id } => {
+                Effect::Start { job_id, .. } => {
                     let ok = !behaviour::roll(env.behaviour.run_fail_rate, env.rng);
                     if env.behaviour.run_delay.is_zero() {
                         self.node.handle(now, finished(job_id, ok))

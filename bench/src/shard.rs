@@ -607,7 +607,7 @@ impl Shard {
             debug_assert!(effects.is_empty());
             return;
         }
-        bump(match out.kind {
+        let counter = match out.kind {
             ClientMessageType::Heartbeat => &stats.heartbeats_sent,
             ClientMessageType::AckCommit => &stats.commits_acked,
             ClientMessageType::NackCommit => &stats.commits_nacked,
@@ -616,7 +616,10 @@ impl Shard {
             ClientMessageType::Succeeded => &stats.succeeded,
             ClientMessageType::Failed => &stats.failed,
             ClientMessageType::Aborted => &stats.aborts_answered,
-        });
+            // issue 15 §2: simulated nodes never stream output.
+            ClientMessageType::Output => return,
+        };
+        bump(counter);
     }
 }
 

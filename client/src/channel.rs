@@ -57,9 +57,18 @@ fn zerr(context: &str) -> impl FnOnce(zmq::Error) -> Error + '_ {
     }
 }
 
+/// A body for the thread to sign and send.
+struct Outbound {
+    body: Vec<u8>,
+    /// Live output (issue 15 §2): best effort, so when libzmq refuses it the bytes are
+    /// added to this count (reported by the job's next `output`) instead of counting as
+    /// a send failure that reconfigures.
+    droppable: Option<(Arc<AtomicU64>, u64)>,
+}
+
 /// The async side's handle; dropping it stops the thread and closes the sockets.
 pub struct ClientChannel {
-    outbound: std_mpsc::SyncSender<Option<Vec<u8>>>,
+    outbound: std_mpsc::SyncSender<Option<Outbound>>,
     doorbell: Mutex<zmq::Socket>,
     /// Sends refused because the queue towards the server was full.
     pub send_failures: Arc<AtomicU64>,
@@ -70,8 +79,27 @@ impl ClientChannel {
     /// Queues a body for signing and sending; false if the queue is full or the thread is
     /// gone (the caller treats both as a send failure).
     pub fn send(&self, body: Vec<u8>) -> bool {
-        if self.outbound.try_send(Some(body)).is_err() {
+        if !self.queue(Outbound {
+            body,
+            droppable: None,
+        }) {
             self.send_failures.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Queues a live `output` body (issue 15 §2); false if it could not be queued. Never
+    /// counts as a send failure: if libzmq refuses it later, `bytes` are added to `lost`.
+    pub fn send_droppable(&self, body: Vec<u8>, lost: Arc<AtomicU64>, bytes: u64) -> bool {
+        self.queue(Outbound {
+            body,
+            droppable: Some((lost, bytes)),
+        })
+    }
+
+    fn queue(&self, message: Outbound) -> bool {
+        if self.outbound.try_send(Some(message)).is_err() {
             return false;
         }
         let bell = self.doorbell.lock().unwrap_or_else(|p| p.into_inner());
@@ -165,7 +193,7 @@ fn run(
     sub: &zmq::Socket,
     dealer: &zmq::Socket,
     bell: &zmq::Socket,
-    outbound: &std_mpsc::Receiver<Option<Vec<u8>>>,
+    outbound: &std_mpsc::Receiver<Option<Outbound>>,
     inbound: &mpsc::Sender<FromServer>,
     failures: &AtomicU64,
 ) {
@@ -208,7 +236,7 @@ fn run(
         }
         loop {
             match outbound.try_recv() {
-                Ok(Some(body)) => {
+                Ok(Some(Outbound { body, droppable })) => {
                     let header = match frame::sign(&body, SignKey::Hmac(&ep.session_key)) {
                         Ok(h) => h,
                         Err(e) => {
@@ -216,10 +244,13 @@ fn run(
                             continue;
                         }
                     };
-                    if dealer
+                    let sent = dealer
                         .send_multipart([header.as_bytes(), &body], zmq::DONTWAIT)
-                        .is_err()
-                    {
+                        .is_ok();
+                    if let (false, Some((lost, bytes))) = (sent, &droppable) {
+                        lost.fetch_add(*bytes, Ordering::Relaxed);
+                        tracing::debug!("live output not sent (queue full or no connection)");
+                    } else if !sent {
                         failures.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(
                             "message to the server not sent (queue full or no connection)"

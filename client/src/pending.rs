@@ -105,6 +105,7 @@ mod tests {
             job_id: Some(job.into()),
             job_state: None,
             output: Some(("out\n".into(), String::new(), false)),
+            live: None,
         }
     }
 

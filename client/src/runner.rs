@@ -22,6 +22,7 @@ use std::os::unix::fs::{
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -36,8 +37,12 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+pub mod live;
+#[cfg(test)]
+mod live_tests;
 mod output;
 
+use live::{Bounds, Chunker, Live, Stream};
 pub use output::{Captured, escaped_size, fit_output};
 use output::{Tail, finish_capture};
 
@@ -216,6 +221,8 @@ pub struct Running {
     max_output: usize,
     kill_grace: Duration,
     finished: bool,
+    /// Where the output goes while the command runs (issue 15 §2), when asked.
+    live: Option<Live>,
 }
 
 /// Starts `spec` (zmq.md §6.6): writes the job file, builds the environment, and
@@ -312,6 +319,7 @@ pub async fn start(spec: JobSpec, cfg: &RunnerConfig) -> Result<Running, SpawnEr
         max_output: cfg.max_output,
         kill_grace: cfg.kill_grace,
         finished: false,
+        live: None,
     })
 }
 
@@ -319,6 +327,15 @@ impl Running {
     /// The shell's pid, which is also the process group (and session) id.
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// Also sends the output while the command runs, in chunks ([`live`]); only a job
+    /// that captures its output has any to send.
+    pub fn with_live(mut self, live: Live) -> Running {
+        if self.capture {
+            self.live = Some(live);
+        }
+        self
     }
 
     /// Waits for the command while capturing its output. When `cancel` fires first, the
@@ -366,8 +383,23 @@ impl Running {
         let pgid = self.pgid;
         let stdout = self.child.stdout.take();
         let stderr = self.child.stderr.take();
-        let pipes = async { tokio::join!(drain(stdout, out), drain(stderr, err)) };
+        let mut live = self.live.take();
+        // Shared by both pipes and the ticker, all in this task, so never contended; a
+        // Mutex rather than a RefCell only because the task must be Send. No lock is
+        // held across an await.
+        let chunker = live
+            .as_ref()
+            .map(|_| Mutex::new(Chunker::new(Bounds::for_body(self.max_output))));
+        let feed = |stream| chunker.as_ref().map(|c| (c, stream));
+        let pipes = async {
+            tokio::join!(
+                drain(stdout, out, feed(Stream::Out)),
+                drain(stderr, err, feed(Stream::Err))
+            )
+        };
         tokio::pin!(pipes);
+        let mut ticker = tokio::time::interval(live::INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut pipes_done = false;
         let mut status: Option<io::Result<ExitStatus>> = None;
         let mut term: Option<Termination> = None;
@@ -399,7 +431,16 @@ impl Running {
                     debug!(job_id = %self.job_id, "output still open after exit; not waiting");
                     break;
                 }
+                _ = ticker.tick(), if live.is_some() && !pipes_done => {
+                    if let (Some(live), Some(c)) = (&mut live, &chunker) {
+                        live.feed(&mut lock(c), Instant::now().into_std(), false);
+                    }
+                }
             }
+        }
+        // The last chunk goes before `wait` returns, so before the result.
+        if let (Some(live), Some(c)) = (&mut live, &chunker) {
+            live.feed(&mut lock(c), Instant::now().into_std(), true);
         }
         (status.transpose(), term.is_some())
     }
@@ -505,14 +546,24 @@ fn proc_group_has_live_member(pgid: i32) -> bool {
     })
 }
 
-/// Reads a pipe to EOF into `tail`; `None` (not captured) returns at once.
-async fn drain<R: AsyncRead + Unpin>(reader: Option<R>, tail: &mut Tail) {
+/// Reads a pipe to EOF into `tail` (and the live chunker, when streaming); `None` (not
+/// captured) returns at once.
+async fn drain<R: AsyncRead + Unpin>(
+    reader: Option<R>,
+    tail: &mut Tail,
+    live: Option<(&Mutex<Chunker>, Stream)>,
+) {
     let Some(mut reader) = reader else { return };
     let mut buf = vec![0; 16 * 1024];
     loop {
         match reader.read(&mut buf).await {
             Ok(0) => return,
-            Ok(n) => tail.push(&buf[..n]),
+            Ok(n) => {
+                tail.push(&buf[..n]);
+                if let Some((chunker, stream)) = live {
+                    lock(chunker).push(stream, &buf[..n]);
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 debug!(error = %e, "reading command output failed");
@@ -520,6 +571,11 @@ async fn drain<R: AsyncRead + Unpin>(reader: Option<R>, tail: &mut Tail) {
             }
         }
     }
+}
+
+/// The chunker, even after a panic elsewhere poisoned it (it holds only bytes).
+fn lock(chunker: &Mutex<Chunker>) -> MutexGuard<'_, Chunker> {
+    chunker.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A resolved job user.

@@ -80,6 +80,11 @@ pub enum ServerMessage {
     Run {
         /// The job id.
         job_id: String,
+        /// Ours (issue 15 §2): the server wants the job's output while it runs, as
+        /// `output` messages, when the commit asked for capture. Sent as
+        /// `"live_output": true` only when set, so a `run` without it is the original's
+        /// byte for byte; the Ruby client ignores the key and sends its output at the end.
+        live_output: bool,
     },
 }
 
@@ -147,9 +152,15 @@ impl ServerMessage {
                 }
                 m.insert("capture".into(), options.capture.into());
             }
-            ServerMessage::Run { job_id } => {
+            ServerMessage::Run {
+                job_id,
+                live_output,
+            } => {
                 m.insert("type".into(), "run".into());
                 m.insert("job_id".into(), job_id.clone().into());
+                if *live_output {
+                    m.insert("live_output".into(), true.into());
+                }
             }
         }
         Value::Object(m).to_string().into_bytes()
@@ -238,7 +249,14 @@ impl ServerBody {
                 },
             },
             "run" => match opt("job_id") {
-                Some(job_id) => Received::Message(ServerMessage::Run { job_id }),
+                Some(job_id) => Received::Message(ServerMessage::Run {
+                    job_id,
+                    // Absent or not a bool: the original server's `run`.
+                    live_output: m
+                        .get("live_output")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
+                }),
                 None => Received::IncompleteRun,
             },
             _ => Received::Unknown(kind),
@@ -314,6 +332,9 @@ pub enum ClientMessageType {
     Failed,
     /// Reset done.
     Aborted,
+    /// Ours (issue 15 §2): the output a running job wrote since the previous `output`
+    /// message, sent only when the `run` asked for `live_output`.
+    Output,
 }
 
 impl ClientMessageType {
@@ -328,10 +349,11 @@ impl ClientMessageType {
             ClientMessageType::Succeeded => "succeeded",
             ClientMessageType::Failed => "failed",
             ClientMessageType::Aborted => "aborted",
+            ClientMessageType::Output => "output",
         }
     }
 
-    /// The type named `s`, if it is one of the nine the server knows.
+    /// The type named `s`, if it is one the server knows.
     pub fn from_wire(s: &str) -> Option<Self> {
         Some(match s {
             "heartbeat" => ClientMessageType::Heartbeat,
@@ -342,6 +364,7 @@ impl ClientMessageType {
             "succeeded" => ClientMessageType::Succeeded,
             "failed" => ClientMessageType::Failed,
             "aborted" => ClientMessageType::Aborted,
+            "output" => ClientMessageType::Output,
             _ => return None,
         })
     }
@@ -370,14 +393,19 @@ pub struct ClientMessage {
     pub job_state: Option<String>,
     /// The job concerned.
     pub job_id: JobRef,
-    /// Captured stdout (completion messages with capture).
+    /// Captured stdout (completion messages with capture); for `output`, the text
+    /// written since the previous `output` message, when there is any.
     pub stdout: Option<String>,
-    /// Captured stderr.
+    /// Captured stderr (as `stdout`).
     pub stderr: Option<String>,
     /// Ours: the agent kept only the tail of the output because it did not fit
     /// `max_body_size` (the Ruby client drops both streams instead). Sent as
     /// `"output_truncated": true` only when set; other servers ignore unknown keys.
     pub output_truncated: bool,
+    /// Ours, `output` only (issue 15 §2): bytes of output the agent did not send since
+    /// the previous `output` message (rate or size bounds, or a full send queue). Sent as
+    /// `"dropped": N` only when above 0.
+    pub dropped: u64,
 }
 
 /// Why a body was refused.
@@ -447,12 +475,13 @@ impl ClientMessage {
                 .get("output_truncated")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            dropped: m.get("dropped").and_then(Value::as_u64).unwrap_or(0),
         })
     }
 
     /// The body as the Ruby client orders it: `node`, `client`, `protocol_version`, `org`,
     /// `type`, `sequence`, `timestamp`, `incarnation_id`, (`job_state`), `job_id`, then
-    /// `stdout`/`stderr` when present.
+    /// `stdout`/`stderr` when present, then our `output_truncated` and `dropped` when set.
     pub fn to_body(&self) -> Vec<u8> {
         let mut m = Map::new();
         m.insert("node".into(), self.node.clone().into());
@@ -481,6 +510,9 @@ impl ClientMessage {
         }
         if self.output_truncated {
             m.insert("output_truncated".into(), true.into());
+        }
+        if self.dropped > 0 {
+            m.insert("dropped".into(), self.dropped.into());
         }
         Value::Object(m).to_string().into_bytes()
     }
@@ -558,7 +590,8 @@ mod tests {
         assert_eq!(
             String::from_utf8(
                 ServerMessage::Run {
-                    job_id: "b8a4".into()
+                    job_id: "b8a4".into(),
+                    live_output: false,
                 }
                 .to_body(4, at())
             )
@@ -593,6 +626,11 @@ mod tests {
             },
             ServerMessage::Run {
                 job_id: "b8a4".into(),
+                live_output: false,
+            },
+            ServerMessage::Run {
+                job_id: "b8a4".into(),
+                live_output: true,
             },
         ];
         for m in all {
@@ -721,5 +759,68 @@ mod tests {
             ClientMessage::parse(br#"{"type":"heartbeat","timestamp":"Tue, 12 May 2020 02:30:40 GMT","org":"o","incarnation_id":"i"}"#),
             Err(BodyError::Field("node"))
         );
+    }
+
+    #[test]
+    fn run_asks_for_live_output_only_when_set() {
+        let run = |live_output| {
+            let m = ServerMessage::Run {
+                job_id: "b8a4".into(),
+                live_output,
+            };
+            String::from_utf8(m.to_body(4, at())).unwrap()
+        };
+        // Without it, the original server's bytes.
+        assert_eq!(
+            run(false),
+            r#"{"sequence":4,"timestamp":"Tue, 12 May 2020 02:30:37 GMT","type":"run","job_id":"b8a4"}"#
+        );
+        assert_eq!(
+            run(true),
+            r#"{"sequence":4,"timestamp":"Tue, 12 May 2020 02:30:37 GMT","type":"run","job_id":"b8a4","live_output":true}"#
+        );
+        let parse = |rest: &str| {
+            let body = format!(
+                r#"{{"sequence":1,"timestamp":"Tue, 12 May 2020 02:30:37 GMT","type":"run","job_id":"j"{rest}}}"#
+            );
+            match ServerMessage::parse(body.as_bytes()) {
+                Ok(ServerMessage::Run { live_output, .. }) => live_output,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(parse(r#","live_output":true"#));
+        assert!(!parse(""));
+        assert!(!parse(r#","live_output":false"#));
+        assert!(!parse(r#","live_output":"true""#));
+        assert!(!parse(r#","live_output":1"#));
+    }
+
+    #[test]
+    fn output_messages_round_trip_with_dropped() {
+        let literal = r#"{"node":"web1","client":"web1","protocol_version":"2.0","org":"acme","type":"output","sequence":13,"timestamp":"Tue, 12 May 2020 02:30:40 GMT","incarnation_id":"0b0e","job_id":"b8a4","stdout":"1\n2\n","stderr":"é\u0000","dropped":4096}"#;
+        let m = ClientMessage::parse(literal.as_bytes()).unwrap();
+        assert_eq!(m.kind, ClientMessageType::Output);
+        assert_eq!(m.kind.as_str(), "output");
+        assert_eq!(m.job_id, JobRef::Id("b8a4".into()));
+        assert_eq!(m.stdout.as_deref(), Some("1\n2\n"));
+        assert_eq!(m.stderr.as_deref(), Some("é\0"));
+        assert_eq!(m.dropped, 4096);
+        assert_eq!(String::from_utf8(m.to_body()).unwrap(), literal);
+
+        // One stream, nothing dropped: no `stderr`, no `dropped`.
+        let only_out = ClientMessage {
+            stderr: None,
+            dropped: 0,
+            ..m
+        };
+        let body = String::from_utf8(only_out.to_body()).unwrap();
+        assert!(
+            body.ends_with(r#","job_id":"b8a4","stdout":"1\n2\n"}"#),
+            "{body}"
+        );
+        assert_eq!(ClientMessage::parse(body.as_bytes()), Ok(only_out));
+        // A `dropped` that is not a count reads as none.
+        let odd = body.replace(r#""stdout""#, r#""dropped":-1,"stdout""#);
+        assert_eq!(ClientMessage::parse(odd.as_bytes()).unwrap().dropped, 0);
     }
 }

@@ -116,6 +116,7 @@ fn heartbeat(node: &str, at: chrono::DateTime<Utc>) -> ClientMessage {
         stdout: None,
         stderr: None,
         output_truncated: false,
+        dropped: 0,
     }
 }
 

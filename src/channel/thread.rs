@@ -798,6 +798,7 @@ mod connection_buffer_tests {
             stdout: Some(String::new()),
             stderr: None,
             output_truncated: false,
+            dropped: 0,
         };
         let empty = message.to_body().len();
         message.stdout = Some("x".repeat(MAX - empty));

@@ -161,7 +161,10 @@ mod tests {
             message: BusMessage::ToNode {
                 org: "o".into(),
                 nodes: vec![node.into()],
-                message: ServerMessage::Run { job_id: job.into() },
+                message: ServerMessage::Run {
+                    job_id: job.into(),
+                    live_output: false,
+                },
             },
         }
     }

@@ -117,6 +117,7 @@ impl JobContext {
                         Command::Commit => self.commit.clone(),
                         Command::Run => ServerMessage::Run {
                             job_id: self.id.to_string(),
+                            live_output: false,
                         },
                     };
                     self.registry

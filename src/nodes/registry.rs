@@ -296,6 +296,11 @@ impl Registry {
         m: ClientMessage,
         fx: &mut Vec<Effect>,
     ) {
+        if m.kind == ClientMessageType::Output {
+            // issue 15 §2: relayed by the lead's server half
+            tracing::debug!(node = %m.node, "ignoring a live output message");
+            return;
+        }
         let key = (org, m.node.clone());
         let (link, job) = self.job_link(&m.job_id);
         // The node machine's effects come last, after the job has heard the message: a
@@ -611,6 +616,8 @@ fn reply(m: &ClientMessage) -> Option<Reply> {
             stderr: m.stderr.clone(),
         }),
         ClientMessageType::Aborted => Some(Reply::Aborted),
+        // issue 15 §2: relayed by the lead's server half
+        ClientMessageType::Output => None,
     }
 }
 

@@ -48,6 +48,7 @@ fn message(node: &str, kind: ClientMessageType, job: Option<&JobId>) -> ClientMe
         stdout: None,
         stderr: None,
         output_truncated: false,
+        dropped: 0,
     }
 }
 

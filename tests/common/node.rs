@@ -236,6 +236,7 @@ impl NodeLoop {
             stdout: None,
             stderr: None,
             output_truncated: false,
+            dropped: 0,
         }
     }
 
@@ -314,7 +315,7 @@ impl NodeLoop {
                     }
                 }
                 ServerMessage::Commit { .. } => self.commit(&dealer, body),
-                ServerMessage::Run { job_id } => self.run_job(&dealer, job_id),
+                ServerMessage::Run { job_id, .. } => self.run_job(&dealer, job_id),
                 _ => {}
             }
         }

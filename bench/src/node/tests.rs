@@ -116,6 +116,7 @@ fn commit(job_id: &str) -> ServerMessage {
 fn run(job_id: &str) -> ServerMessage {
     ServerMessage::Run {
         job_id: job_id.into(),
+        live_output: false,
     }
 }
 

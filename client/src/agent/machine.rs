@@ -39,6 +39,7 @@ use rand::{Rng as _, RngCore};
 
 pub use super::outgoing::Outgoing;
 use crate::pending::PendingResult;
+use crate::runner::live::LiveChunk;
 use crate::runner::{self, Captured};
 
 /// The agent's timings (zmq.md §3.5, §3.6, §8); the bench may shorten the splay.
@@ -179,6 +180,14 @@ pub enum Input {
     },
     /// The job's command ended, or could not start (`ok: false`, no output).
     Finished(Finished),
+    /// The running job's output since its previous chunk (issue 15 §2), for a `run` that
+    /// asked for `live_output` and a commit with `capture`.
+    Output {
+        /// The job.
+        job_id: String,
+        /// The text and the drop count.
+        chunk: LiveChunk,
+    },
     /// A message could not be queued or sent.
     SendFailed,
     /// Reconfigure now.
@@ -221,6 +230,9 @@ pub enum Effect {
     Start {
         /// The job.
         job_id: String,
+        /// The server asked for the output while it runs (issue 15 §2): when the commit
+        /// asked for capture, report it with [`Input::Output`].
+        live_output: bool,
     },
     /// The job is abandoned: stop its command if it runs, release what it holds. The
     /// `aborted` that follows must mean stopped.
@@ -374,6 +386,7 @@ impl Node {
             } => self.server(now, received, via_command),
             Input::Vetted { job_id, accepted } => self.vetted(job_id, accepted),
             Input::Finished(done) => self.finished(now, done),
+            Input::Output { job_id, chunk } => self.output(job_id, chunk),
             Input::SendFailed => {
                 let at = now + jitter(self.timings.send_failure_reconfigure, &mut self.rng);
                 if let Link::Up(s) = &mut self.link {
@@ -432,6 +445,7 @@ impl Node {
             job_id: job_id.map(str::to_owned),
             job_state: Some(state),
             output: None,
+            live: None,
         })]
     }
 
@@ -516,7 +530,10 @@ impl Node {
                 self.pending.handle_commit(job_id.as_deref());
                 effects.push(send(ClientMessageType::NackCommit, job_id));
             }
-            Received::Message(ServerMessage::Run { job_id }) => effects.extend(self.run(job_id)),
+            Received::Message(ServerMessage::Run {
+                job_id,
+                live_output,
+            }) => effects.extend(self.run(job_id, live_output)),
             Received::IncompleteRun => effects.push(send(ClientMessageType::NackRun, None)),
             Received::Message(ServerMessage::Abort) => {
                 self.pending.handle_abort();
@@ -575,7 +592,7 @@ impl Node {
     }
 
     /// zmq.md §6.4 run: only the committed job runs; `ack_run` goes before the start.
-    fn run(&mut self, job_id: String) -> Vec<Effect> {
+    fn run(&mut self, job_id: String, live_output: bool) -> Vec<Effect> {
         if !matches!(&self.job, Job::Committed { job_id: c } if *c == job_id) {
             return vec![send(ClientMessageType::NackRun, Some(job_id))];
         }
@@ -584,8 +601,23 @@ impl Node {
         };
         vec![
             send(ClientMessageType::AckRun, Some(job_id.clone())),
-            Effect::Start { job_id },
+            Effect::Start {
+                job_id,
+                live_output,
+            },
         ]
+    }
+
+    /// Issue 15 §2: a running job's output goes out as it comes, but only while the job
+    /// is ours and running: none after its result (the result is the last word on a job)
+    /// or its abort.
+    fn output(&mut self, job_id: String, chunk: LiveChunk) -> Vec<Effect> {
+        if !matches!(&self.job, Job::Running { job_id: j } if *j == job_id) {
+            return Vec::new();
+        }
+        let mut out = Outgoing::reply(ClientMessageType::Output, Some(job_id));
+        out.live = Some(chunk);
+        vec![Effect::Send(out)]
     }
 
     /// zmq.md §6.4 abort: valid in every state; `aborted` names the job we had (a job
@@ -654,9 +686,15 @@ impl Node {
 }
 
 fn wire(identity: &Identity, sequence: u64, out: &Outgoing, at: DateTime<Utc>) -> ClientMessage {
-    let (stdout, stderr, output_truncated) = match &out.output {
-        Some((o, e, t)) => (Some(o.clone()), Some(e.clone()), *t),
-        None => (None, None, false),
+    let (stdout, stderr, output_truncated, dropped) = match (&out.output, &out.live) {
+        (Some((o, e, t)), _) => (Some(o.clone()), Some(e.clone()), *t, 0),
+        (None, Some(live)) => (
+            live.stdout.clone(),
+            live.stderr.clone(),
+            false,
+            live.dropped,
+        ),
+        (None, None) => (None, None, false, 0),
     };
     ClientMessage {
         node: identity.node.clone(),
@@ -673,6 +711,7 @@ fn wire(identity: &Identity, sequence: u64, out: &Outgoing, at: DateTime<Utc>) -
         stdout,
         stderr,
         output_truncated,
+        dropped,
     }
 }
 

@@ -11,6 +11,8 @@ pub mod outgoing;
 
 use std::collections::VecDeque;
 use std::fs::File;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -26,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::channel::{self, ClientChannel, Endpoints, FromServer};
 use crate::config::ClientConfig;
 use crate::fetch::{self, ServerConfig};
+use crate::runner::live::{Live, LiveChunk};
 use crate::runner::{self, JobSpec, Outcome, RunnerConfig};
 use crate::whitelist::Lock;
 use machine::{Effect, Finished, Identity, Input, Node, Reason, SessionParams, Timings};
@@ -58,6 +61,29 @@ struct Done {
     job_id: String,
     outcome: Outcome,
     capture: bool,
+}
+
+/// What a job's process task tells the agent, in order: one queue for both, so the
+/// result always follows the job's last `output` chunk.
+enum FromJob {
+    /// Output while it runs (issue 15 §2).
+    Output { job_id: String, chunk: LiveChunk },
+    /// It ended.
+    Done(Done),
+}
+
+/// Room in the job queue. A chunk that finds it full is dropped and counted (live output
+/// never waits); `Done` waits for room, which the agent's loop makes at once.
+const JOB_QUEUE: usize = 8;
+
+/// The job whose process runs.
+struct RunningJob {
+    job_id: String,
+    /// Stops its process group.
+    cancel: CancellationToken,
+    /// Live output bytes lost on the way out (no connection, channel refused); the
+    /// runner reports them in the job's next chunk.
+    lost: Arc<AtomicU64>,
 }
 
 /// A vetted job, waiting for `run`.
@@ -123,10 +149,9 @@ pub struct Agent {
     conn: Option<Connection>,
     runner: RunnerConfig,
     committed: Option<Committed>,
-    /// The job whose process runs, and how to stop it.
-    running: Option<(String, CancellationToken)>,
-    done_tx: mpsc::Sender<Done>,
-    done_rx: mpsc::Receiver<Done>,
+    running: Option<RunningJob>,
+    job_tx: mpsc::Sender<FromJob>,
+    job_rx: mpsc::Receiver<FromJob>,
 }
 
 impl Agent {
@@ -172,7 +197,7 @@ impl Agent {
             max_output: cfg.max_body_size,
             kill_grace: Duration::from_secs(5),
         };
-        let (done_tx, done_rx) = mpsc::channel(4);
+        let (job_tx, job_rx) = mpsc::channel(JOB_QUEUE);
         Ok(Agent {
             key,
             http,
@@ -183,8 +208,8 @@ impl Agent {
             runner,
             committed: None,
             running: None,
-            done_tx,
-            done_rx,
+            job_tx,
+            job_rx,
             cfg,
         })
     }
@@ -222,9 +247,12 @@ impl Agent {
                         Wake::Input(Input::Reconfigure(Reason::ChannelClosed))
                     }
                 },
-                Some(done) = self.done_rx.recv() => match self.finished(done) {
-                    Some(f) => Wake::Input(Input::Finished(f)),
-                    None => continue,
+                Some(event) = self.job_rx.recv() => match event {
+                    FromJob::Output { job_id, chunk } => Wake::Input(Input::Output { job_id, chunk }),
+                    FromJob::Done(done) => match self.finished(done) {
+                        Some(f) => Wake::Input(Input::Finished(f)),
+                        None => continue,
+                    },
                 },
                 _ = sleep_until_some(deadline) => Wake::Timeout,
             };
@@ -240,10 +268,10 @@ impl Agent {
                 }
             }
         }
-        if let Some((_, cancel)) = &self.running {
+        if let Some(job) = &self.running {
             // Leave no orphans: the job's process group is killed on the way out.
-            cancel.cancel();
-            let _ = tokio::time::timeout(STOP_WAIT, self.done_rx.recv()).await;
+            job.cancel.cancel();
+            let _ = tokio::time::timeout(STOP_WAIT, self.job_done()).await;
         }
         tracing::info!("stopped");
         Ok(())
@@ -284,6 +312,10 @@ impl Agent {
                 tracing::debug!(?after, "the command channel works");
                 Vec::new()
             }
+            Effect::Send(out) if out.kind == ClientMessageType::Output => {
+                self.send_output(&out);
+                Vec::new()
+            }
             Effect::Send(out) => {
                 if let Some(conn) = &mut self.conn {
                     let m = self.node.message(&out, Utc::now());
@@ -317,7 +349,10 @@ impl Agent {
                 let accepted = self.vet(&job_id, &command, options).await;
                 self.node.handle(now(), Input::Vetted { job_id, accepted })
             }
-            Effect::Start { job_id } => match self.start(&job_id).await {
+            Effect::Start {
+                job_id,
+                live_output,
+            } => match self.start(&job_id, live_output).await {
                 Ok(()) => Vec::new(),
                 Err(finished) => self.node.handle(now(), Input::Finished(finished)),
             },
@@ -326,6 +361,40 @@ impl Agent {
                 Vec::new()
             }
         })
+    }
+
+    /// Issue 15 §2: a live `output` message is best effort. It never waits and never
+    /// counts as a send failure (heartbeats and results tell whether the channel works);
+    /// one that cannot go out is counted in the job's next `dropped`.
+    fn send_output(&mut self, out: &outgoing::Outgoing) {
+        let Some(job) = self
+            .running
+            .as_ref()
+            .filter(|j| out.job_id.as_deref() == Some(j.job_id.as_str()))
+        else {
+            return;
+        };
+        let lost = out.live.as_ref().map_or(0, LiveChunk::lost_bytes);
+        let queued = self.conn.as_mut().is_some_and(|conn| {
+            // Something went out on this connection: a result after it is not a resend.
+            conn.fresh = false;
+            let body = self.node.message(out, Utc::now()).to_body();
+            conn.channel.send_droppable(body, job.lost.clone(), lost)
+        });
+        if !queued {
+            tracing::debug!(job_id = job.job_id, "live output not sent");
+            job.lost.fetch_add(lost, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits for the running job's process task to report its end (skipping output).
+    async fn job_done(&mut self) -> Option<Done> {
+        loop {
+            match self.job_rx.recv().await? {
+                FromJob::Output { .. } => {}
+                FromJob::Done(done) => return Some(done),
+            }
+        }
     }
 
     /// Fetches the config; the machine decides when to try again.
@@ -461,8 +530,9 @@ impl Agent {
             .map_err(|_| format!("chef-client is running (lock {} held)", path.display()))
     }
 
-    /// Starts the committed job's command; the failure to report when it cannot start.
-    async fn start(&mut self, job_id: &str) -> Result<(), Finished> {
+    /// Starts the committed job's command, streaming its output when the server asked for
+    /// it and the commit asked for capture; the failure to report when it cannot start.
+    async fn start(&mut self, job_id: &str, live_output: bool) -> Result<(), Finished> {
         let failed = || Finished {
             job_id: job_id.to_owned(),
             ok: false,
@@ -477,20 +547,30 @@ impl Agent {
         let capture = spec.capture;
         match runner::start(spec, &self.runner).await {
             Ok(running) => {
-                tracing::info!(job_id, pid = running.pid(), "running");
+                tracing::info!(job_id, pid = running.pid(), live_output, "running");
                 let cancel = CancellationToken::new();
-                self.running = Some((job_id.to_owned(), cancel.clone()));
-                let done = self.done_tx.clone();
+                let lost = Arc::new(AtomicU64::new(0));
+                self.running = Some(RunningJob {
+                    job_id: job_id.to_owned(),
+                    cancel: cancel.clone(),
+                    lost: lost.clone(),
+                });
+                let running = if live_output && capture {
+                    running.with_live(self.live(job_id, lost))
+                } else {
+                    running
+                };
+                let done = self.job_tx.clone();
                 let job_id = job_id.to_owned();
                 tokio::spawn(async move {
                     let outcome = running.wait(cancel).await;
                     // The agent may have stopped; then nobody needs the result.
                     let _ = done
-                        .send(Done {
+                        .send(FromJob::Done(Done {
                             job_id,
                             outcome,
                             capture,
-                        })
+                        }))
                         .await;
                 });
                 Ok(())
@@ -503,15 +583,31 @@ impl Agent {
         }
     }
 
+    /// Where the runner hands a job's chunks: the job queue, without waiting.
+    fn live(&self, job_id: &str, lost: Arc<AtomicU64>) -> Live {
+        let tx = self.job_tx.clone();
+        let job_id = job_id.to_owned();
+        Live {
+            sink: Box::new(move |chunk| {
+                tx.try_send(FromJob::Output {
+                    job_id: job_id.clone(),
+                    chunk,
+                })
+                .is_ok()
+            }),
+            lost,
+        }
+    }
+
     /// Stops the job's process group and waits for it, so "aborted" means stopped; a job
     /// not started yet just lets its lock go.
     async fn abandon(&mut self, job_id: &str) {
         if self.committed.as_ref().is_some_and(|c| c.job_id == job_id) {
             self.committed = None;
         }
-        if let Some((_, cancel)) = self.running.take_if(|(j, _)| j == job_id) {
-            cancel.cancel();
-            if let Ok(Some(done)) = tokio::time::timeout(ABORT_WAIT, self.done_rx.recv()).await {
+        if let Some(job) = self.running.take_if(|j| j.job_id == job_id) {
+            job.cancel.cancel();
+            if let Ok(Some(done)) = tokio::time::timeout(ABORT_WAIT, self.job_done()).await {
                 tracing::info!(job_id = done.job_id, "job aborted; its processes are gone");
             }
         }
@@ -519,7 +615,7 @@ impl Agent {
 
     /// A process ended: what to tell the machine, unless the job was abandoned.
     fn finished(&mut self, done: Done) -> Option<Finished> {
-        self.running.take_if(|(j, _)| *j == done.job_id)?;
+        self.running.take_if(|j| j.job_id == done.job_id)?;
         tracing::info!(job_id = done.job_id, ok = done.outcome.exit_ok, status = ?done.outcome.status, "job finished");
         let output = done.capture.then(|| {
             (

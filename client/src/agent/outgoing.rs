@@ -3,6 +3,8 @@
 
 use pushy_protocol::message::ClientMessageType;
 
+use crate::runner::live::LiveChunk;
+
 /// A message for the driver to build ([`Node::message`](super::machine::Node::message)), sign and send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outgoing {
@@ -14,6 +16,8 @@ pub struct Outgoing {
     pub job_state: Option<&'static str>,
     /// Captured stdout, stderr and whether either was cut, for results with capture.
     pub output: Option<(String, String, bool)>,
+    /// `output` messages only (issue 15 §2): the new text and what was dropped.
+    pub live: Option<LiveChunk>,
 }
 
 impl Outgoing {
@@ -23,6 +27,7 @@ impl Outgoing {
             job_id,
             job_state: None,
             output: None,
+            live: None,
         }
     }
 }

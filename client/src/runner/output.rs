@@ -70,7 +70,7 @@ pub(super) fn finish_capture(out: &Tail, err: &Tail, max: usize) -> (Captured, C
 /// The bytes a character takes inside a JSON string as serde_json writes it: `"` and `\`
 /// and the short escapes take 2, other control characters `\u00XX` 6, the rest their
 /// UTF-8 length (non-ASCII is not escaped).
-fn escaped_len(c: char) -> usize {
+pub(super) fn escaped_len(c: char) -> usize {
     match c {
         '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
         c if c < ' ' => 6,

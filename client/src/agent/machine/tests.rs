@@ -7,6 +7,7 @@ use pushy_protocol::message::{ClientMessageType as T, JobRef};
 use rand::SeedableRng as _;
 
 use super::*;
+use crate::runner::live::LiveChunk;
 
 const SECOND: Duration = Duration::from_secs(1);
 const INTERVAL: Duration = Duration::from_secs(10);
@@ -142,6 +143,7 @@ fn commit(job_id: &str) -> ServerMessage {
 fn run(job_id: &str) -> ServerMessage {
     ServerMessage::Run {
         job_id: job_id.into(),
+        live_output: false,
     }
 }
 
@@ -215,7 +217,8 @@ fn commit_is_vetted_then_acked_and_run_starts_the_command() {
         vec![
             send(T::AckRun, job("j1")),
             Effect::Start {
-                job_id: "j1".into()
+                job_id: "j1".into(),
+                live_output: false,
             }
         ]
     );
@@ -638,6 +641,7 @@ fn messages_carry_identity_and_count_up() {
         job_id: None,
         job_state: Some("idle"),
         output: None,
+        live: None,
     };
     let a = r.node.message(&beat, at);
     let b = r.node.message(&beat, at);
@@ -705,6 +709,67 @@ fn small_output_is_sent_whole() {
     assert_eq!(m.stdout.as_deref(), Some(out.text.as_str()));
     assert_eq!(m.stderr.as_deref(), Some(""));
     assert!(!m.output_truncated);
+}
+
+fn live_chunk(stdout: &str, dropped: u64) -> Input {
+    Input::Output {
+        job_id: "j1".into(),
+        chunk: LiveChunk {
+            stdout: Some(stdout.into()),
+            stderr: None,
+            dropped,
+        },
+    }
+}
+
+#[test]
+fn live_output_goes_out_only_while_the_job_runs() {
+    let mut r = Rig::connected(Timings::default());
+    r.commit("j1", true);
+    let live_run = ServerMessage::Run {
+        job_id: "j1".into(),
+        live_output: true,
+    };
+    assert_eq!(
+        r.command(live_run),
+        vec![
+            send(T::AckRun, job("j1")),
+            Effect::Start {
+                job_id: "j1".into(),
+                live_output: true,
+            }
+        ]
+    );
+    let out = sent(&r.input(live_chunk("1\n", 7)), T::Output).remove(0);
+    let m = r.node.message(&out, chrono::Utc::now());
+    let body: serde_json::Value = serde_json::from_slice(&m.to_body()).unwrap();
+    assert_eq!(body["type"], "output");
+    assert_eq!(body["job_id"], "j1");
+    assert_eq!(body["stdout"], "1\n");
+    assert_eq!(body["dropped"], 7);
+    assert_eq!(body["protocol_version"], "2.0");
+    for absent in ["stderr", "output_truncated", "job_state"] {
+        assert!(body.get(absent).is_none(), "{absent}: {body}");
+    }
+    // Another job's chunk says nothing.
+    let mut other = live_chunk("x", 0);
+    if let Input::Output { job_id, .. } = &mut other {
+        *job_id = "j2".into();
+    }
+    assert_eq!(r.input(other), vec![]);
+    // The result is the last word on the job: a late chunk is not sent.
+    assert_eq!(kinds(&r.finish("j1", true)), vec![T::Succeeded]);
+    assert_eq!(r.input(live_chunk("2\n", 0)), vec![]);
+}
+
+#[test]
+fn no_live_output_after_an_abort() {
+    let mut r = Rig::connected(Timings::default());
+    r.commit("j1", true);
+    r.command(run("j1"));
+    assert_eq!(kinds(&r.input(live_chunk("1\n", 0))), vec![T::Output]);
+    r.command(ServerMessage::Abort);
+    assert_eq!(r.input(live_chunk("2\n", 0)), vec![]);
 }
 
 #[test]
