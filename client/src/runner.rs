@@ -12,7 +12,9 @@
 //! * the job file is mode 0600, owned by the job's user, and deleted when the job ends;
 //! * output is kept as a tail within a byte budget instead of in full (zmq.md §2.6); the
 //!   budget is measured as the output takes room in the JSON message (escaped), so the
-//!   newest output that fits is sent instead of none.
+//!   newest output that fits is sent instead of none;
+//! * when the server asks (issue 15 §2, [`Running::with_live`]), the output also goes out
+//!   while the command runs, in bounded chunks at a bounded rate ([`live`]).
 
 use std::ffi::CString;
 use std::io::{self, Write as _};
@@ -431,7 +433,8 @@ impl Running {
                     debug!(job_id = %self.job_id, "output still open after exit; not waiting");
                     break;
                 }
-                _ = ticker.tick(), if live.is_some() && !pipes_done => {
+                // Also after the pipes close: the backlog drains while the command runs on.
+                _ = ticker.tick(), if live.is_some() => {
                     if let (Some(live), Some(c)) = (&mut live, &chunker) {
                         live.feed(&mut lock(c), Instant::now().into_std(), false);
                     }

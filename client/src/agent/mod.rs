@@ -3,8 +3,8 @@
 //! not touch: the HTTP client that fetches the config, the ZeroMQ channel
 //! ([`crate::channel`]), the job's process ([`crate::runner`]), chef-client's lock, the
 //! clock and the signals. One task runs it: it waits for a server message, a finished
-//! process, a signal or the machine's next deadline, feeds that to the machine, and
-//! carries out the effects in order.
+//! process (or a chunk of its live output), a signal or the machine's next deadline,
+//! feeds that to the machine, and carries out the effects in order.
 
 pub mod machine;
 pub mod outgoing;

@@ -1,7 +1,7 @@
 //! Live output (issue 15 §2): a running job's stdout and stderr cut into bounded chunks
 //! at a bounded rate, for the `output` messages a server asks for with
 //! `"live_output": true` on `run`. The final result still carries the captured tail
-//! ([`super::output`]); live output is best effort on top of it, so every bound here drops
+//! (`runner/output.rs`); live output is best effort on top of it, so every bound here drops
 //! text (and counts it in `dropped`) rather than wait.
 //!
 //! [`Chunker`] is pure (the caller passes `now`); the runner's supervise loop feeds it
