@@ -149,7 +149,9 @@ pub struct Agent {
     conn: Option<Connection>,
     runner: RunnerConfig,
     committed: Option<Committed>,
+    /// The job whose process runs.
     running: Option<RunningJob>,
+    /// The process task's reports (see [`FromJob`]).
     job_tx: mpsc::Sender<FromJob>,
     job_rx: mpsc::Receiver<FromJob>,
 }
