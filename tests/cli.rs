@@ -779,3 +779,67 @@ async fn config_from_config_rb_and_knife_rb() {
     run.expect(2);
     assert!(run.stderr.contains(".chef/config.rb:3"), "{run:#?}");
 }
+
+/// Issue 15: the operators' controls from the command line, and their exit codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_control_any_n_and_success_threshold_set_the_exit_code() {
+    let r = rig().await;
+    let _a = r.start_agent("rc-1", "");
+    let _b = r.start_agent("rc-2", "");
+    let _c = r.start_agent("rc-3", "");
+    let ready = || async {
+        for n in ["rc-1", "rc-2", "rc-3"] {
+            r.wait_available(n).await;
+        }
+    };
+    ready().await;
+    let home = home_for(&r, ADMIN_USER);
+    let nodes = ["rc-1", "rc-2", "rc-3"];
+    let start = |extra: &[&'static str], command: &'static str| {
+        let mut v = vec!["job", "start", command];
+        v.extend(nodes);
+        v.extend(extra);
+        v
+    };
+
+    // One at a time: every node runs in turn, and the waits show in the job.
+    let run = cli(
+        &home,
+        &start(&["--max-concurrency", "1", "-F", "json"], "hello"),
+    )
+    .await;
+    let job = run.expect(0).json();
+    assert_eq!(job["nodes"], json!({"succeeded": nodes}));
+    assert_eq!(job["max_concurrency"], 1);
+    ready().await;
+    // 10: the first failure stops the job; the others are skipped.
+    let run = cli(
+        &home,
+        &start(&["--max-concurrency", "1", "--max-errors", "0"], "fail"),
+    )
+    .await;
+    run.expect(10);
+    assert!(run.stdout.contains("Stopped.\n"), "{run:#?}");
+    assert!(run.stdout.contains("  skipped:"), "{run:#?}");
+    ready().await;
+    // A threshold the failures still meet is a success; one they miss is exit 1.
+    cli(&home, &start(&["--success-threshold", "0"], "fail"))
+        .await
+        .expect(0);
+    ready().await;
+    cli(&home, &start(&["--success-threshold", "34%"], "fail"))
+        .await
+        .expect(1);
+    ready().await;
+    // Any one of them: exit 0 with one node run, the others skipped.
+    let run = cli(&home, &start(&["--run-on-any", "1", "-F", "json"], "hello")).await;
+    let job = run.expect(0).json();
+    assert_eq!(
+        job["nodes"],
+        json!({"succeeded": ["rc-1"], "skipped": ["rc-2", "rc-3"]})
+    );
+    // --run-on-any replaces --quorum.
+    cli(&home, &start(&["--run-on-any", "1", "-q", "1"], "hello"))
+        .await
+        .expect(2);
+}

@@ -179,6 +179,7 @@ async fn a_job_left_new_waits_for_its_nodes_to_come_back() {
                 env: None,
                 capture: false,
                 file: None,
+                controls: None,
             },
             nodes: vec![("DONKEY".into(), NodeStatus::New)],
         })

@@ -100,8 +100,13 @@ impl Display {
 /// "voted 2/3 · running 1 · done 1 · failed 1".
 pub fn bar_message(p: &Progress) -> String {
     let c = p.counts();
+    let waiting = if c.waiting > 0 {
+        format!(" · waiting {}", c.waiting)
+    } else {
+        String::new()
+    };
     format!(
-        "{} voted {}/{} · running {} · done {} · failed {}",
+        "{} voted {}/{} · running {}{waiting} · done {} · failed {}",
         p.state_line(),
         c.voted,
         c.total,

@@ -20,7 +20,11 @@ Exit codes:
   6  authentication or permission error (HTTP 401/403)
   7  not found: no such job, or no output for that node (HTTP 404)
   8  server or connection error (HTTP 5xx, unreachable, unexpected answer, job crashed)
-  9  nothing to abort: the job had already finished (HTTP 409)";
+  9  nothing to abort: the job had already finished (HTTP 409)
+ 10  stopped: --max-errors was passed and the nodes not yet started were skipped
+With --success-threshold the job's verdict decides between 0 and 1 (and a stopped or
+timed-out job that still met the threshold exits 0); with --run-on-any N, 0 means N nodes
+succeeded.";
 
 /// How the process ends. The numbers are part of the interface: never renumber.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +50,8 @@ pub enum Exit {
     Server = 8,
     /// `job abort` of a job that already finished (409).
     AlreadyFinished = 9,
+    /// The job ended `stopped`: its error limit was passed.
+    Stopped = 10,
 }
 
 impl Exit {
@@ -58,14 +64,23 @@ impl Exit {
     /// CLI gave up waiting: [`Exit::TimedOut`].
     pub fn for_job(job: &Value) -> Exit {
         let status = job["status"].as_str().and_then(JobStatus::from_wire_name);
+        // The success threshold's verdict, when the job has one, is the operator's own
+        // definition of success.
+        let verdict = job["verdict"].as_str();
         match status {
-            Some(JobStatus::Complete) => {
-                if all_nodes_succeeded(&job["nodes"]) {
-                    Exit::Success
-                } else {
-                    Exit::NodesFailed
-                }
+            Some(JobStatus::Complete | JobStatus::Stopped | JobStatus::TimedOut)
+                if verdict == Some("success") =>
+            {
+                Exit::Success
             }
+            Some(JobStatus::Complete) if verdict == Some("failure") => Exit::NodesFailed,
+            Some(JobStatus::Complete) => match job["run_on_any"].as_u64() {
+                Some(n) if succeeded(&job["nodes"]) >= n as usize => Exit::Success,
+                Some(_) => Exit::NodesFailed,
+                None if all_nodes_succeeded(&job["nodes"]) => Exit::Success,
+                None => Exit::NodesFailed,
+            },
+            Some(JobStatus::Stopped) => Exit::Stopped,
             Some(JobStatus::QuorumFailed) => Exit::QuorumFailed,
             Some(JobStatus::TimedOut) => Exit::TimedOut,
             Some(JobStatus::Aborted) => Exit::Aborted,
@@ -112,6 +127,11 @@ impl Exit {
     }
 }
 
+/// How many nodes `succeeded`.
+fn succeeded(nodes: &Value) -> usize {
+    nodes["succeeded"].as_array().map_or(0, Vec::len)
+}
+
 /// Whether `nodes` (a map from node status to names) has at least one node and every
 /// node `succeeded`. knife-push also counted `nacked` and `unavailable` as success (§7.2
 /// step 8); those nodes never ran the command.
@@ -140,6 +160,28 @@ mod tests {
 
     fn job(status: &str, nodes: Value) -> Value {
         json!({"status": status, "nodes": nodes})
+    }
+
+    #[test]
+    fn a_verdict_or_any_n_decides_success_and_a_stopped_job_has_its_code() {
+        let mut j = job("complete", json!({"succeeded": ["a"], "failed": ["b"]}));
+        j["verdict"] = json!("success");
+        assert_eq!(Exit::for_job(&j), Exit::Success);
+        j["verdict"] = json!("failure");
+        assert_eq!(Exit::for_job(&j), Exit::NodesFailed);
+        let mut j = job("stopped", json!({"failed": ["a"], "skipped": ["b"]}));
+        assert_eq!(Exit::for_job(&j), Exit::Stopped);
+        j["verdict"] = json!("success");
+        assert_eq!(Exit::for_job(&j), Exit::Success);
+        let mut j = job(
+            "complete",
+            json!({"succeeded": ["a"], "nacked": ["b"], "skipped": ["c"]}),
+        );
+        j["run_on_any"] = json!(1);
+        assert_eq!(Exit::for_job(&j), Exit::Success);
+        j["run_on_any"] = json!(2);
+        assert_eq!(Exit::for_job(&j), Exit::NodesFailed);
+        assert!(TABLE.contains("\n 10  stopped"));
     }
 
     #[test]

@@ -104,6 +104,10 @@ pub enum NodeState {
     Waiting,
     /// Committed; not started.
     Committed,
+    /// Committed, waiting for a slot under rate control.
+    Queued,
+    /// Never started: not needed (any N), or the error limit was passed.
+    Skipped,
     /// Did not commit (refused, down, no answer).
     Refused,
     /// Running the command.
@@ -120,6 +124,8 @@ impl NodeState {
         match s {
             NodeStatus::New => NodeState::Waiting,
             NodeStatus::Ready => NodeState::Committed,
+            NodeStatus::Waiting => NodeState::Queued,
+            NodeStatus::Skipped => NodeState::Skipped,
             NodeStatus::Running => NodeState::Running,
             NodeStatus::Succeeded => NodeState::Succeeded,
             NodeStatus::Failed
@@ -158,6 +164,8 @@ pub struct Counts {
     pub in_progress: usize,
     /// Nodes running the command now.
     pub running: usize,
+    /// Nodes waiting for a slot (rate control).
+    pub waiting: usize,
     /// Nodes that succeeded.
     pub done: usize,
     /// Nodes that refused, failed or crashed.
@@ -218,6 +226,9 @@ impl Progress {
                 self.nodes.insert(n, s);
             }
             ("quorum_succeeded", _) => self.phase = Phase::Running,
+            ("run_waiting", Some(n)) => {
+                self.nodes.insert(n, NodeState::Queued);
+            }
             ("run_start", Some(n)) => {
                 self.nodes.insert(n, NodeState::Running);
                 self.phase = Phase::Running;
@@ -283,6 +294,12 @@ impl Progress {
                     c.in_progress += 1;
                     c.running += 1;
                 }
+                NodeState::Queued => {
+                    c.voted += 1;
+                    c.in_progress += 1;
+                    c.waiting += 1;
+                }
+                NodeState::Skipped => c.voted += 1,
                 NodeState::Succeeded => {
                     c.voted += 1;
                     c.done += 1;
@@ -305,7 +322,14 @@ impl Progress {
             Phase::Voting => "Voting.".to_owned(),
             Phase::Running => {
                 let c = self.counts();
-                format!("Running ({}/{} in progress) ...", c.in_progress, c.total)
+                if c.waiting > 0 {
+                    format!(
+                        "Running ({}/{} in progress, {} waiting) ...",
+                        c.in_progress, c.total, c.waiting
+                    )
+                } else {
+                    format!("Running ({}/{} in progress) ...", c.in_progress, c.total)
+                }
             }
             Phase::Finished(s) => {
                 let name = s.wire_name();
@@ -368,6 +392,30 @@ mod tests {
     }
 
     #[test]
+    fn rate_control_shows_waiting_nodes() {
+        let mut p = Progress::new(3);
+        p.handle(&ev("start", json!({"node_count": 3})));
+        for n in ["a", "b", "c"] {
+            p.handle(&ev("quorum_vote", json!({"node": n, "status": "success"})));
+        }
+        p.handle(&ev("quorum_succeeded", json!({})));
+        p.handle(&ev("run_waiting", json!({"node": "b"})));
+        p.handle(&ev("run_waiting", json!({"node": "c"})));
+        p.handle(&ev("run_start", json!({"node": "a"})));
+        let c = p.counts();
+        assert_eq!((c.running, c.waiting, c.in_progress), (1, 2, 3));
+        assert_eq!(p.state_line(), "Running (3/3 in progress, 2 waiting) ...");
+        p.handle(&ev(
+            "run_complete",
+            json!({"node": "a", "status": "success"}),
+        ));
+        p.handle(&ev("run_start", json!({"node": "b"})));
+        assert_eq!(p.counts().waiting, 1);
+        p.apply_job(&json!({"status": "running", "nodes": {"waiting": ["c"], "skipped": []}}));
+        assert_eq!(p.counts().waiting, 1);
+    }
+
+    #[test]
     fn follows_a_normal_job() {
         let mut p = Progress::new(0);
         assert_eq!(p.state_line(), "Initialized.");
@@ -397,6 +445,7 @@ mod tests {
                 voted: 2,
                 in_progress: 1,
                 running: 1,
+                waiting: 0,
                 done: 1,
                 failed: 1
             }

@@ -52,6 +52,15 @@ impl Quorum {
             Quorum::Percent(p) => (p * nodes as u64).div_ceil(100),
         }
     }
+
+    /// As the job controls (`--max-concurrency` and the like) send it: the server
+    /// resolves a percentage itself, so it goes as `"N%"`.
+    pub fn as_json(self) -> Value {
+        match self {
+            Quorum::Count(n) => json!(n),
+            Quorum::Percent(p) => json!(format!("{p}%")),
+        }
+    }
 }
 
 /// `--with-env`: a JSON object whose values are strings. knife-push logged a parse error
@@ -95,6 +104,9 @@ pub struct JobRequest {
     pub user: Option<String>,
     /// `run_timeout` in seconds.
     pub run_timeout: Option<u64>,
+    /// Operators' controls (`max_concurrency`, `max_errors`, `run_on_any`,
+    /// `success_threshold`), only those given; with `run_on_any` no `quorum` is sent.
+    pub controls: Map<String, Value>,
 }
 
 impl JobRequest {
@@ -123,6 +135,10 @@ impl JobRequest {
         if let Some(t) = self.run_timeout {
             obj.insert("run_timeout".into(), json!(t));
         }
+        if self.controls.contains_key("run_on_any") {
+            obj.remove("quorum");
+        }
+        obj.extend(self.controls.clone());
         b
     }
 }

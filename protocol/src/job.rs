@@ -124,6 +124,9 @@ status_enum! {
         TimedOut = 6 => "timed_out", terminal: true;
         /// The job's driver died, or the server stopped while the job was unfinished.
         Crashed = 7 => "crashed", terminal: true;
+        /// Rate control's error limit was passed: nodes not yet started were skipped
+        /// (ours; only jobs that set `max_errors`).
+        Stopped = 8 => "stopped", terminal: true;
     }
 }
 
@@ -154,6 +157,12 @@ status_enum! {
         Crashed = 10 => "crashed", terminal: true;
         /// Still ready or running when `run_timeout` elapsed.
         TimedOut = 11 => "timed_out", terminal: true;
+        /// Committed, waiting for a slot under rate control (ours; only jobs that set
+        /// `max_concurrency`).
+        Waiting = 12 => "waiting", terminal: false;
+        /// Never started: rate control's error limit was passed first, or a `run_on_any`
+        /// job had its nodes already (ours).
+        Skipped = 13 => "skipped", terminal: true;
     }
 }
 

@@ -107,6 +107,12 @@ pub enum JobEvent {
     },
     /// Enough nodes committed; run messages sent.
     QuorumSucceeded,
+    /// Rate control: a committed node waits for a slot before it is sent `run` (ours;
+    /// only in jobs that set `max_concurrency`).
+    RunWaiting {
+        /// The node.
+        node: String,
+    },
     /// A node acknowledged the run.
     RunStart {
         /// The node.
@@ -138,6 +144,7 @@ impl JobEvent {
             JobEvent::Start(_) => "start",
             JobEvent::QuorumVote { .. } => "quorum_vote",
             JobEvent::QuorumSucceeded => "quorum_succeeded",
+            JobEvent::RunWaiting { .. } => "run_waiting",
             JobEvent::RunStart { .. } => "run_start",
             JobEvent::RunComplete { .. } => "run_complete",
             JobEvent::Rehab { .. } => "rehab",
@@ -178,7 +185,9 @@ impl JobEvent {
                 m.insert("status".into(), status.as_str().into());
             }
             JobEvent::QuorumSucceeded => {}
-            JobEvent::RunStart { node } | JobEvent::Rehab { node } => {
+            JobEvent::RunStart { node }
+            | JobEvent::RunWaiting { node }
+            | JobEvent::Rehab { node } => {
                 m.insert("node".into(), node.clone().into());
             }
             JobEvent::RunComplete { node, status } => {

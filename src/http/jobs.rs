@@ -13,6 +13,7 @@ use super::extract::{Segments, query_param};
 use super::pipeline::{Endpoint, GET_JSON, admit, content_type_is};
 use super::state::AppState;
 use crate::auth::Rule;
+use crate::jobs::controls::Controls;
 use crate::jobs::{AbortOutcome, parse_spec};
 
 const COLLECTION: Endpoint = Endpoint {
@@ -73,7 +74,32 @@ pub(super) fn summary(job: &JobRecord, include_file: bool) -> Map<String, Value>
         }
         (None, _) => {}
     }
+    controls(job, &mut m);
     m
+}
+
+/// Operators' controls (issue 15), only for jobs posted with them: as posted, and once
+/// the job is over, the success threshold's verdict. `list_jobs` reads no nodes, so the
+/// verdict is on the job's own document only.
+fn controls(job: &JobRecord, m: &mut Map<String, Value>) {
+    let Some(stored) = job.options.controls.as_deref() else {
+        return;
+    };
+    let controls = Controls::from_stored(Some(stored));
+    m.extend(controls.to_json());
+    if job.status.is_terminal() && !job.nodes.is_empty() {
+        let succeeded = job
+            .nodes
+            .iter()
+            .filter(|(_, s)| *s == NodeStatus::Succeeded)
+            .count();
+        if let Some(ok) = controls.verdict(job.nodes.len(), succeeded) {
+            m.insert(
+                "verdict".into(),
+                if ok { "success" } else { "failure" }.into(),
+            );
+        }
+    }
 }
 
 /// The named-job object of §1.4.4: `nodes` first, grouped by status in request order.

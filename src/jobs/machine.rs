@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use pushy_protocol::job::{JobId, JobStatus, NodeStatus};
 
+use super::controls::Limits;
 use crate::events::{JobEvent, RunStatus, VoteStatus};
 
 pub use crate::nodes::news::{NodeReport, Reply};
@@ -164,6 +165,12 @@ pub struct Job {
     /// "finished?" checks after every row do not scan all nodes.
     counts: [usize; SLOTS],
     phase: Phase,
+    /// Rate control and any N (issue 15); all `None` for an original job.
+    limits: Limits,
+    /// Any N: which nodes were asked to commit (the others wait their turn as `new`).
+    asked: Vec<bool>,
+    /// Rate control's error limit was passed and nodes were skipped: ends `stopped`.
+    stopped: bool,
 }
 
 impl Job {
@@ -180,6 +187,17 @@ impl Job {
         Job::build(id, nodes, quorum, run_timeout, voting_timeout, Phase::New)
     }
 
+    /// The job under operators' controls (issue 15): at most `window` nodes running at
+    /// once, the rest `waiting`; past `errors_allowed` failures the waiting are
+    /// `skipped`; with `wanted`, only that many nodes are asked at a time and the job runs
+    /// on the first `wanted` that commit (`quorum` should then be `wanted`).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Job {
+        self.limits = limits;
+        self.stopped = self.over_error_limit() && self.count(NodeStatus::Skipped) > 0;
+        self
+    }
+
     /// Rehydrates a job after a server restart from its stored statuses. A `voting` job
     /// gets a fresh voting window from `now` (its nodes need it to come back); a `running`
     /// job keeps its run timer, which counts from the persisted run start, `running_for`
@@ -190,6 +208,7 @@ impl Job {
     /// node's status and the job's: a `voting` job with no `new` node decides its quorum,
     /// a `running` job with no `ready`/`running` node completes (zmq.md §5.3 steps 3, 5).
     /// Nodes are re-asked or sent `run` again as they come back ([`Input::NodeBack`]).
+    /// An any-N job asks again the nodes it still needs.
     #[allow(clippy::too_many_arguments)]
     pub fn resume(
         id: JobId,
@@ -200,6 +219,7 @@ impl Job {
         running_for: Duration,
         run_timeout: Duration,
         voting_timeout: Duration,
+        limits: Limits,
     ) -> (Job, Vec<Effect>) {
         let phase = match status {
             JobStatus::New => Phase::New,
@@ -213,11 +233,17 @@ impl Job {
             | JobStatus::QuorumFailed
             | JobStatus::Aborted
             | JobStatus::TimedOut
-            | JobStatus::Crashed => Phase::Done(status),
+            | JobStatus::Crashed
+            | JobStatus::Stopped => Phase::Done(status),
         };
-        let mut job = Job::build(id, nodes, quorum, run_timeout, voting_timeout, phase);
+        let mut job =
+            Job::build(id, nodes, quorum, run_timeout, voting_timeout, phase).with_limits(limits);
         let mut fx = Vec::new();
         job.check_voting_finished(now, &mut fx);
+        // Rate control resumes its window where it was: free slots go to waiting nodes.
+        if matches!(job.phase, Phase::Running { .. }) {
+            job.refill_window(&mut fx);
+        }
         job.check_running_finished(&mut fx);
         (job, fx)
     }
@@ -245,6 +271,9 @@ impl Job {
             index,
             counts,
             phase,
+            limits: Limits::default(),
+            asked: Vec::new(),
+            stopped: false,
         }
     }
 
@@ -261,6 +290,16 @@ impl Job {
             deadline: deadline_after(now, self.voting_timeout),
         };
         fx.push(Effect::PersistJob(JobStatus::Voting));
+        if self.limits.wanted.is_some() {
+            // Any N: nodes known to be down are not asked; the first N of the others are.
+            for i in 0..self.nodes.len() {
+                if !available(&self.nodes[i].0) {
+                    self.voting_row(i, Msg::Down, &mut fx);
+                }
+            }
+            self.check_voting_finished(now, &mut fx);
+            return fx;
+        }
         for (node, _) in &self.nodes {
             fx.push(Effect::Send {
                 node: node.clone(),
@@ -409,8 +448,15 @@ impl Job {
         };
         match self.phase {
             Phase::Voting { .. } => match (self.voting_column(i), report) {
-                (VotingColumn::New, R::Idle | R::OtherJob) => fx.push(send(Command::Commit)),
+                (VotingColumn::New, R::Idle | R::OtherJob) => {
+                    if self.was_asked(i) {
+                        fx.push(send(Command::Commit));
+                    }
+                }
                 (VotingColumn::New, R::Committed | R::Running) => {
+                    if let Some(asked) = self.asked.get_mut(i) {
+                        *asked = true;
+                    }
                     self.node_input(now, i, Msg::AckCommit, fx);
                 }
                 (VotingColumn::Ready, R::Idle | R::OtherJob) => {
@@ -419,7 +465,12 @@ impl Job {
                 (VotingColumn::Ready, R::Committed | R::Running) | (VotingColumn::Terminal, _) => {}
             },
             Phase::Running { .. } => match (self.running_column(i), report) {
-                (RunningColumn::Ready, R::Committed) => fx.push(send(Command::Run)),
+                // A waiting node keeps waiting for its slot.
+                (RunningColumn::Ready, R::Committed) => {
+                    if self.nodes[i].1 != NodeStatus::Waiting {
+                        fx.push(send(Command::Run));
+                    }
+                }
                 (RunningColumn::Ready, R::Running) => self.node_input(now, i, Msg::AckRun, fx),
                 (RunningColumn::Ready | RunningColumn::Running, R::Idle | R::OtherJob) => {
                     self.node_input(now, i, Msg::Down, fx);
@@ -439,6 +490,7 @@ impl Job {
             }
             Phase::Running { .. } => {
                 self.running_row(i, msg, fx);
+                self.refill_window(fx);
                 self.check_running_finished(fx);
             }
             Phase::New | Phase::Done(_) => {}
@@ -570,7 +622,7 @@ impl Job {
             NodeStatus::New => VotingColumn::New,
             // `running` cannot occur while voting; a stored row that says so counts as
             // committed.
-            NodeStatus::Ready | NodeStatus::Running => VotingColumn::Ready,
+            NodeStatus::Ready | NodeStatus::Running | NodeStatus::Waiting => VotingColumn::Ready,
             NodeStatus::Succeeded
             | NodeStatus::Failed
             | NodeStatus::Aborted
@@ -579,15 +631,17 @@ impl Job {
             | NodeStatus::Faulty
             | NodeStatus::WasReady
             | NodeStatus::Crashed
-            | NodeStatus::TimedOut => VotingColumn::Terminal,
+            | NodeStatus::TimedOut
+            | NodeStatus::Skipped => VotingColumn::Terminal,
         }
     }
 
     fn running_column(&self, i: usize) -> RunningColumn {
         match self.nodes[i].1 {
             // `new` cannot occur while running (voting ends when no node is new); a stored
-            // row that says so counts as not yet running.
-            NodeStatus::New | NodeStatus::Ready => RunningColumn::Ready,
+            // row that says so counts as not yet running. A waiting node was committed and
+            // not yet sent `run`: for every message, the same as a ready one.
+            NodeStatus::New | NodeStatus::Ready | NodeStatus::Waiting => RunningColumn::Ready,
             NodeStatus::Running => RunningColumn::Running,
             NodeStatus::Succeeded
             | NodeStatus::Failed
@@ -597,7 +651,8 @@ impl Job {
             | NodeStatus::Faulty
             | NodeStatus::WasReady
             | NodeStatus::Crashed
-            | NodeStatus::TimedOut => RunningColumn::Terminal,
+            | NodeStatus::TimedOut
+            | NodeStatus::Skipped => RunningColumn::Terminal,
         }
     }
 
@@ -607,6 +662,9 @@ impl Job {
             Phase::Voting { .. } => {}
             Phase::New | Phase::Running { .. } | Phase::Done(_) => return,
         }
+        if let Some(wanted) = self.limits.wanted {
+            return self.check_any_voting_finished(now, wanted, fx);
+        }
         if self.count(NodeStatus::New) > 0 {
             return;
         }
@@ -615,14 +673,128 @@ impl Job {
             fx.push(Effect::Emit(JobEvent::QuorumSucceeded));
             self.start_running(now, fx);
         } else {
-            // Every ready node → was_ready + rehab, no rehab event (§5.7).
+            self.quorum_failed(fx);
+        }
+    }
+
+    fn quorum_failed(&mut self, fx: &mut Vec<Effect>) {
+        // Every ready node → was_ready + rehab, no rehab event (§5.7).
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].1 == NodeStatus::Ready {
+                self.set(i, NodeStatus::WasReady, fx);
+                self.rehab_quietly(i, fx);
+            }
+        }
+        self.finish(JobStatus::QuorumFailed, fx);
+    }
+
+    /// Any N's "voting finished?": N committed runs the job (nodes not needed are
+    /// `skipped`); otherwise the next nodes are asked in place of those that cannot run,
+    /// with a fresh voting window; with nobody left to ask and fewer than N committed,
+    /// the quorum failed.
+    fn check_any_voting_finished(&mut self, now: Instant, wanted: usize, fx: &mut Vec<Effect>) {
+        if self.asked.len() != self.nodes.len() {
+            self.asked = vec![false; self.nodes.len()];
+        }
+        let ready = self.count(NodeStatus::Ready);
+        if ready >= wanted {
+            let mut kept = 0;
             for i in 0..self.nodes.len() {
-                if self.nodes[i].1 == NodeStatus::Ready {
-                    self.set(i, NodeStatus::WasReady, fx);
+                match self.nodes[i].1 {
+                    NodeStatus::Ready if kept < wanted => kept += 1,
+                    NodeStatus::Ready => {
+                        self.set(i, NodeStatus::Skipped, fx);
+                        self.rehab_quietly(i, fx);
+                    }
+                    NodeStatus::New => {
+                        self.set(i, NodeStatus::Skipped, fx);
+                        if self.asked[i] {
+                            self.rehab_quietly(i, fx);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            fx.push(Effect::Emit(JobEvent::QuorumSucceeded));
+            self.start_running(now, fx);
+            return;
+        }
+        let pending = (0..self.nodes.len())
+            .filter(|&i| self.asked[i] && self.nodes[i].1 == NodeStatus::New)
+            .count();
+        let mut need = wanted - ready - pending.min(wanted - ready);
+        let mut asked_any = false;
+        for i in 0..self.nodes.len() {
+            if need == 0 {
+                break;
+            }
+            if !self.asked[i] && self.nodes[i].1 == NodeStatus::New {
+                self.asked[i] = true;
+                asked_any = true;
+                need -= 1;
+                fx.push(Effect::Send {
+                    node: self.nodes[i].0.clone(),
+                    command: Command::Commit,
+                });
+            }
+        }
+        if asked_any {
+            self.phase = Phase::Voting {
+                deadline: deadline_after(now, self.voting_timeout),
+            };
+        }
+        if self.count(NodeStatus::New) == 0 {
+            self.quorum_failed(fx);
+        }
+    }
+
+    /// Whether node `i` was asked to commit (every node, except in an any-N job).
+    fn was_asked(&self, i: usize) -> bool {
+        self.limits.wanted.is_none() || self.asked.get(i).copied().unwrap_or(false)
+    }
+
+    /// Failed and crashed nodes are past `max_errors`.
+    fn over_error_limit(&self) -> bool {
+        let errors = self.count(NodeStatus::Failed) + self.count(NodeStatus::Crashed);
+        self.limits
+            .errors_allowed
+            .is_some_and(|allowed| errors > allowed)
+    }
+
+    /// Rate control, after each node's row while running: past the error limit the
+    /// waiting nodes are skipped (and released); otherwise free slots go to the next
+    /// waiting nodes in request order.
+    fn refill_window(&mut self, fx: &mut Vec<Effect>) {
+        if self.count(NodeStatus::Waiting) == 0 {
+            return;
+        }
+        if self.over_error_limit() {
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].1 == NodeStatus::Waiting {
+                    self.set(i, NodeStatus::Skipped, fx);
                     self.rehab_quietly(i, fx);
                 }
             }
-            self.finish(JobStatus::QuorumFailed, fx);
+            self.stopped = true;
+            return;
+        }
+        let Some(window) = self.limits.window else {
+            return;
+        };
+        let busy = self.count(NodeStatus::Ready) + self.count(NodeStatus::Running);
+        let mut free = window.saturating_sub(busy);
+        for i in 0..self.nodes.len() {
+            if free == 0 {
+                break;
+            }
+            if self.nodes[i].1 == NodeStatus::Waiting {
+                free -= 1;
+                self.set(i, NodeStatus::Ready, fx);
+                fx.push(Effect::Send {
+                    node: self.nodes[i].0.clone(),
+                    command: Command::Run,
+                });
+            }
         }
     }
 
@@ -632,12 +804,22 @@ impl Job {
             deadline: deadline_after(now, self.run_timeout),
         };
         fx.push(Effect::PersistJob(JobStatus::Running));
-        for (node, status) in &self.nodes {
-            if *status == NodeStatus::Ready {
+        let mut slots = self.limits.window.unwrap_or(usize::MAX);
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].1 != NodeStatus::Ready {
+                continue;
+            }
+            if slots > 0 {
+                slots -= 1;
                 fx.push(Effect::Send {
-                    node: node.clone(),
+                    node: self.nodes[i].0.clone(),
                     command: Command::Run,
                 });
+            } else {
+                self.set(i, NodeStatus::Waiting, fx);
+                fx.push(Effect::Emit(JobEvent::RunWaiting {
+                    node: self.nodes[i].0.clone(),
+                }));
             }
         }
         self.check_running_finished(fx);
@@ -650,7 +832,12 @@ impl Job {
             Phase::New | Phase::Voting { .. } | Phase::Done(_) => return,
         }
         if self.unfinished_while_running() == 0 {
-            self.finish(JobStatus::Complete, fx);
+            let status = if self.stopped {
+                JobStatus::Stopped
+            } else {
+                JobStatus::Complete
+            };
+            self.finish(status, fx);
         }
     }
 
@@ -659,13 +846,14 @@ impl Job {
         self.count(NodeStatus::New)
             + self.count(NodeStatus::Ready)
             + self.count(NodeStatus::Running)
+            + self.count(NodeStatus::Waiting)
     }
 
     /// zmq.md §5.4 "voting timer fires": each `new` node gets [quorum_vote voting_timeout],
     /// then →unavailable + rehab without a rehab event; then "voting finished?".
     fn voting_timeout(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         for i in 0..self.nodes.len() {
-            if self.nodes[i].1 == NodeStatus::New {
+            if self.nodes[i].1 == NodeStatus::New && self.was_asked(i) {
                 self.vote(i, VoteStatus::VotingTimeout, fx);
                 self.set(i, NodeStatus::Unavailable, fx);
                 self.rehab_quietly(i, fx);
@@ -777,7 +965,7 @@ const SLOTS: usize = NodeStatus::ALL.len();
 
 /// A status's slot in [`Job::counts`]: its database code, `0..SLOTS`.
 fn status_slot(status: NodeStatus) -> usize {
-    usize::try_from(status.code()).expect("node status codes are 0..=11")
+    usize::try_from(status.code()).expect("node status codes are 0..=13")
 }
 
 #[cfg(test)]

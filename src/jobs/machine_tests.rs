@@ -1186,6 +1186,7 @@ fn resume_voting_job_rearms_voting_timer_from_now_and_keeps_counting() {
         Duration::ZERO,
         RUN,
         VOTE,
+        Limits::default(),
     );
     assert!(fx.is_empty());
     assert_eq!(job.next_deadline(), Some(now + VOTE));
@@ -1216,6 +1217,7 @@ fn resume_running_job_rearms_run_timer_from_now() {
         Duration::ZERO,
         RUN,
         VOTE,
+        Limits::default(),
     );
     assert!(fx.is_empty());
     assert_eq!(
@@ -1248,6 +1250,7 @@ fn resume_voting_job_with_no_new_node_decides_the_quorum() {
         Duration::ZERO,
         RUN,
         VOTE,
+        Limits::default(),
     );
     let expected = concat(
         vec![persist("a", NodeStatus::WasReady), rehab("a")],
@@ -1270,6 +1273,7 @@ fn resume_running_job_with_no_busy_node_completes() {
         Duration::ZERO,
         RUN,
         VOTE,
+        Limits::default(),
     );
     assert_eq!(fx, finish(JobStatus::Complete).to_vec());
     assert_eq!(job.status(), JobStatus::Complete);
@@ -1288,6 +1292,7 @@ fn resume_finished_job_is_done_and_ignores_inputs() {
         Duration::ZERO,
         RUN,
         VOTE,
+        Limits::default(),
     );
     assert!(fx.is_empty());
     assert_eq!(job.phase(), Phase::Done(JobStatus::Complete));
@@ -1308,6 +1313,7 @@ fn resume_new_job_waits_for_start() {
         Duration::ZERO,
         RUN,
         VOTE,
+        Limits::default(),
     );
     assert!(fx.is_empty());
     assert_eq!(job.next_deadline(), None);
@@ -1350,6 +1356,7 @@ fn resume_running_job_keeps_the_persisted_run_start() {
         ran,
         RUN,
         VOTE,
+        Limits::default(),
     );
     assert_eq!(
         job.phase(),
@@ -1359,7 +1366,17 @@ fn resume_running_job_keeps_the_persisted_run_start() {
         "restarts never extend the run timer"
     );
     // Past the timeout while the server was down: it fires at once.
-    let (mut job, _) = Job::resume(id(), nodes, 1, JobStatus::Running, now, RUN * 2, RUN, VOTE);
+    let (mut job, _) = Job::resume(
+        id(),
+        nodes,
+        1,
+        JobStatus::Running,
+        now,
+        RUN * 2,
+        RUN,
+        VOTE,
+        Limits::default(),
+    );
     assert_eq!(job.next_deadline(), Some(now));
     let fx = job.handle_timeout(now);
     assert_eq!(job.status(), JobStatus::TimedOut);
@@ -1381,6 +1398,7 @@ fn a_running_node_back_idle_can_no_longer_deliver_and_crashes_at_once() {
                 Duration::ZERO,
                 RUN,
                 VOTE,
+                Limits::default(),
             );
             let fx = job.handle(now, back("a", report));
             assert!(
@@ -1405,6 +1423,7 @@ fn a_ready_node_back_committed_is_sent_run_again() {
         Duration::ZERO,
         RUN,
         VOTE,
+        Limits::default(),
     );
     assert_eq!(
         job.handle(now, back("a", NodeReport::Committed)),
@@ -1428,6 +1447,7 @@ fn a_ready_node_back_running_had_its_run() {
         Duration::ZERO,
         RUN,
         VOTE,
+        Limits::default(),
     );
     let fx = job.handle(now, back("a", NodeReport::Running));
     assert!(fx.contains(&persist("a", NodeStatus::Running)), "{fx:?}");
@@ -1453,6 +1473,7 @@ fn a_voting_node_back_is_asked_again_or_counted() {
         Duration::ZERO,
         RUN,
         VOTE,
+        Limits::default(),
     );
     // Lost its commit: asked again.
     assert_eq!(
@@ -1494,4 +1515,208 @@ fn a_result_delivered_again_changes_nothing() {
         assert_eq!(job.handle(t, reply("a", again)), vec![store("a")]);
         assert_eq!(job.node_status("a"), Some(NodeStatus::Failed));
     }
+}
+
+// Operators' controls (issue 15): rate control, error limit, any N.
+
+fn limits(window: Option<usize>, errors_allowed: Option<usize>, wanted: Option<usize>) -> Limits {
+    Limits {
+        window,
+        errors_allowed,
+        wanted,
+    }
+}
+
+fn statuses(job: &Job) -> Vec<(&str, NodeStatus)> {
+    job.nodes().iter().map(|(n, s)| (n.as_str(), *s)).collect()
+}
+
+fn sent_run(fx: &[Effect]) -> Vec<&str> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Send {
+                node,
+                command: Command::Run,
+            } => Some(node.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Nodes `a`..`e` all committed under `limits`: running since `t`.
+fn controlled(t: Instant, limits: Limits) -> (Job, Vec<Effect>) {
+    let mut job = new_job(&["a", "b", "c", "d", "e"], 5).with_limits(limits);
+    job.start(t, |_| true);
+    let mut fx = Vec::new();
+    for n in ["a", "b", "c", "d", "e"] {
+        fx = job.handle(t, reply(n, Reply::AckCommit));
+    }
+    assert_eq!(job.status(), JobStatus::Running);
+    (job, fx)
+}
+
+#[test]
+fn a_window_runs_that_many_nodes_and_the_rest_wait_for_slots_in_order() {
+    let t = Instant::now();
+    let (mut job, fx) = controlled(t, limits(Some(2), None, None));
+    assert_eq!(sent_run(&fx), ["a", "b"]);
+    assert!(fx.contains(&persist("c", NodeStatus::Waiting)));
+    assert!(fx.contains(&Effect::Emit(JobEvent::RunWaiting { node: "e".into() })));
+    job.handle(t, reply("a", Reply::AckRun));
+    let fx = job.handle(t, reply("a", succeeded()));
+    // a's slot goes to c, the first waiting node: ready again, then `run`.
+    assert_eq!(sent_run(&fx), ["c"]);
+    assert!(fx.contains(&persist("c", NodeStatus::Ready)));
+    // A failure frees its slot too.
+    job.handle(t, reply("b", Reply::AckRun));
+    let fx = job.handle(t, reply("b", failed()));
+    assert_eq!(sent_run(&fx), ["d"]);
+    for n in ["c", "d"] {
+        job.handle(t, reply(n, Reply::AckRun));
+        job.handle(t, reply(n, succeeded()));
+    }
+    job.handle(t, reply("e", Reply::AckRun));
+    let fx = job.handle(t, reply("e", succeeded()));
+    assert!(fx.ends_with(&finish(JobStatus::Complete)));
+}
+
+#[test]
+fn past_the_error_limit_waiting_nodes_are_skipped_and_the_job_ends_stopped() {
+    let t = Instant::now();
+    let (mut job, _) = controlled(t, limits(Some(2), Some(0), None));
+    job.handle(t, reply("a", Reply::AckRun));
+    let fx = job.handle(t, reply("a", failed()));
+    assert!(sent_run(&fx).is_empty());
+    for n in ["c", "d", "e"] {
+        assert!(fx.contains(&persist(n, NodeStatus::Skipped)));
+        assert!(fx.contains(&rehab(n)), "a skipped node is released: {n}");
+    }
+    // b, already running, finishes; then the job is over, honestly.
+    job.handle(t, reply("b", Reply::AckRun));
+    let fx = job.handle(t, reply("b", succeeded()));
+    assert!(fx.ends_with(&finish(JobStatus::Stopped)));
+    assert_eq!(
+        statuses(&job),
+        [
+            ("a", NodeStatus::Failed),
+            ("b", NodeStatus::Succeeded),
+            ("c", NodeStatus::Skipped),
+            ("d", NodeStatus::Skipped),
+            ("e", NodeStatus::Skipped),
+        ]
+    );
+}
+
+#[test]
+fn abort_and_run_timeout_reach_waiting_nodes_too() {
+    let t = Instant::now();
+    let (mut job, _) = controlled(t, limits(Some(1), None, None));
+    let fx = job.handle(t, Input::Abort);
+    for n in ["b", "c", "d", "e"] {
+        assert!(fx.contains(&persist(n, NodeStatus::Aborted)));
+        assert!(fx.contains(&rehab(n)));
+    }
+    let (mut job, _) = controlled(t, limits(Some(1), None, None));
+    let fx = job.handle_timeout(t + RUN);
+    assert!(fx.contains(&persist("e", NodeStatus::TimedOut)));
+    assert!(fx.ends_with(&finish(JobStatus::TimedOut)));
+}
+
+#[test]
+fn a_restart_resumes_the_window_where_it_was() {
+    let t = Instant::now();
+    let nodes = vec![
+        ("a".to_owned(), NodeStatus::Succeeded),
+        ("b".to_owned(), NodeStatus::Running),
+        ("c".to_owned(), NodeStatus::Waiting),
+        ("d".to_owned(), NodeStatus::Waiting),
+    ];
+    let (mut job, fx) = Job::resume(
+        id(),
+        nodes,
+        4,
+        JobStatus::Running,
+        t,
+        Duration::ZERO,
+        RUN,
+        VOTE,
+        limits(Some(2), None, None),
+    );
+    // One slot was free (a finished before the restart): c takes it; d keeps waiting.
+    assert_eq!(sent_run(&fx), ["c"]);
+    // A waiting node that says it is still committed is not sent `run` early.
+    let fx = job.handle(
+        t,
+        Input::NodeBack {
+            node: "d".into(),
+            report: NodeReport::Committed,
+        },
+    );
+    assert!(fx.is_empty());
+    assert_eq!(job.node_status("d"), Some(NodeStatus::Waiting));
+}
+
+#[test]
+fn any_n_asks_n_nodes_and_moves_on_when_one_cannot_run() {
+    let t = Instant::now();
+    let mut job = new_job(&["a", "b", "c", "d"], 2).with_limits(limits(None, None, Some(2)));
+    // b is offline: not asked; a and c are.
+    let fx = job.start(t, |n| n != "b");
+    let commits: Vec<_> = fx
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Effect::Send {
+                    command: Command::Commit,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(
+        commits,
+        [&send("a", Command::Commit), &send("c", Command::Commit)]
+    );
+    assert_eq!(job.node_status("b"), Some(NodeStatus::Unavailable));
+    // a is busy with another job: d is asked in its place, with a fresh window.
+    let later = t + Duration::from_secs(30);
+    let fx = job.handle(later, reply("a", Reply::NackCommit));
+    assert!(fx.contains(&send("d", Command::Commit)));
+    assert_eq!(job.next_deadline(), Some(later + VOTE));
+    job.handle(later, reply("c", Reply::AckCommit));
+    let fx = job.handle(later, reply("d", Reply::AckCommit));
+    assert_eq!(sent_run(&fx), ["c", "d"]);
+    assert_eq!(job.status(), JobStatus::Running);
+}
+
+#[test]
+fn any_n_fails_its_quorum_only_when_fewer_than_n_can_run() {
+    let t = Instant::now();
+    let mut job = new_job(&["a", "b", "c"], 2).with_limits(limits(None, None, Some(2)));
+    job.start(t, |_| true);
+    job.handle(t, reply("a", Reply::AckCommit));
+    let fx = job.handle(t, reply("b", Reply::NackCommit));
+    assert!(fx.contains(&send("c", Command::Commit)));
+    assert_eq!(job.status(), JobStatus::Voting);
+    // c never answers: voting times out with nobody left to ask.
+    let fx = job.handle_timeout(t + VOTE);
+    assert!(fx.contains(&vote("c", VoteStatus::VotingTimeout)));
+    assert!(fx.contains(&persist("a", NodeStatus::WasReady)));
+    assert!(fx.ends_with(&finish(JobStatus::QuorumFailed)));
+}
+
+#[test]
+fn any_n_skips_the_nodes_it_did_not_need() {
+    let t = Instant::now();
+    let mut job = new_job(&["a", "b", "c"], 1).with_limits(limits(None, None, Some(1)));
+    job.start(t, |_| true);
+    let fx = job.handle(t, reply("a", Reply::AckCommit));
+    assert_eq!(sent_run(&fx), ["a"]);
+    assert!(fx.contains(&persist("b", NodeStatus::Skipped)));
+    // b and c were never asked: nothing to release.
+    assert!(!fx.contains(&rehab("b")));
+    job.handle(t, reply("a", Reply::AckRun));
+    let fx = job.handle(t, reply("a", succeeded()));
+    assert!(fx.ends_with(&finish(JobStatus::Complete)));
 }

@@ -3,6 +3,7 @@
 //! jobs after a restart.
 
 mod cluster;
+pub mod controls;
 mod live;
 pub mod machine;
 mod spec;
@@ -23,6 +24,7 @@ use tracing::Instrument as _;
 use crate::cluster::{Cluster, Feeds, Router};
 use crate::metrics::Metrics;
 use crate::nodes::news::NodeNews;
+use controls::Controls;
 pub use live::LiveJobs;
 use machine::Job;
 use task::{JobContext, TaskMsg, now_seconds};
@@ -169,7 +171,12 @@ impl JobsHandle {
         spec: JobSpec,
     ) -> Result<JobId, store::Error> {
         let now = now_seconds();
-        let quorum = spec.quorum.unwrap_or(spec.nodes.len() as u32);
+        // Any N's quorum is its N: the job runs once N nodes committed.
+        let quorum = spec
+            .controls
+            .run_on_any
+            .or(spec.quorum)
+            .unwrap_or(spec.nodes.len() as u32);
         let run_timeout = spec.run_timeout.unwrap_or(self.config.default_run_timeout);
         let record = JobRecord {
             id: id.clone(),
@@ -186,6 +193,7 @@ impl JobsHandle {
                 env: spec.env,
                 capture: spec.capture_output,
                 file: spec.file,
+                controls: spec.controls.stored(),
             },
             nodes: spec
                 .nodes
@@ -242,7 +250,8 @@ impl JobsHandle {
             quorum,
             Duration::from_secs(run_timeout.into()),
             self.config.voting_timeout,
-        );
+        )
+        .with_limits(spec.controls.limits(spec.nodes.len()));
         let (ctx, inbox) = self.context(&id, org, &record);
         let available = self.watch(&id, org, spec.nodes.clone()).await;
         let effects = job.start(Instant::now(), |n| available.contains(n));
@@ -500,6 +509,7 @@ impl JobsHandle {
             running_for,
             run_timeout,
             self.config.voting_timeout,
+            Controls::from_stored(record.options.controls.as_deref()).limits(record.nodes.len()),
         );
         self.events.begin_job(&record.org_id, &record.id);
         let (ctx, inbox) = self.context(&record.id, &record.org_id, &record);

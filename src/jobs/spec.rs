@@ -11,6 +11,8 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
+use super::controls::{self, ControlError, Controls};
+
 /// Largest job file payload, bytes (decoded for `base64:`).
 pub const MAX_FILE_SIZE: usize = 100_000;
 /// `job_options.job_user` is `character(32)`.
@@ -55,6 +57,9 @@ pub enum SpecError {
     /// The file payload is over 100,000 bytes.
     #[error("invalid file size (must be <= 100000 bytes)")]
     FileSize,
+    /// One of our operators' controls is invalid (issue 15).
+    #[error(transparent)]
+    Control(#[from] ControlError),
 }
 
 /// A valid job request.
@@ -78,6 +83,8 @@ pub struct JobSpec {
     pub file: Option<String>,
     /// Capture stdout/stderr.
     pub capture_output: bool,
+    /// Rate control, any N, success threshold (all absent in an original body).
+    pub controls: Controls,
 }
 
 const KEYS: [&str; 9] = [
@@ -127,7 +134,10 @@ pub fn parse(body: &[u8]) -> Result<JobSpec, SpecError> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(SpecError::Capture),
     };
-    if obj.keys().any(|k| !KEYS.contains(&k.as_str())) {
+    if obj
+        .keys()
+        .any(|k| !KEYS.contains(&k.as_str()) && !controls::KEYS.contains(&k.as_str()))
+    {
         return Err(SpecError::UnknownKey);
     }
     if nodes.is_empty() {
@@ -146,10 +156,11 @@ pub fn parse(body: &[u8]) -> Result<JobSpec, SpecError> {
         return Err(SpecError::Unknown);
     }
     let mut seen = HashSet::new();
-    let nodes = nodes
+    let nodes: Vec<String> = nodes
         .into_iter()
         .filter(|n| seen.insert(n.clone()))
         .collect();
+    let controls = Controls::parse(&obj, nodes.len(), quorum.is_some())?;
     Ok(JobSpec {
         command,
         nodes,
@@ -160,6 +171,7 @@ pub fn parse(body: &[u8]) -> Result<JobSpec, SpecError> {
         env: env.map(|m| Value::Object(m.clone()).to_string()),
         file,
         capture_output,
+        controls,
     })
 }
 

@@ -140,6 +140,8 @@ pub struct JobOptions {
     pub capture: bool,
     /// The file, with its `raw:` / `base64:` prefix, exactly as posted.
     pub file: Option<String>,
+    /// Operators' controls (issue 15) as the server's JSON; `None` for an original job.
+    pub controls: Option<String>,
 }
 
 impl JobOptions {
@@ -150,6 +152,7 @@ impl JobOptions {
             && self.env.is_none()
             && !self.capture
             && self.file.is_none()
+            && self.controls.is_none()
     }
 }
 

@@ -65,6 +65,11 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
         "retention index",
         include_str!("../migrations/postgres/0009_retention.sql"),
     ),
+    (
+        10,
+        "job controls",
+        include_str!("../migrations/postgres/0010_job_controls.sql"),
+    ),
 ];
 
 /// How long a statement waits for a pooled connection before failing, so that an
@@ -79,7 +84,7 @@ macro_rules! select_jobs {
     ($($condition:literal),*) => {
         concat!(
             "SELECT j.id, j.org_id, j.command, j.quorum, j.run_timeout, j.status, \
-             j.created_at, j.updated_at, o.job_user, o.dir, o.env, o.capture, o.job_file \
+             j.created_at, j.updated_at, o.job_user, o.dir, o.env, o.capture, o.job_file, o.controls \
              FROM jobs j LEFT JOIN job_options o ON o.job_id = j.id ",
             $($condition),*
         )
@@ -132,6 +137,7 @@ fn job_row(row: &PgRow) -> Result<JobRow, Error> {
         env: row.try_get("env")?,
         capture: row.try_get("capture")?,
         file: row.try_get("job_file")?,
+        controls: row.try_get("controls")?,
     })
 }
 
@@ -199,8 +205,8 @@ async fn insert_job(conn: &mut PgConnection, job: &JobRecord) -> Result<(), Erro
     let o = &job.options;
     if !o.is_empty() {
         sqlx::query(
-            "INSERT INTO job_options (job_id, job_user, dir, env, capture, job_file) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO job_options (job_id, job_user, dir, env, capture, job_file, controls) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(job.id.as_str())
         .bind(o.user.as_deref())
@@ -208,6 +214,7 @@ async fn insert_job(conn: &mut PgConnection, job: &JobRecord) -> Result<(), Erro
         .bind(o.env.as_deref())
         .bind(o.capture)
         .bind(o.file.as_deref())
+        .bind(o.controls.as_deref())
         .execute(&mut *conn)
         .await?;
     }

@@ -105,6 +105,7 @@ pub(super) struct JobRow {
     pub env: Option<String>,
     pub capture: Option<bool>,
     pub file: Option<String>,
+    pub controls: Option<String>,
 }
 
 impl JobRow {
@@ -137,6 +138,7 @@ impl JobRow {
                 env: self.env,
                 capture: self.capture.unwrap_or(false),
                 file: self.file,
+                controls: self.controls,
             },
             nodes,
         })

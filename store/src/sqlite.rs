@@ -37,6 +37,11 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
         "retention index",
         include_str!("../migrations/sqlite/0003_retention.sql"),
     ),
+    (
+        4,
+        "job controls",
+        include_str!("../migrations/sqlite/0004_job_controls.sql"),
+    ),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -54,7 +59,7 @@ macro_rules! select_jobs {
     ($($condition:literal),*) => {
         concat!(
             "SELECT j.id, j.org_id, j.command, j.quorum, j.run_timeout, j.status, \
-             j.created_at, j.updated_at, o.job_user, o.dir, o.env, o.capture, o.job_file \
+             j.created_at, j.updated_at, o.job_user, o.dir, o.env, o.capture, o.job_file, o.controls \
              FROM jobs j LEFT JOIN job_options o ON o.job_id = j.id ",
             $($condition),*
         )
@@ -149,6 +154,7 @@ fn job_row(row: &SqliteRow) -> Result<JobRow, Error> {
         env: row.try_get("env")?,
         capture: row.try_get::<Option<i64>, _>("capture")?.map(|c| c != 0),
         file: row.try_get("job_file")?,
+        controls: row.try_get("controls")?,
     })
 }
 
@@ -217,8 +223,8 @@ async fn insert_job(conn: &mut SqliteConnection, job: &JobRecord) -> Result<(), 
     let o = &job.options;
     if !o.is_empty() {
         sqlx::query(
-            "INSERT INTO job_options (job_id, job_user, dir, env, capture, job_file) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO job_options (job_id, job_user, dir, env, capture, job_file, controls) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(job.id.as_str())
         .bind(o.user.as_deref())
@@ -226,6 +232,7 @@ async fn insert_job(conn: &mut SqliteConnection, job: &JobRecord) -> Result<(), 
         .bind(o.env.as_deref())
         .bind(i64::from(o.capture))
         .bind(o.file.as_deref())
+        .bind(o.controls.as_deref())
         .execute(&mut *conn)
         .await?;
     }

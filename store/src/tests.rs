@@ -95,6 +95,7 @@ async fn round_trip_keeps_every_field(store: &dyn Store) {
         env: Some(r#"{"PATH":"/usr/bin","X":"ü \"q\""}"#.to_owned()),
         capture: true,
         file: Some("base64:aGVsbG8gd29ybGQ=".to_owned()),
+        controls: Some(r#"{"max_concurrency":{"percent":10}}"#.to_owned()),
     };
     store.create_job(&job).await.expect("create_job");
 
@@ -837,7 +838,7 @@ async fn postgres_passes_suite() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-        assert_eq!(applied, 9);
+        assert_eq!(applied, 10);
         assert!(find(&store, &org(1), &job_id(1)).await.is_some());
     })
     .await;
@@ -1096,6 +1097,7 @@ async fn postgres_adopts_original_2x_database() {
             env: Some(r#"{"A":"1"}"#.to_owned()),
             capture: true,
             file: Some("raw:hello".to_owned()),
+            controls: None,
         };
         assert_eq!(find(&store, &old.org_id, &old.id).await, Some(old.clone()));
         let fetch = |channel| store.fetch_output(&old.org_id, &old.id, "zeta", channel);
@@ -1177,6 +1179,7 @@ async fn postgres_schema_is_the_originals_plus_position_truncated_and_org_index(
             let extra = [
                 "column | job_nodes | position | 7 | integer | YES",
                 "column | job_output | truncated | 5 | boolean | YES",
+                "column | job_options | controls | 7 | text | YES",
                 "index | CREATE INDEX jobs_org_id_created_at_idx ON public.jobs USING btree (org_id, created_at)",
                 "index | CREATE INDEX jobs_updated_at_idx ON public.jobs USING btree (updated_at)",
             ];

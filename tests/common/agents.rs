@@ -61,6 +61,11 @@ pub struct Rig {
 
 pub async fn rig() -> Rig {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+    rig_on(store).await
+}
+
+/// [`rig`] over the given store.
+pub async fn rig_on(store: Arc<dyn Store>) -> Rig {
     let h = Harness::with_store(store, fast).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

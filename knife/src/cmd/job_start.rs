@@ -64,6 +64,24 @@ pub struct Args {
     /// Capture the command's stdout and stderr (read them with `job output`)
     #[arg(long)]
     pub capture: bool,
+    /// Rate control: run the command on at most this many nodes at once (N, or N% of the
+    /// nodes); the others wait for a slot (state `waiting`)
+    #[arg(long, value_name = "N|N%")]
+    pub max_concurrency: Option<Quorum>,
+    /// Rate control: after more than this many failed nodes (N, or N% of the nodes), start
+    /// no further node; those not started are `skipped` and the job ends `stopped`
+    /// (exit 10). Needs --max-concurrency to hold nodes back
+    #[arg(long, value_name = "N|N%")]
+    pub max_errors: Option<Quorum>,
+    /// Run on any N of the nodes: the server asks available nodes in order and moves on
+    /// when one refuses or is busy or offline; `quorum_failed` only when fewer than N can
+    /// run. Replaces --quorum
+    #[arg(long, value_name = "N", conflicts_with = "quorum")]
+    pub run_on_any: Option<u64>,
+    /// How many nodes must succeed for the job to count as a success (N, or N% of the
+    /// nodes); the job document's `verdict` and the exit code (0 or 1) follow it
+    #[arg(long, value_name = "N|N%")]
+    pub success_threshold: Option<Quorum>,
     /// Ignored (knife-push's polling period): progress comes from the server's event feed
     #[arg(long, value_name = "SECONDS", hide = true)]
     pub poll_interval: Option<f64>,
@@ -101,6 +119,19 @@ pub async fn run(ctx: &Context, a: Args) -> anyhow::Result<Exit> {
         )
         .into());
     }
+    let mut controls = Map::new();
+    for (key, amount) in [
+        ("max_concurrency", a.max_concurrency),
+        ("max_errors", a.max_errors),
+        ("success_threshold", a.success_threshold),
+    ] {
+        if let Some(amount) = amount {
+            controls.insert(key.into(), amount.as_json());
+        }
+    }
+    if let Some(n) = a.run_on_any {
+        controls.insert("run_on_any".into(), json!(n));
+    }
     let request = JobRequest {
         command: a.command,
         quorum: a.quorum.for_nodes(nodes.len()),
@@ -111,6 +142,7 @@ pub async fn run(ctx: &Context, a: Args) -> anyhow::Result<Exit> {
         dir: a.in_dir,
         user: a.as_user,
         run_timeout: a.timeout,
+        controls,
     };
     let created = ctx
         .client
