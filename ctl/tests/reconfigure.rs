@@ -427,7 +427,7 @@ async fn first_install_sets_everything_up() {
         // …and the read-only role can read but not write.
         let mut ro = connect_as(&pg, &names.ro, &names.database).await;
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM job_status").fetch_one(&mut ro).await.unwrap();
-        assert_eq!(n, 9);
+        assert_eq!(n, 10);
         assert!(sqlx::query("DELETE FROM job_status").execute(&mut ro).await.is_err());
 
         // What the run did to services: recorded, not run, under a temporary root.

@@ -1180,6 +1180,7 @@ async fn postgres_schema_is_the_originals_plus_position_truncated_and_org_index(
                 "column | job_nodes | position | 7 | integer | YES",
                 "column | job_output | truncated | 5 | boolean | YES",
                 "column | job_options | controls | 7 | text | YES",
+                "job_status | 8 | stopped",
                 "index | CREATE INDEX jobs_org_id_created_at_idx ON public.jobs USING btree (org_id, created_at)",
                 "index | CREATE INDEX jobs_updated_at_idx ON public.jobs USING btree (updated_at)",
             ];
