@@ -255,6 +255,13 @@ async fn handle(p: &Parts, id: i64, message: BusMessage) {
             p.cluster.note_presence(&from, &changes);
         }
         BusMessage::Presence { .. } => {}
+        BusMessage::Output {
+            job, output, at, ..
+        } => {
+            if let Some(job) = JobId::parse(&job) {
+                p.events.output(&job, &output, micros(at));
+            }
+        }
         BusMessage::Abort { job } => {
             if let Some(job) = JobId::parse(&job) {
                 p.jobs.abort_here(&job);
@@ -289,5 +296,6 @@ fn node_of(news: &NodeNews) -> &str {
         | NodeNews::Down { node }
         | NodeNews::Back { node, .. }
         | NodeNews::OutputTruncated { node } => node,
+        NodeNews::Output(output) => &output.node,
     }
 }

@@ -843,3 +843,52 @@ async fn rate_control_any_n_and_success_threshold_set_the_exit_code() {
         .await
         .expect(2);
 }
+
+/// Issue 15 §2: `job start --stream` prints each line as it arrives, prefixed with its
+/// node (stderr marked); `job tail` does the same for a job already running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_and_tail_print_live_output_by_node() {
+    let r = rig().await;
+    let _a = r.start_agent("st-a", "");
+    r.wait_available("st-a").await;
+    let home = home_for(&r, ADMIN_USER);
+    let run = cli(&home, &["job", "start", "ticks", "st-a", "--stream"]).await;
+    run.expect(0);
+    for line in ["st-a | tick 1\n", "st-a | tick 3\n", "st-a ! bye\n"] {
+        assert!(run.stdout.contains(line), "{line:?} missing: {run:#?}");
+    }
+    // Printed while the job ran: before the final report.
+    let tick = run.stdout.find("st-a | tick 1").unwrap();
+    assert!(tick < run.stdout.find("Complete.").unwrap(), "{run:#?}");
+    assert!(!run.stdout.contains("\x1b["), "no colour off a terminal");
+    r.wait_available("st-a").await;
+
+    let gate = r.h.tmp.path().join("tail-gate");
+    let run = cli(
+        &home,
+        &[
+            "job",
+            "start",
+            &format!("hold {}", gate.display()),
+            "st-a",
+            "--capture",
+            "--nowait",
+        ],
+    )
+    .await;
+    let id = run.expect(0).job_id();
+    wait_job(&r, &id, |j| j["status"] == "running").await;
+    let tail = command(&home, &["job", "tail", &id], &[]).spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    open_gate(&gate, 0);
+    let run = tokio::task::spawn_blocking(move || finish(tail))
+        .await
+        .unwrap();
+    run.expect(0);
+    assert!(run.stdout.contains("st-a | holding\n"), "{run:#?}");
+    assert!(run.stdout.contains("st-a | released\n"), "{run:#?}");
+    // A job that does not exist is exit 7, as for `job status`.
+    cli(&home, &["job", "tail", "0123456789abcdef0123456789abcdef"])
+        .await
+        .expect(7);
+}

@@ -78,6 +78,21 @@ impl Display {
         }
     }
 
+    /// Prints one line of live output above the bar, or on its own line between the
+    /// dots (stdout with text output; stderr when stdout holds a document).
+    pub fn output(&mut self, line: &str) {
+        match self {
+            Display::Bar(bar) => bar.println(line),
+            Display::Lines {
+                stderr, open_line, ..
+            } => {
+                let lead = if *open_line { "\n" } else { "" };
+                *open_line = false;
+                emit(*stderr, &format!("{lead}{line}\n"));
+            }
+        }
+    }
+
     /// Ends the display (clears the bar, closes a line of dots).
     pub fn finish(&mut self, p: &Progress) {
         match self {

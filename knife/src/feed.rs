@@ -97,6 +97,97 @@ impl Parser {
     }
 }
 
+/// Which stream a line of live output came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// One line of a node's live output (issue 15 §2), or a note that some was dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputLine {
+    /// The node.
+    pub node: String,
+    /// Its stream.
+    pub stream: Stream,
+    /// The text, without its newline.
+    pub text: String,
+}
+
+impl OutputLine {
+    /// `web01 | text` for stdout, `web01 ! text` for stderr (as `salt` and `bolt --stream`
+    /// prefix each line with its node); on a terminal the node is cyan and the stderr mark
+    /// red.
+    pub fn render(&self, colour: bool) -> String {
+        let mark = match self.stream {
+            Stream::Stdout => "|",
+            Stream::Stderr => "!",
+        };
+        if colour {
+            let mark = match self.stream {
+                Stream::Stdout => mark.to_owned(),
+                Stream::Stderr => format!("\x1b[31m{mark}\x1b[0m"),
+            };
+            format!("\x1b[36m{}\x1b[0m {mark} {}", self.node, self.text)
+        } else {
+            format!("{} {mark} {}", self.node, self.text)
+        }
+    }
+}
+
+/// Cuts `run_output` events into whole lines per node and stream; a line split across
+/// events is held until its end arrives (or the job ends).
+#[derive(Debug, Default)]
+pub struct OutputLines {
+    partial: BTreeMap<(String, Stream), String>,
+}
+
+impl OutputLines {
+    /// The complete lines one `run_output` event's data adds, in order (stdout first);
+    /// bytes the node dropped are reported as a line of their own on stderr.
+    pub fn push(&mut self, data: &Value) -> Vec<OutputLine> {
+        let Some(node) = data["node"].as_str() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (key, stream) in [("stdout", Stream::Stdout), ("stderr", Stream::Stderr)] {
+            let Some(text) = data[key].as_str() else {
+                continue;
+            };
+            let buf = self.partial.entry((node.to_owned(), stream)).or_default();
+            buf.push_str(text);
+            while let Some(nl) = buf.find('\n') {
+                let line: String = buf.drain(..=nl).collect();
+                out.push(OutputLine {
+                    node: node.to_owned(),
+                    stream,
+                    text: line.trim_end_matches(['\n', '\r']).to_owned(),
+                });
+            }
+        }
+        if let Some(n) = data["dropped"].as_u64().filter(|n| *n > 0) {
+            out.push(OutputLine {
+                node: node.to_owned(),
+                stream: Stream::Stderr,
+                text: format!("[{n} bytes of output not sent live; `job output` has the tail]"),
+            });
+        }
+        out
+    }
+
+    /// The unfinished lines, once the job is over.
+    pub fn flush(&mut self) -> Vec<OutputLine> {
+        std::mem::take(&mut self.partial)
+            .into_iter()
+            .filter(|(_, text)| !text.is_empty())
+            .map(|((node, stream), text)| OutputLine { node, stream, text })
+            .collect()
+    }
+}
+
 /// A node as the events describe it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeState {
@@ -389,6 +480,33 @@ mod tests {
         assert!(p.push(b"event: summary\nid: job-1\ndata: {}").is_empty());
         let e = p.finish().unwrap();
         assert_eq!((e.name.as_str(), e.data.as_str()), ("summary", "{}"));
+    }
+
+    #[test]
+    fn live_output_is_cut_into_lines_per_node_and_stream() {
+        let mut lines = OutputLines::default();
+        let got = lines.push(&json!({"node": "web01", "stdout": "one\ntw", "stderr": "oops\n"}));
+        let text: Vec<_> = got.iter().map(|l| l.render(false)).collect();
+        assert_eq!(text, ["web01 | one", "web01 ! oops"]);
+        let got = lines.push(&json!({"node": "web02", "stdout": "x"}));
+        assert!(got.is_empty());
+        let got = lines.push(&json!({"node": "web01", "stdout": "o\r\n", "dropped": 10}));
+        let text: Vec<_> = got.iter().map(|l| l.render(false)).collect();
+        assert_eq!(
+            text,
+            [
+                "web01 | two",
+                "web01 ! [10 bytes of output not sent live; `job output` has the tail]"
+            ]
+        );
+        let rest: Vec<_> = lines.flush().iter().map(|l| l.render(false)).collect();
+        assert_eq!(rest, ["web02 | x"]);
+        let coloured = OutputLine {
+            node: "n".into(),
+            stream: Stream::Stderr,
+            text: "t".into(),
+        };
+        assert_eq!(coloured.render(true), "\x1b[36mn\x1b[0m \x1b[31m!\x1b[0m t");
     }
 
     #[test]

@@ -99,6 +99,45 @@ pub async fn follow(
     id: &JobId,
     progress: &mut Progress,
     display: &mut Display,
+    mut live: Option<&mut Live>,
+    deadline: Option<Instant>,
+) -> Result<End, api::Error> {
+    let end = follow_feed(client, id, progress, display, live.as_deref_mut(), deadline).await;
+    if let Some(live) = live {
+        for line in live.lines.flush() {
+            display.output(&line.render(live.colour));
+        }
+    }
+    end
+}
+
+/// Whether live output lines get colour: only on a terminal (stdout, or stderr when
+/// stdout holds a document), and never with `NO_COLOR` set.
+pub fn colour(structured: bool) -> bool {
+    use std::io::IsTerminal as _;
+    let terminal = if structured {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Live output to print while following (`--stream`, `job tail`).
+#[derive(Debug, Default)]
+pub struct Live {
+    /// The lines so far.
+    pub lines: crate::feed::OutputLines,
+    /// Colour the node names and stderr marks.
+    pub colour: bool,
+}
+
+async fn follow_feed(
+    client: &Client,
+    id: &JobId,
+    progress: &mut Progress,
+    display: &mut Display,
+    mut live: Option<&mut Live>,
     deadline: Option<Instant>,
 ) -> Result<End, api::Error> {
     let feed_url = client.url(&format!("pushy/job_status_feed/{id}"));
@@ -131,13 +170,15 @@ pub async fn follow(
                     };
                     for event in parser.push(&chunk) {
                         early_ends = 0;
-                        if let Some(s) = seen(&event, progress, display, &mut last_id) {
+                        let live = live.as_deref_mut();
+                        if let Some(s) = seen(&event, progress, display, live, &mut last_id) {
                             return Ok(End::Finished(s));
                         }
                     }
                 }
                 if let Some(event) = parser.finish()
-                    && let Some(s) = seen(&event, progress, display, &mut last_id)
+                    && let Some(s) =
+                        seen(&event, progress, display, live.as_deref_mut(), &mut last_id)
                 {
                     return Ok(End::Finished(s));
                 }
@@ -211,10 +252,22 @@ fn seen(
     event: &crate::feed::Event,
     progress: &mut Progress,
     display: &mut Display,
+    live: Option<&mut Live>,
     last_id: &mut Option<String>,
 ) -> Option<JobStatus> {
     if event.id.is_some() {
         last_id.clone_from(&event.id);
+    }
+    // Live output changes no state: printed when asked for, else skipped.
+    if event.name == "run_output" {
+        if let Some(live) = live
+            && let Ok(data) = serde_json::from_str::<serde_json::Value>(&event.data)
+        {
+            for line in live.lines.push(&data) {
+                display.output(&line.render(live.colour));
+            }
+        }
+        return None;
     }
     progress.handle(event);
     display.update(progress);

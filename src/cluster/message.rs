@@ -85,6 +85,17 @@ pub enum BusMessage {
         /// `(organization GUID, node, available)`; `None`: the node left `from`.
         changes: Vec<super::mirror::Change>,
     },
+    /// A running node's output, for every instance's feeds of the job (issue 15 §2).
+    Output {
+        /// The organization's GUID.
+        org: String,
+        /// The job.
+        job: String,
+        /// The chunk.
+        output: crate::events::Output,
+        /// When the job's owner relayed it, microseconds since the epoch.
+        at: i64,
+    },
     /// Job events, for every instance's feeds, in order (the outbox joins a job's
     /// consecutive events into one row).
     Events {

@@ -8,7 +8,7 @@ use pushy_store::cluster::EVENTS;
 
 use super::handle::Cluster;
 use super::message::{BusMessage, Timed};
-use crate::events::{Events, JobEvent, Recorded};
+use crate::events::{Events, JobEvent, Output, Recorded};
 use crate::nodes::NodeSnapshot;
 use crate::nodes::RegistryHandle;
 use crate::nodes::registry::Input;
@@ -156,6 +156,23 @@ impl Feeds {
                         event: Recorded::of(event),
                         at: now.timestamp_micros(),
                     }],
+                },
+            ),
+        }
+    }
+
+    /// Relays a running node's output (issue 15 §2): to this process's feeds, or in a
+    /// cluster to every instance's, over the bus (not kept there for late joiners).
+    pub fn output(&self, org: &OrgGuid, job: &JobId, output: &Output, now: DateTime<Utc>) {
+        match &self.cluster {
+            None => self.events.output(job, output, now),
+            Some(cluster) => cluster.broadcast(
+                Some(job.as_str()),
+                &BusMessage::Output {
+                    org: org.as_str().to_owned(),
+                    job: job.to_string(),
+                    output: output.clone(),
+                    at: now.timestamp_micros(),
                 },
             ),
         }

@@ -201,3 +201,23 @@ impl JobEvent {
         m
     }
 }
+
+/// A chunk of a running node's output (issue 15 §2), relayed live: not a logged event.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Output {
+    /// The node.
+    pub node: String,
+    /// New standard output, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    /// New standard error, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    /// Bytes the node could not send since its previous chunk (rate and size bounds).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}

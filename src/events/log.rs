@@ -35,6 +35,27 @@ pub fn render(
     format!("event: {name}\nid: {id}\ndata: {}\n\n", Value::Object(data))
 }
 
+/// A live output event's wire text (issue 15 §2): `run_output`, no `id:` line, data
+/// `timestamp`, `node`, then `stdout` / `stderr` / `dropped` when present.
+pub fn render_output(output: &super::event::Output, at: DateTime<Utc>) -> String {
+    let mut data = Map::new();
+    data.insert(
+        "timestamp".into(),
+        sse_timestamp(at.trunc_subsecs(6)).into(),
+    );
+    data.insert("node".into(), output.node.clone().into());
+    if let Some(out) = &output.stdout {
+        data.insert("stdout".into(), out.clone().into());
+    }
+    if let Some(err) = &output.stderr {
+        data.insert("stderr".into(), err.clone().into());
+    }
+    if output.dropped > 0 {
+        data.insert("dropped".into(), output.dropped.into());
+    }
+    format!("event: run_output\ndata: {}\n\n", Value::Object(data))
+}
+
 /// One logged event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Logged {

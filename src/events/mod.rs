@@ -10,7 +10,7 @@
 mod event;
 pub mod log;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use self::log::{JobLog, OrgLog, concat};
 
-pub use self::event::{JobEvent, RunStatus, StartInfo, VoteStatus};
+pub use self::event::{JobEvent, Output, RunStatus, StartInfo, VoteStatus};
 pub use self::log::{render, sse_timestamp};
 
 /// Capacity of each live channel (one per watched job, one per watched org). Sending
@@ -33,6 +33,10 @@ pub use self::log::{render, sse_timestamp};
 /// event (a 10 000-node job emits that many in one burst); an org subscriber's stream
 /// ends instead of skipping events, and its client resumes with `Last-Event-ID`.
 const CHANNEL_CAPACITY: usize = 1024;
+
+/// How much live output (issue 15 §2) a running job keeps per node for feeds opened
+/// later, in rendered bytes: the newest events that fit (at least the last one).
+pub const OUTPUT_TAIL: usize = 8 * 1024;
 
 /// The keepalive comment (§3.2): one line, a single newline.
 pub const KEEPALIVE: &[u8] = b":keepalive\n";
@@ -99,16 +103,45 @@ struct State {
 
 struct JobEntry {
     log: JobLog,
+    /// Live output per node, newest last, within [`OUTPUT_TAIL`] each; not in the log.
+    tails: BTreeMap<String, OutputTail>,
     /// Created by the first subscriber, dropped when nobody listens or the job finishes
     /// (subscribers then read what is queued and see `Closed`).
-    tx: Option<broadcast::Sender<Bytes>>,
+    tx: Option<broadcast::Sender<Live>>,
     finished: bool,
+}
+
+/// What live subscribers receive: an event's text, and whether it is in the job's log
+/// (a subscriber that falls behind catches up from the log by count).
+#[derive(Clone, Debug)]
+struct Live {
+    text: Bytes,
+    logged: bool,
+}
+
+/// One node's recent live output events.
+#[derive(Default)]
+struct OutputTail {
+    events: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl OutputTail {
+    fn push(&mut self, text: Bytes) {
+        self.bytes += text.len();
+        self.events.push_back(text);
+        while self.bytes > OUTPUT_TAIL && self.events.len() > 1 {
+            if let Some(old) = self.events.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
 }
 
 struct OrgEntry {
     log: OrgLog,
     /// Created by the first subscriber, dropped when nobody listens.
-    tx: Option<broadcast::Sender<Bytes>>,
+    tx: Option<broadcast::Sender<Live>>,
 }
 
 impl State {
@@ -124,15 +157,15 @@ impl State {
 }
 
 /// Broadcasts `text`, forgetting the channel when nobody is subscribed.
-fn send(tx: &mut Option<broadcast::Sender<Bytes>>, text: Bytes) {
+fn send(tx: &mut Option<broadcast::Sender<Live>>, text: Bytes, logged: bool) {
     if let Some(sender) = tx
-        && sender.send(text).is_err()
+        && sender.send(Live { text, logged }).is_err()
     {
         *tx = None;
     }
 }
 
-fn subscribe(tx: &mut Option<broadcast::Sender<Bytes>>) -> broadcast::Receiver<Bytes> {
+fn subscribe(tx: &mut Option<broadcast::Sender<Live>>) -> broadcast::Receiver<Live> {
     tx.get_or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
         .subscribe()
 }
@@ -171,6 +204,7 @@ impl Events {
             .entry(job.clone())
             .or_insert_with(|| JobEntry {
                 log: JobLog::new(),
+                tails: BTreeMap::new(),
                 tx: None,
                 finished: false,
             });
@@ -207,6 +241,7 @@ impl Events {
         } = &mut *guard;
         let entry = jobs.entry(job.clone()).or_insert_with(|| JobEntry {
             log: JobLog::new(),
+            tails: BTreeMap::new(),
             tx: None,
             finished: false,
         });
@@ -229,23 +264,45 @@ impl Events {
         };
         let logged = entry.log.push(name, fields, not_before);
         let (text, at) = (logged.text.clone(), logged.at);
-        send(&mut entry.tx, text);
+        send(&mut entry.tx, text, true);
         if let Some(o) = org_entry.as_mut() {
             let copy = o
                 .log
                 .push(job, name, fields, at, now, org_number)
                 .text
                 .clone();
-            send(&mut o.tx, copy);
+            send(&mut o.tx, copy, true);
         }
         if event.completes {
             entry.finished = true;
+            entry.tails.clear();
             entry.tx = None;
             retiring.push_back((
                 Instant::now() + self.shared.config.wait_complete_time,
                 job.clone(),
             ));
         }
+    }
+
+    /// Relays a running job's live output (issue 15 §2) to its feed's subscribers as a
+    /// `run_output` event without an id (so `Last-Event-ID` keeps naming logged events)
+    /// and keeps the node's newest ones for feeds opened later. Not logged, not copied to
+    /// the org feed; ignored once the job finished.
+    pub fn output(&self, job: &JobId, output: &Output, now: DateTime<Utc>) {
+        let mut state = self.lock();
+        let Some(entry) = state.jobs.get_mut(job) else {
+            return;
+        };
+        if entry.finished {
+            return;
+        }
+        let text = Bytes::from(log::render_output(output, now));
+        entry
+            .tails
+            .entry(output.node.clone())
+            .or_default()
+            .push(text.clone());
+        send(&mut entry.tx, text, false);
     }
 
     /// Ends `job` without a `job_complete` (its task died): live streams end, and the
@@ -284,7 +341,7 @@ impl Events {
         // The log only grows, so the index found here still marks the same event when
         // the backlog and subscription are taken together under the lock below.
         let start = self.lock().jobs.get(job)?.log.start_after(last_event_id);
-        let (backlog, delivered, rx) = self.job_events_from(job, start)?;
+        let (backlog, delivered, rx) = self.job_events_from(job, start, true)?;
         let catch_up = JobCatchUp {
             events: self.clone(),
             job: job.clone(),
@@ -298,18 +355,28 @@ impl Events {
         ))
     }
 
-    /// The events of `job` from index `from` on, and a fresh subscription when it still
-    /// runs, read together under the lock so none is missed or repeated. `None` once the
-    /// job's log is gone.
+    /// The events of `job` from index `from` on (then, `with_tails`, each node's recent
+    /// live output), and a fresh subscription when it still runs, read together under
+    /// the lock so none is missed or repeated. `None` once the job's log is gone.
     fn job_events_from(
         &self,
         job: &JobId,
         from: usize,
-    ) -> Option<(Bytes, usize, Option<broadcast::Receiver<Bytes>>)> {
+        with_tails: bool,
+    ) -> Option<(Bytes, usize, Option<broadcast::Receiver<Live>>)> {
         let mut state = self.lock();
         let entry = state.jobs.get_mut(job)?;
         let events = entry.log.events();
-        let missed = concat(events.get(from..).unwrap_or_default());
+        let mut missed = concat(events.get(from..).unwrap_or_default());
+        if with_tails && !entry.tails.is_empty() {
+            let mut all = missed.to_vec();
+            for tail in entry.tails.values() {
+                for text in &tail.events {
+                    all.extend_from_slice(text);
+                }
+            }
+            missed = all.into();
+        }
         let delivered = events.len();
         let rx = (!entry.finished).then(|| subscribe(&mut entry.tx));
         Some((missed, delivered, rx))
@@ -358,7 +425,7 @@ struct JobCatchUp {
 /// and is ended otherwise.
 fn feed(
     backlog: Bytes,
-    rx: Option<broadcast::Receiver<Bytes>>,
+    rx: Option<broadcast::Receiver<Live>>,
     catch_up: Option<JobCatchUp>,
     keep_alive: Duration,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
@@ -371,8 +438,8 @@ fn feed(
                 Err(_silence) => {
                     return Some((Bytes::from_static(KEEPALIVE), (Some(rx), catch_up)));
                 }
-                Ok(Ok(text)) => {
-                    if let Some(c) = catch_up.as_mut() {
+                Ok(Ok(Live { text, logged })) => {
+                    if logged && let Some(c) = catch_up.as_mut() {
                         c.delivered += 1;
                     }
                     return Some((text, (Some(rx), catch_up)));
@@ -387,7 +454,7 @@ fn feed(
                         return None;
                     };
                     let (backlog, delivered, next) =
-                        c.events.job_events_from(&c.job, c.delivered)?;
+                        c.events.job_events_from(&c.job, c.delivered, false)?;
                     tracing::debug!(job_id = %c.job, from = c.delivered, "event feed subscriber caught up from the log");
                     c.delivered = delivered;
                     match next {
@@ -479,6 +546,54 @@ mod tests {
 
     async fn collect(s: impl Stream<Item = Bytes>) -> Vec<Bytes> {
         s.collect().await
+    }
+
+    fn output(node: &str, text: &str) -> Output {
+        Output {
+            node: node.into(),
+            stdout: Some(text.into()),
+            stderr: None,
+            dropped: 0,
+        }
+    }
+
+    /// Live output (issue 15 §2): live subscribers get it as `run_output` without an id;
+    /// a feed opened later gets the log, then each node's bounded tail; none of it is
+    /// logged, so `Last-Event-ID` and the catch-up count still name logged events only.
+    #[tokio::test]
+    async fn live_output_is_relayed_and_only_its_tail_is_kept() {
+        let ev = events();
+        let j = job(7);
+        let now = Utc::now();
+        ev.begin_job(&org(), &j);
+        ev.emit(&org(), &j, &start(), now);
+        let mut live = pin!(ev.job_stream(&j, None).unwrap());
+        live.next().await.unwrap();
+        ev.output(&j, &output("a", "line 1\n"), now);
+        let got = String::from_utf8(live.next().await.unwrap().to_vec()).unwrap();
+        assert!(got.starts_with("event: run_output\ndata: {"), "{got}");
+        assert!(got.contains(r#""node":"a","stdout":"line 1\n"}"#), "{got}");
+        assert!(!got.contains("\nid: "), "{got}");
+        // Far more than a tail's worth: only the newest is kept for later readers.
+        let chunk = "x".repeat(1000);
+        for i in 0..100 {
+            ev.output(&j, &output("b", &format!("{i} {chunk}")), now);
+        }
+        ev.emit(&org(), &j, &vote("a"), now);
+        let late = pin!(ev.job_stream(&j, Some("job-1")).unwrap());
+        let first = String::from_utf8(late.take(1).collect::<Vec<_>>().await[0].to_vec()).unwrap();
+        assert!(
+            first.starts_with("event: quorum_vote\nid: job-2\n"),
+            "{first}"
+        );
+        assert!(first.contains("99 x"), "the newest output is in the tail");
+        assert!(!first.contains("\"0 x"), "the oldest is not");
+        assert!(first.len() < 2 * OUTPUT_TAIL + 1000, "{}", first.len());
+        // Once the job is over, output is no longer relayed or kept.
+        ev.emit(&org(), &j, &complete(), now);
+        ev.output(&j, &output("a", "late\n"), now);
+        let after = collect(ev.job_stream(&j, None).unwrap()).await.concat();
+        assert!(!String::from_utf8_lossy(&after).contains("run_output"));
     }
 
     /// Instances of a cluster record the same events (with the owner's timestamps and the

@@ -44,6 +44,8 @@ pub enum Input {
         /// What it says it is doing.
         report: NodeReport,
     },
+    /// A chunk of a node's output while it runs (ours: issue 15 §2).
+    Output(crate::events::Output),
 }
 
 /// A message the job sends a node.
@@ -91,6 +93,8 @@ pub enum Effect {
     },
     /// Append an event to the job's feed.
     Emit(JobEvent),
+    /// Relay a running node's output to the job's feed, unlogged (issue 15 §2).
+    RelayOutput(crate::events::Output),
     /// The job is over: linger `wait_complete_time`, then exit (zmq.md §5.3 step 6).
     Finished(JobStatus),
 }
@@ -336,6 +340,16 @@ impl Job {
             Input::NodeBack { node, report } => {
                 if let Some(&i) = self.index.get(&node) {
                     self.node_back(now, i, report, &mut fx);
+                }
+            }
+            Input::Output(output) => {
+                // Only from a node this job runs: a late chunk of a finished node, or one
+                // for a job that no longer runs, is dropped.
+                let running = self.index.get(&output.node).is_some_and(|&i| {
+                    matches!(self.nodes[i].1, NodeStatus::Running | NodeStatus::Ready)
+                });
+                if running && matches!(self.phase, Phase::Running { .. }) {
+                    fx.push(Effect::RelayOutput(output));
                 }
             }
         }

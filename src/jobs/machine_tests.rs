@@ -1720,3 +1720,24 @@ fn any_n_skips_the_nodes_it_did_not_need() {
     let fx = job.handle(t, reply("a", succeeded()));
     assert!(fx.ends_with(&finish(JobStatus::Complete)));
 }
+
+#[test]
+fn output_of_a_running_node_is_relayed_and_any_other_dropped() {
+    let t = Instant::now();
+    let mut job = running(t);
+    let chunk = |node: &str| crate::events::Output {
+        node: node.into(),
+        stdout: Some("line\n".into()),
+        stderr: None,
+        dropped: 0,
+    };
+    job.handle(t, reply("a", Reply::AckRun));
+    let fx = job.handle(t, Input::Output(chunk("a")));
+    assert_eq!(fx, [Effect::RelayOutput(chunk("a"))]);
+    assert!(job.handle(t, Input::Output(chunk("nobody"))).is_empty());
+    job.handle(t, reply("a", succeeded()));
+    assert!(
+        job.handle(t, Input::Output(chunk("a"))).is_empty(),
+        "a finished"
+    );
+}

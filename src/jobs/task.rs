@@ -117,7 +117,12 @@ impl JobContext {
                         Command::Commit => self.commit.clone(),
                         Command::Run => ServerMessage::Run {
                             job_id: self.id.to_string(),
-                            live_output: false,
+                            // Our agent then streams the output it captures (issue
+                            // 15 §2); other clients ignore the key.
+                            live_output: matches!(
+                                &self.commit,
+                                ServerMessage::Commit { options, .. } if options.capture
+                            ),
                         },
                     };
                     self.registry
@@ -135,6 +140,9 @@ impl JobContext {
                             node,
                         })
                         .await;
+                }
+                Effect::RelayOutput(output) => {
+                    self.events.output(&self.org, &self.id, &output, Utc::now());
                 }
                 Effect::Emit(event) => {
                     tracing::debug!(event = event.name(), "job event");
@@ -479,6 +487,7 @@ fn receive(
                     ctx.truncated.insert(node);
                     return;
                 }
+                NodeNews::Output(output) => Input::Output(output),
             }
         }
     };

@@ -74,4 +74,7 @@ pub enum NodeNews {
         /// The node.
         node: String,
     },
+    /// Output the node's command wrote since its previous chunk, sent while it runs
+    /// (issue 15 §2; our agent only, when the `run` asked for it).
+    Output(crate::events::Output),
 }

@@ -296,12 +296,26 @@ impl Registry {
         m: ClientMessage,
         fx: &mut Vec<Effect>,
     ) {
+        let key = (org, m.node.clone());
         if m.kind == ClientMessageType::Output {
-            // issue 15 §2: relayed by the lead's server half
-            tracing::debug!(node = %m.node, "ignoring a live output message");
+            // Live output (issue 15 §2) changes nothing about the node: it only goes to
+            // the job it names, if that job is live here and the node is known.
+            if let (_, Some(job)) = self.job_link(&m.job_id)
+                && self.nodes.contains_key(&key)
+            {
+                let output = crate::events::Output {
+                    node: m.node,
+                    stdout: m.stdout,
+                    stderr: m.stderr,
+                    dropped: m.dropped,
+                };
+                fx.push(Effect::ToJob {
+                    job,
+                    news: NodeNews::Output(output),
+                });
+            }
             return;
         }
-        let key = (org, m.node.clone());
         let (link, job) = self.job_link(&m.job_id);
         // The node machine's effects come last, after the job has heard the message: a
         // job sees a node's reply before the node's stop that the same message caused.
@@ -616,7 +630,7 @@ fn reply(m: &ClientMessage) -> Option<Reply> {
             stderr: m.stderr.clone(),
         }),
         ClientMessageType::Aborted => Some(Reply::Aborted),
-        // issue 15 §2: relayed by the lead's server half
+        // Relayed before any of this (see `message`).
         ClientMessageType::Output => None,
     }
 }

@@ -475,3 +475,27 @@ fn a_node_whose_result_went_through_here_reports_that_it_ran_though_idle() {
     let fx = r.handle(t, heartbeat("a", None));
     assert_eq!(fx, vec![to_job(&job(1), back("a", NodeReport::Running))]);
 }
+
+#[test]
+fn live_output_goes_to_its_live_job_and_changes_nothing_else() {
+    let t = Instant::now();
+    let mut r = with_idle(t, "a");
+    watch(&mut r, t, &job(1), &["a"]);
+    let mut out = message("a", ClientMessageType::Output, Some(&job(1)));
+    out.stdout = Some("line\n".into());
+    out.dropped = 3;
+    let fx = r.handle(t, from("a", out.clone()));
+    let output = crate::events::Output {
+        node: "a".into(),
+        stdout: Some("line\n".into()),
+        stderr: None,
+        dropped: 3,
+    };
+    assert_eq!(fx, vec![to_job(&job(1), NodeNews::Output(output))]);
+    // For a job not live here, or from a node never heard of: dropped.
+    let mut other = out.clone();
+    other.job_id = JobRef::Id(job(2).to_string());
+    assert!(r.handle(t, from("a", other)).is_empty());
+    let stranger = message("z", ClientMessageType::Output, Some(&job(1)));
+    assert!(r.handle(t, from("z", stranger)).is_empty());
+}

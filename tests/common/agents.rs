@@ -83,6 +83,8 @@ pub const WHITELIST: &str = r#"
 "whoami" = "id -un"
 "seq" = "seq 200000"
 "binary" = "printf '\\000\\001\\377\\nline2\\n'"
+"ticks" = "for i in 1 2 3; do echo tick $i; sleep 0.4; done; echo bye >&2"
+"/^hold (\\S+)$/" = "echo holding; while [ ! -e \\1 ]; do sleep 0.05; done; echo released"
 "/^gate (\\S+)$/" = "while [ ! -e \\1 ]; do sleep 0.05; done; echo released; exit $(cat \\1)"
 "#;
 

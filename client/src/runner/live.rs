@@ -122,7 +122,7 @@ impl Bounds {
 }
 
 /// Cuts a job's output into chunks (pure: the caller passes `now`).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Chunker {
     bounds: Bounds,
     out: VecDeque<u8>,
@@ -178,9 +178,8 @@ impl Chunker {
 
     /// The last chunk when the pipes have closed: as [`Chunker::poll`], but an
     /// incomplete character at the end is sent as U+FFFD and what does not fit is
-    /// counted as dropped. The rate still holds, so when the previous chunk went less
-    /// than [`Bounds::interval`] ago there is no last chunk: the output written since is
-    /// only in the final result's tail (which never waits for live output).
+    /// counted as dropped. It goes whatever the rate (one extra message per job at most),
+    /// so a live view ends with the command's last lines.
     pub fn finish(&mut self, now: Instant) -> Option<LiveChunk> {
         self.take(now, true)
     }
@@ -191,7 +190,9 @@ impl Chunker {
     }
 
     fn take(&mut self, now: Instant, eof: bool) -> Option<LiveChunk> {
-        if self.next_at.is_some_and(|at| now < at) {
+        // The last chunk goes at once, whatever the rate: a live view then ends with the
+        // command's last lines (one extra message per job at most).
+        if !eof && self.next_at.is_some_and(|at| now < at) {
             return None;
         }
         let mut chunk = LiveChunk {
@@ -341,10 +342,11 @@ mod tests {
         assert!(c.poll(t).is_some());
         c.push(Stream::Out, b"b");
         assert_eq!(c.poll(t + INTERVAL - MS), None);
+        let mut early = c.clone();
         assert_eq!(
-            c.finish(t + INTERVAL - MS),
-            None,
-            "the end obeys the rate too"
+            early.finish(t + INTERVAL - MS).unwrap().stdout,
+            out("b"),
+            "the last chunk does not wait for the rate"
         );
         assert_eq!(c.next_at(), Some(t + INTERVAL));
         assert_eq!(c.poll(t + INTERVAL).unwrap().stdout, out("b"));

@@ -64,6 +64,11 @@ pub struct Args {
     /// Capture the command's stdout and stderr (read them with `job output`)
     #[arg(long)]
     pub capture: bool,
+    /// Print the command's output as it runs, each line prefixed with its node (`web01 |
+    /// …`, stderr as `web01 ! …`; coloured on a terminal). Implies --capture; nodes
+    /// running the Ruby client send their output only at the end
+    #[arg(long, conflicts_with = "nowait")]
+    pub stream: bool,
     /// Rate control: run the command on at most this many nodes at once (N, or N% of the
     /// nodes); the others wait for a slot (state `waiting`)
     #[arg(long, value_name = "N|N%")]
@@ -136,7 +141,7 @@ pub async fn run(ctx: &Context, a: Args) -> anyhow::Result<Exit> {
         command: a.command,
         quorum: a.quorum.for_nodes(nodes.len()),
         nodes,
-        capture: a.capture,
+        capture: a.capture || a.stream,
         env: a.with_env.unwrap_or_default(),
         file,
         dir: a.in_dir,
@@ -171,7 +176,19 @@ pub async fn run(ctx: &Context, a: Args) -> anyhow::Result<Exit> {
         std::io::stderr().is_terminal(),
         ctx.structured(),
     );
-    let end = wait::follow(&ctx.client, &id, &mut progress, &mut display, deadline).await;
+    let mut live = a.stream.then(|| wait::Live {
+        colour: wait::colour(ctx.structured()),
+        ..wait::Live::default()
+    });
+    let end = wait::follow(
+        &ctx.client,
+        &id,
+        &mut progress,
+        &mut display,
+        live.as_mut(),
+        deadline,
+    )
+    .await;
     display.finish(&progress);
     let end = end.with_context(|| format!("following job {id}"))?;
     let job = ctx

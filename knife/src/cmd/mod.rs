@@ -7,6 +7,7 @@ mod job_list;
 mod job_output;
 mod job_start;
 mod job_status;
+mod job_tail;
 mod node_status;
 
 use std::path::PathBuf;
@@ -118,6 +119,9 @@ pub enum JobCommand {
     Status(job_status::Args),
     /// Print the captured output of a job on some nodes.
     Output(job_output::Args),
+    /// Follow a running job and print its nodes' output as it arrives (`web01 | …`).
+    #[command(after_help = exit::TABLE)]
+    Tail(job_tail::Args),
     /// Stop a job that has not finished.
     Abort(job_abort::Args),
 }
@@ -224,6 +228,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Job(JobCommand::List(a)) => job_list::run(&ctx, a).await,
         Command::Job(JobCommand::Status(a)) => job_status::run(&ctx, a).await,
         Command::Job(JobCommand::Output(a)) => job_output::run(&ctx, a).await,
+        Command::Job(JobCommand::Tail(a)) => job_tail::run(&ctx, a).await,
         Command::Job(JobCommand::Abort(a)) => job_abort::run(&ctx, a).await,
         Command::Node(NodeCommand::Status(a)) => node_status::run(&ctx, a).await,
         Command::Completion(a) => completion::run(&a),
