@@ -7,7 +7,6 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use common::agents::{RestartRig, Rig, WAIT, fast, open_gate, rig_on};
 use common::node::{Script, ScriptedNode};
 use common::{ADMIN_USER, ORG, PgDb};
@@ -20,29 +19,6 @@ async fn sqlite() -> Arc<dyn Store> {
 
 async fn postgres(db: &PgDb) -> Arc<dyn Store> {
     Arc::new(PostgresStore::connect(db.options(), 4).await.unwrap())
-}
-
-/// The job's feed, as event names with their data (the job must be over or nearly).
-async fn events(r: &Rig, job_path: &str) -> Vec<(String, Value)> {
-    let id = job_path.rsplit('/').next().unwrap();
-    let url = format!("/organizations/{ORG}/pushy/job_status_feed/{id}");
-    let req =
-        r.h.signed("GET", &url, "", ADMIN_USER)
-            .header("accept", "text/event-stream")
-            .body(Body::empty())
-            .unwrap();
-    let reply = r.h.send(req).await;
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    let mut out = Vec::new();
-    let mut name = String::new();
-    for line in reply.text.lines() {
-        if let Some(n) = line.strip_prefix("event: ") {
-            name = n.to_owned();
-        } else if let Some(d) = line.strip_prefix("data: ") {
-            out.push((name.clone(), serde_json::from_str(d).unwrap()));
-        }
-    }
-    out
 }
 
 /// Polls the job until `check` holds for its document.
@@ -96,11 +72,11 @@ async fn rate_control(store: Arc<dyn Store>) {
     let doc = r.h.wait_for_job(&job, "complete", WAIT).await;
     assert_eq!(count(&doc, "succeeded"), 4, "{doc}");
     assert_eq!(doc["verdict"], "success");
-    let evs = events(&r, &job).await;
+    let evs = r.h.job_feed(&job).await;
     let waiting: Vec<_> = evs
         .iter()
-        .filter(|(n, _)| n == "run_waiting")
-        .map(|(_, d)| d["node"].clone())
+        .filter(|e| e.name == "run_waiting")
+        .map(|e| e.data["node"].clone())
         .collect();
     assert_eq!(waiting, [json!("w3"), json!("w4")]);
 

@@ -6,43 +6,17 @@ mod common;
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use common::agents::{Rig, WAIT, open_gate, rig_on};
+use common::agents::{WAIT, open_gate, rig_on};
 use common::node::{Script, ScriptedNode};
-use common::{ADMIN_USER, ORG, PgDb};
+use common::{ADMIN_USER, FeedEvent, PgDb};
 use pushy_server::store::{PostgresStore, SqliteStore, Store};
-use serde_json::{Value, json};
+use serde_json::json;
 
-/// The job's feed, as (event name, has an id, data), read until the job completes.
-async fn feed(r: &Rig, job_path: &str) -> Vec<(String, bool, Value)> {
-    let id = job_path.rsplit('/').next().unwrap();
-    let url = format!("/organizations/{ORG}/pushy/job_status_feed/{id}");
-    let req =
-        r.h.signed("GET", &url, "", ADMIN_USER)
-            .header("accept", "text/event-stream")
-            .body(Body::empty())
-            .unwrap();
-    let reply = r.h.send(req).await;
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    let mut out = Vec::new();
-    let (mut name, mut id) = (String::new(), false);
-    for line in reply.text.lines() {
-        if let Some(n) = line.strip_prefix("event: ") {
-            (name, id) = (n.to_owned(), false);
-        } else if line.starts_with("id: ") {
-            id = true;
-        } else if let Some(d) = line.strip_prefix("data: ") {
-            out.push((name.clone(), id, serde_json::from_str(d).unwrap()));
-        }
-    }
-    out
-}
-
-fn streamed(events: &[(String, bool, Value)], node: &str, key: &str) -> String {
+fn streamed(events: &[FeedEvent], node: &str, key: &str) -> String {
     events
         .iter()
-        .filter(|(n, _, d)| n == "run_output" && d["node"] == node)
-        .filter_map(|(_, _, d)| d[key].as_str())
+        .filter(|e| e.name == "run_output" && e.data["node"] == node)
+        .filter_map(|e| e.data[key].as_str())
         .collect()
 }
 
@@ -64,15 +38,15 @@ async fn streams_while_running(store: Arc<dyn Store>) {
     let body = json!({"command": "ticks", "nodes": ["live-a", "RUBY"], "capture_output": true});
     let job = r.h.create_job(&body.to_string(), ADMIN_USER).await;
     // Opened at once, the feed follows the job to its end: the output came while it ran.
-    let events = feed(&r, &job).await;
-    let names: Vec<_> = events.iter().map(|(n, _, _)| n.as_str()).collect();
+    let events = r.h.job_feed(&job).await;
+    let names: Vec<_> = events.iter().map(|e| e.name.as_str()).collect();
     let first_output = names
         .iter()
         .position(|n| *n == "run_output")
         .expect("output streamed");
     let done = events
         .iter()
-        .position(|(n, _, d)| n == "run_complete" && d["node"] == "live-a")
+        .position(|e| e.name == "run_complete" && e.data["node"] == "live-a")
         .unwrap();
     assert!(
         first_output < done,
@@ -84,7 +58,7 @@ async fn streams_while_running(store: Arc<dyn Store>) {
     );
     assert_eq!(streamed(&events, "live-a", "stderr"), "bye\n");
     assert!(
-        events.iter().all(|(n, id, _)| (n == "run_output") != *id),
+        events.iter().all(|e| (e.name == "run_output") != e.has_id),
         "run_output has no id; every other event has one"
     );
     // The Ruby-shaped node was not asked to stream, and its output is stored as ever.
@@ -97,14 +71,14 @@ async fn streams_while_running(store: Arc<dyn Store>) {
     );
     assert_eq!(r.output(&job, "RUBY", "stdout").await.text, "at the end\n");
     // Once the job is over its feed replays the logged events only.
-    let replay = feed(&r, &job).await;
-    assert!(replay.iter().all(|(n, _, _)| n != "run_output"));
+    let replay = r.h.job_feed(&job).await;
+    assert!(replay.iter().all(|e| e.name != "run_output"));
 
     // Without capture nothing streams.
     let body = json!({"command": "ticks", "nodes": ["live-a"]});
     let job = r.h.create_job(&body.to_string(), ADMIN_USER).await;
-    let events = feed(&r, &job).await;
-    assert!(events.iter().all(|(n, _, _)| n != "run_output"));
+    let events = r.h.job_feed(&job).await;
+    assert!(events.iter().all(|e| e.name != "run_output"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,6 +115,6 @@ async fn a_late_reader_gets_the_recent_output_first() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         open_gate(&gate, 0);
     };
-    let (events, ()) = tokio::join!(feed(&r, &job), open_later);
+    let (events, ()) = tokio::join!(r.h.job_feed(&job), open_later);
     assert_eq!(streamed(&events, "late-a", "stdout"), "holding\nreleased\n");
 }

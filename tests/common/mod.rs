@@ -338,6 +338,49 @@ impl Reply {
     }
 }
 
+/// One event of a job's feed as a test reads it.
+pub struct FeedEvent {
+    /// The event name.
+    pub name: String,
+    /// Whether it carried an `id:` line.
+    pub has_id: bool,
+    /// Its data.
+    pub data: serde_json::Value,
+}
+
+impl Harness {
+    /// The job's feed (`job_status_feed/ID`, read until it ends: at once for a finished
+    /// job, at `job_complete` for a running one), event by event.
+    pub async fn job_feed(&self, job_path: &str) -> Vec<FeedEvent> {
+        let id = job_path.rsplit('/').next().unwrap();
+        let url = format!("/organizations/{ORG}/pushy/job_status_feed/{id}");
+        let req = self
+            .signed("GET", &url, "", ADMIN_USER)
+            .header("accept", "text/event-stream")
+            .body(Body::empty())
+            .unwrap();
+        let reply = self.send(req).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let mut out = Vec::new();
+        let (mut name, mut has_id) = (String::new(), false);
+        for line in reply.text.lines() {
+            if let Some(n) = line.strip_prefix("event: ") {
+                (name, has_id) = (n.to_owned(), false);
+            } else if line.starts_with("id: ") {
+                has_id = true;
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                let data = serde_json::from_str(d).unwrap();
+                out.push(FeedEvent {
+                    name: name.clone(),
+                    has_id,
+                    data,
+                });
+            }
+        }
+        out
+    }
+}
+
 pub fn authn_invalid() -> serde_json::Value {
     serde_json::json!({"error": ["Failed to authenticate as 'invalid'. Ensure that your node_name and client key are correct."]})
 }
