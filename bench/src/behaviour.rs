@@ -15,6 +15,9 @@ pub struct Behaviour {
     pub run_fail_rate: f64,
     /// Time between `ack_run` and the completion message (zero: sent at once).
     pub run_delay: Duration,
+    /// Lines per second the pretend command prints while it runs; streamed with the real
+    /// agent's chunker when the server asks for live output (zero: silent).
+    pub output_rate: u32,
     /// Upper bound of the random wait before reconfiguring after a server restart;
     /// `None` uses the heartbeat interval from the config, as the real agent does
     /// (zmq.md §3.3).
@@ -32,6 +35,7 @@ impl Default for Behaviour {
             commit_fail_rate: 0.0,
             run_fail_rate: 0.0,
             run_delay: Duration::ZERO,
+            output_rate: 0,
             splay: None,
         }
     }

@@ -18,6 +18,7 @@ use rand::RngCore;
 use rand::rngs::SmallRng;
 
 use crate::behaviour::{self, Behaviour};
+use pushy_client::runner::live::{Bounds, Chunker, LiveChunk, Stream as LiveStream};
 
 pub use pushy_client::agent::machine::{Effect, Input, Outgoing, Reason, SessionParams};
 
@@ -34,6 +35,37 @@ struct Pretend {
     job_id: String,
     done_at: Instant,
     ok: bool,
+    /// Printing lines, streamed as the real agent streams them (issue 15 §2).
+    output: Option<PretendOutput>,
+}
+
+/// A pretend command's output: `rate` lines a second since `started`, through the real
+/// agent's chunker.
+struct PretendOutput {
+    started: Instant,
+    rate: u32,
+    printed: u64,
+    chunker: Chunker,
+    /// When it next prints and polls (the agent's runner ticks as often).
+    next_tick: Instant,
+}
+
+/// How often a pretend command's output is looked at, as the agent's runner does.
+const OUTPUT_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+impl PretendOutput {
+    /// Prints the lines due by `now`; the chunk due then, if any.
+    fn tick(&mut self, node: &str, now: Instant) -> Option<LiveChunk> {
+        let due = (now.saturating_duration_since(self.started).as_secs_f64() * f64::from(self.rate))
+            as u64;
+        while self.printed < due {
+            self.printed += 1;
+            let line = format!("{node}: line {} of the pretend command\n", self.printed);
+            self.chunker.push(LiveStream::Out, line.as_bytes());
+        }
+        self.next_tick = now + OUTPUT_TICK;
+        self.chunker.poll(now)
+    }
 }
 
 /// One simulated node.
@@ -94,6 +126,23 @@ impl SimNode {
     /// Timers: the machine's, and the pretend command's end.
     pub fn handle_timeout(&mut self, now: Instant, env: &mut Env<'_>) -> Vec<Effect> {
         let mut effects = self.node.handle_timeout(now);
+        let name = self.node.name().to_owned();
+        if let Some(job) = self.job.as_mut()
+            && let Some(out) = job.output.as_mut()
+        {
+            let chunk = if job.done_at <= now {
+                out.tick(&name, job.done_at);
+                out.chunker.finish(now)
+            } else if out.next_tick <= now {
+                out.tick(&name, now)
+            } else {
+                None
+            };
+            if let Some(chunk) = chunk {
+                let job_id = job.job_id.clone();
+                effects.extend(self.node.handle(now, Input::Output { job_id, chunk }));
+            }
+        }
         if self.job.as_ref().is_some_and(|j| j.done_at <= now)
             && let Some(job) = self.job.take()
         {
@@ -104,7 +153,11 @@ impl SimNode {
 
     /// When [`SimNode::handle_timeout`] next has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let job = self.job.as_ref().map(|j| j.done_at);
+        let job = self.job.as_ref().map(|j| {
+            j.output
+                .as_ref()
+                .map_or(j.done_at, |o| o.next_tick.min(j.done_at))
+        });
         match (self.node.next_deadline(), job) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -125,15 +178,27 @@ impl SimNode {
                     let accepted = !behaviour::roll(env.behaviour.commit_fail_rate, env.rng);
                     self.node.handle(now, Input::Vetted { job_id, accepted })
                 }
-                Effect::Start { job_id, .. } => {
+                Effect::Start {
+                    job_id,
+                    live_output,
+                } => {
                     let ok = !behaviour::roll(env.behaviour.run_fail_rate, env.rng);
                     if env.behaviour.run_delay.is_zero() {
                         self.node.handle(now, finished(job_id, ok))
                     } else {
+                        let output =
+                            (live_output && env.behaviour.output_rate > 0).then(|| PretendOutput {
+                                started: now,
+                                rate: env.behaviour.output_rate,
+                                printed: 0,
+                                chunker: Chunker::new(Bounds::for_body(behaviour::MAX_BODY)),
+                                next_tick: now + OUTPUT_TICK,
+                            });
                         self.job = Some(Pretend {
                             job_id,
                             done_at: now + env.behaviour.run_delay,
                             ok,
+                            output,
                         });
                         Vec::new()
                     }

@@ -53,6 +53,10 @@ pub struct RunArgs {
     /// Milliseconds between `ack_run` and the completion message.
     #[arg(long, default_value_t = 0)]
     pub run_delay_ms: u64,
+    /// Lines per second each node's pretend command prints while it runs (for the run
+    /// delay), streamed as live output when the server asks for it (issue 15 §2).
+    #[arg(long, default_value_t = 0)]
+    pub output_rate: u32,
     /// Share of commits refused with `nack_commit` (0 to 1).
     #[arg(long, default_value_t = 0.0, value_parser = behaviour::parse_rate)]
     pub commit_fail_rate: f64,
@@ -161,6 +165,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         commit_fail_rate: args.commit_fail_rate,
         run_fail_rate: args.run_fail_rate,
         run_delay: Duration::from_millis(args.run_delay_ms),
+        output_rate: args.output_rate,
         splay: args.splay_ms.map(Duration::from_millis),
     };
     let started = Instant::now();

@@ -598,6 +598,10 @@ impl Shard {
             .is_err()
         {
             bump(&stats.send_failures);
+            // Live output is droppable, as in the agent: a refused chunk is no failure.
+            if out.kind == ClientMessageType::Output {
+                return;
+            }
             let mut env = Env {
                 behaviour: &self.setup.behaviour,
                 rng: &mut self.rng,
@@ -616,7 +620,7 @@ impl Shard {
             ClientMessageType::Succeeded => &stats.succeeded,
             ClientMessageType::Failed => &stats.failed,
             ClientMessageType::Aborted => &stats.aborts_answered,
-            // issue 15 §2: simulated nodes never stream output.
+            // Live output (issue 15 §2, --output-rate) is not counted.
             ClientMessageType::Output => return,
         };
         bump(counter);
