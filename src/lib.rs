@@ -13,6 +13,7 @@ pub mod channel;
 pub mod chef;
 pub mod cluster;
 pub mod config;
+pub mod dashboard;
 pub mod events;
 pub mod http;
 pub mod jobs;
@@ -466,6 +467,10 @@ pub async fn build_state_with(
         }
     }
     let body_budget = http::BodyBudget::new(config.pushy.http_body_memory, metrics.clone());
+    let dashboard = Arc::new(dashboard::Dashboard::new(derived_secret(
+        &private,
+        b"push jobs dashboard sessions\0",
+    )?));
     Ok(AppState {
         config: Arc::new(config),
         store,
@@ -486,6 +491,7 @@ pub async fn build_state_with(
         tracker,
         metrics,
         body_budget,
+        dashboard,
         cluster,
     })
 }
@@ -493,12 +499,18 @@ pub async fn build_state_with(
 /// The secret cluster session keys are derived from: a digest of the server's private
 /// key, which every instance of a cluster shares and nothing else holds.
 fn cluster_secret(private: &PKey<Private>) -> Result<[u8; 32], Error> {
+    derived_secret(private, b"push jobs cluster session keys\0")
+}
+
+/// A secret for one purpose (`label`), derived from the server's private key: every
+/// instance of a cluster derives the same one.
+fn derived_secret(private: &PKey<Private>, label: &[u8]) -> Result<[u8; 32], Error> {
     let der = private.private_key_to_der().map_err(|e| Error::File {
         path: "the server key".into(),
         why: e.to_string(),
     })?;
     let mut h = openssl::sha::Sha256::new();
-    h.update(b"push jobs cluster session keys\0");
+    h.update(label);
     h.update(&der);
     Ok(h.finish())
 }

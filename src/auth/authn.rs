@@ -63,6 +63,38 @@ pub struct Requestor {
     pub org_guid: OrgGuid,
 }
 
+/// The requestor of a dashboard session (issue 16): `name` proved itself with a signed
+/// request when the session began; it must still be a member of `org` now.
+///
+/// # Errors
+/// As [`authenticate`] when the org or the principal is gone.
+pub async fn session_requestor(
+    chef: &dyn ChefServer,
+    org: &str,
+    name: &str,
+) -> Result<Requestor, Error> {
+    let org_guid = chef
+        .org_guid(org)
+        .await?
+        .ok_or_else(|| Error::OrgNotFound(org.to_owned()))?;
+    let principals = match chef.principals(org, name).await? {
+        PrincipalLookup::OrgNotFound => return Err(Error::OrgNotFound(org.to_owned())),
+        PrincipalLookup::PrincipalNotFound => return Err(Error::UnknownPrincipal(name.into())),
+        PrincipalLookup::Found(list) => list,
+    };
+    let member = principals
+        .into_iter()
+        .find(|p| p.org_member)
+        .ok_or_else(|| Error::NotAssociated(name.to_owned(), org.to_owned()))?;
+    Ok(Requestor {
+        name: name.to_owned(),
+        kind: member.kind,
+        public_key: member.public_key,
+        org: org.to_owned(),
+        org_guid,
+    })
+}
+
 /// What the signature covers.
 #[derive(Clone, Copy, Debug)]
 pub struct SignedRequest<'a> {

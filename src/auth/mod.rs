@@ -5,5 +5,5 @@
 mod authn;
 mod authz;
 
-pub use authn::{Error, Requestor, SignedRequest, authenticate};
+pub use authn::{Error, Requestor, SignedRequest, authenticate, session_requestor};
 pub use authz::{Rule, authorize};

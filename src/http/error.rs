@@ -75,6 +75,19 @@ pub enum ApiError {
     /// Something else failed inside the server; logged.
     #[error("internal error")]
     Internal(String),
+    /// A dashboard request without a valid session (issue 16).
+    #[error("{}", session_message(.0))]
+    Session(Option<crate::dashboard::Refusal>),
+    /// A dashboard write without the session's CSRF token (issue 16).
+    #[error("missing or wrong X-CSRF-Token")]
+    Csrf,
+}
+
+fn session_message(refusal: &Option<crate::dashboard::Refusal>) -> String {
+    match refusal {
+        None => "no dashboard session: run `push-jobs dashboard` for a login link".to_owned(),
+        Some(r) => format!("{r}: run `push-jobs dashboard` for a new login link"),
+    }
 }
 
 impl ApiError {
@@ -110,6 +123,8 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Store(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Session(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Csrf => StatusCode::FORBIDDEN,
         }
     }
 

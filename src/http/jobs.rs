@@ -124,7 +124,7 @@ pub(super) fn named_job(job: &JobRecord, include_file: bool) -> Map<String, Valu
 
 /// `scheme://host[:port]` for job URIs: `X-Forwarded-Proto` else `http`; the `Host`
 /// header's port is dropped when it is 80 or 443 (§1.4.2).
-fn base_url(headers: &HeaderMap) -> String {
+pub(super) fn base_url(headers: &HeaderMap) -> String {
     let scheme = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())

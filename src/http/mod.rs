@@ -1,6 +1,7 @@
 //! The HTTP API (http.md §1): routes, the shared state they read, and the path clean-up
 //! nginx-style clients need (`//` runs collapse, a trailing `/` is ignored).
 
+mod dashboard;
 mod error;
 mod extract;
 mod feed;
@@ -10,6 +11,7 @@ mod node_config;
 mod node_states;
 mod pipeline;
 pub mod server;
+mod session_cookie;
 mod state;
 mod status;
 
@@ -55,6 +57,50 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/organizations/{org}/pushy/job_status_feed/{job}",
+            any(feed::job_feed),
+        )
+        // The dashboard (issue 16): its login, page and assets, and the API's own
+        // handlers again under `dashboard/api/`, where the session cookie stands for the
+        // signature.
+        .route(
+            "/organizations/{org}/pushy/dashboard/logins",
+            any(dashboard::logins),
+        )
+        .route(
+            "/organizations/{org}/pushy/dashboard/login/{token}",
+            any(dashboard::enter),
+        )
+        .route("/organizations/{org}/pushy/dashboard", any(dashboard::page))
+        .route(
+            "/organizations/{org}/pushy/dashboard/assets/{name}",
+            any(dashboard::asset),
+        )
+        .route(
+            "/organizations/{org}/pushy/dashboard/api/session",
+            any(dashboard::session_info),
+        )
+        .route(
+            "/organizations/{org}/pushy/dashboard/api/jobs",
+            any(jobs::collection),
+        )
+        .route(
+            "/organizations/{org}/pushy/dashboard/api/jobs/{job}",
+            any(jobs::named),
+        )
+        .route(
+            "/organizations/{org}/pushy/dashboard/api/jobs/{job}/abort",
+            any(jobs::abort),
+        )
+        .route(
+            "/organizations/{org}/pushy/dashboard/api/jobs/{job}/output/{node}/{channel}",
+            any(jobs::output),
+        )
+        .route(
+            "/organizations/{org}/pushy/dashboard/api/node_states",
+            any(node_states::list),
+        )
+        .route(
+            "/organizations/{org}/pushy/dashboard/api/job_status_feed/{job}",
             any(feed::job_feed),
         )
         .route("/metrics", axum::routing::get(metrics::serve))

@@ -20,6 +20,7 @@ use pushy_protocol::chef_auth::{ContentHasher, ProtocolVersion, SignedHeaders};
 
 use super::error::{ApiError, BodyError};
 use super::server::BodyHold;
+use super::session_cookie::{csrf_ok, is_dashboard_api, session_of};
 use super::state::AppState;
 use crate::auth::{self, Requestor, Rule, SignedRequest};
 
@@ -90,6 +91,9 @@ pub(crate) async fn admit<T>(
 ) -> Result<(Admitted, T), ApiError> {
     let (parts, body) = req.into_parts();
     check_method(&parts.method, ep)?;
+    if is_dashboard_api(parts.uri.path()) {
+        return admit_session(state, parts, body, ep, org, rule, pre_auth).await;
+    }
     let skew = TimeDelta::seconds(state.config.pushy.auth_skew as i64);
     let signed = SignedHeaders::check(header_lookup(&parts.headers), Utc::now(), skew)?;
     let body = read_body(state, &parts, body, signed.version).await?;
@@ -107,6 +111,33 @@ pub(crate) async fn admit<T>(
     .await?;
     auth::authorize(state.chef.as_ref(), &who, rule).await?;
     // The body (and its share of the budget) is no longer needed.
+    drop(body);
+    if !accepts(&parts.headers, ep.produces) {
+        return Err(ApiError::NotAcceptable);
+    }
+    Ok((Admitted { who, parts }, checked))
+}
+
+/// [`admit`] for the dashboard's API routes (issue 16): the session cookie stands for the
+/// signature (the user proved who they are when the session began), a write must carry
+/// the session's CSRF token, and the requestor is authorized exactly as a signed request.
+async fn admit_session<T>(
+    state: &AppState,
+    parts: Parts,
+    body: Body,
+    ep: &Endpoint,
+    org: &str,
+    rule: Rule<'_>,
+    pre_auth: impl FnOnce(&Parts, &Bytes) -> Result<T, ApiError>,
+) -> Result<(Admitted, T), ApiError> {
+    let session = session_of(state, &parts.headers, org)?;
+    if parts.method != Method::GET && !csrf_ok(state, &parts.headers, &session) {
+        return Err(ApiError::Csrf);
+    }
+    let body = read_body(state, &parts, body, ProtocolVersion::V1_3).await?;
+    let checked = pre_auth(&parts, &body.bytes)?;
+    let who = auth::session_requestor(state.chef.as_ref(), org, &session.user).await?;
+    auth::authorize(state.chef.as_ref(), &who, rule).await?;
     drop(body);
     if !accepts(&parts.headers, ep.produces) {
         return Err(ApiError::NotAcceptable);

@@ -58,6 +58,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Bounds the request body bytes held in memory at once (`http_body_memory`).
     pub body_budget: BodyBudget,
+    /// Dashboard logins and sessions (issue 16).
+    pub dashboard: Arc<crate::dashboard::Dashboard>,
     /// The cluster this instance is part of, if any (`[cluster]`).
     pub cluster: Option<crate::cluster::Cluster>,
 }

@@ -1,0 +1,232 @@
+//! The dashboard's logins (issue 16). Browsers cannot sign Chef requests, so a user's CLI
+//! makes a signed request for a one-time login URL; its first visit trades the URL's token
+//! for a session cookie bound to that user and organization, with an expiry. Both are
+//! sealed with an HMAC key derived from the server key: every instance of a cluster
+//! accepts the same cookie, and nobody without the key can forge one. Pure but for the
+//! record of login tokens already used (the caller passes the clock).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::sign::Signer;
+use serde::{Deserialize, Serialize};
+
+/// How long a login URL may be used, seconds.
+pub const LOGIN_LIFETIME: i64 = 60;
+/// How long a session lasts, seconds.
+pub const SESSION_LIFETIME: i64 = 8 * 3600;
+
+/// Who a login or session is for, until when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// Sealed as a login token or as a session cookie: one is never taken for the other.
+    #[serde(rename = "k")]
+    kind: Kind,
+    /// The user (or client) who asked.
+    #[serde(rename = "u")]
+    pub user: String,
+    /// The organization it is for.
+    #[serde(rename = "o")]
+    pub org: String,
+    /// Unix seconds after which it is refused.
+    #[serde(rename = "e")]
+    pub expires: i64,
+    /// Random: makes each seal unique, and names a login token once it is used.
+    #[serde(rename = "n")]
+    nonce: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Kind {
+    Login,
+    Session,
+}
+
+/// Why a token or cookie was refused (all answered the same way: log in again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Not sealed by this server, or damaged.
+    #[error("not a valid dashboard login")]
+    Forged,
+    /// Past its expiry.
+    #[error("the dashboard login expired")]
+    Expired,
+    /// For another organization than the URL's.
+    #[error("the dashboard login is for another organization")]
+    OtherOrg,
+    /// A login URL visited a second time.
+    #[error("the dashboard login URL was already used")]
+    Used,
+}
+
+/// Issues and checks logins and sessions. Cheap to share behind an `Arc`.
+pub struct Dashboard {
+    key: [u8; 32],
+    /// Login tokens already traded for a session, with their expiry (forgotten after it).
+    used: Mutex<HashMap<String, i64>>,
+}
+
+impl Dashboard {
+    /// Seals with `key` (derive it from the server key).
+    pub fn new(key: [u8; 32]) -> Dashboard {
+        Dashboard {
+            key,
+            used: Mutex::default(),
+        }
+    }
+
+    /// A one-time login token for `user` in `org`, good for [`LOGIN_LIFETIME`].
+    pub fn login(&self, user: &str, org: &str, now: i64) -> String {
+        self.seal(&grant(Kind::Login, user, org, now + LOGIN_LIFETIME))
+    }
+
+    /// Trades a login token (once) for a session cookie value and its grant.
+    ///
+    /// # Errors
+    /// A forged, expired, used or other organization's token.
+    pub fn redeem(&self, token: &str, org: &str, now: i64) -> Result<(String, Grant), Refusal> {
+        let login = self.open(token, Kind::Login, org, now)?;
+        {
+            let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+            used.retain(|_, expires| *expires >= now);
+            if used.insert(login.nonce.clone(), login.expires).is_some() {
+                return Err(Refusal::Used);
+            }
+        }
+        let session = grant(Kind::Session, &login.user, org, now + SESSION_LIFETIME);
+        Ok((self.seal(&session), session))
+    }
+
+    /// The session a cookie value holds.
+    ///
+    /// # Errors
+    /// A forged, expired or other organization's cookie.
+    pub fn session(&self, cookie: &str, org: &str, now: i64) -> Result<Grant, Refusal> {
+        self.open(cookie, Kind::Session, org, now)
+    }
+
+    /// The token the page must send back with every write: derived from the session, so
+    /// a page on another site, which cannot read it, cannot write (with the cookie's
+    /// `SameSite`, the second guard against cross-site requests).
+    pub fn csrf(&self, session: &Grant) -> String {
+        B64.encode(self.mac(format!("csrf\0{}", session.nonce).as_bytes()))
+    }
+
+    fn seal(&self, grant: &Grant) -> String {
+        let payload = B64.encode(serde_json::to_vec(grant).expect("a grant serializes"));
+        let mac = B64.encode(self.mac(payload.as_bytes()));
+        format!("{payload}.{mac}")
+    }
+
+    fn open(&self, sealed: &str, kind: Kind, org: &str, now: i64) -> Result<Grant, Refusal> {
+        let (payload, mac) = sealed.split_once('.').ok_or(Refusal::Forged)?;
+        let mac = B64.decode(mac).map_err(|_| Refusal::Forged)?;
+        let expected = self.mac(payload.as_bytes());
+        if mac.len() != expected.len() || !openssl::memcmp::eq(&mac, &expected) {
+            return Err(Refusal::Forged);
+        }
+        let bytes = B64.decode(payload).map_err(|_| Refusal::Forged)?;
+        let grant: Grant = serde_json::from_slice(&bytes).map_err(|_| Refusal::Forged)?;
+        if grant.kind != kind {
+            return Err(Refusal::Forged);
+        }
+        if grant.expires < now {
+            return Err(Refusal::Expired);
+        }
+        if grant.org != org {
+            return Err(Refusal::OtherOrg);
+        }
+        Ok(grant)
+    }
+
+    fn mac(&self, data: &[u8]) -> Vec<u8> {
+        let key = PKey::hmac(&self.key).expect("an HMAC key");
+        let mut signer = Signer::new(MessageDigest::sha256(), &key).expect("an HMAC signer");
+        signer.update(data).expect("HMAC update");
+        signer.sign_to_vec().expect("HMAC sign")
+    }
+}
+
+fn grant(kind: Kind, user: &str, org: &str, expires: i64) -> Grant {
+    let mut nonce = [0u8; 16];
+    openssl::rand::rand_bytes(&mut nonce).expect("OpenSSL random bytes");
+    Grant {
+        kind,
+        user: user.to_owned(),
+        org: org.to_owned(),
+        expires,
+        nonce: B64.encode(nonce),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_login_url_works_once_for_its_org_and_gives_a_session() {
+        let d = Dashboard::new([7; 32]);
+        let token = d.login("alice", "acme", 1000);
+        assert_eq!(d.redeem(&token, "other", 1001), Err(Refusal::OtherOrg));
+        let (cookie, session) = d.redeem(&token, "acme", 1001).unwrap();
+        assert_eq!(
+            (session.user.as_str(), session.org.as_str()),
+            ("alice", "acme")
+        );
+        assert_eq!(d.redeem(&token, "acme", 1002), Err(Refusal::Used));
+        assert_eq!(d.session(&cookie, "acme", 1002), Ok(session.clone()));
+        // Another instance with the same key accepts the cookie (a cluster).
+        assert_eq!(
+            Dashboard::new([7; 32]).session(&cookie, "acme", 1002),
+            Ok(session)
+        );
+    }
+
+    #[test]
+    fn expired_forged_and_swapped_tokens_are_refused() {
+        let d = Dashboard::new([7; 32]);
+        let token = d.login("alice", "acme", 1000);
+        assert_eq!(
+            d.redeem(&token, "acme", 1000 + LOGIN_LIFETIME + 1),
+            Err(Refusal::Expired)
+        );
+        // A login token is not a session, nor the other way round.
+        assert_eq!(d.session(&token, "acme", 1001), Err(Refusal::Forged));
+        let (cookie, _) = d
+            .redeem(&d.login("bob", "acme", 1000), "acme", 1000)
+            .unwrap();
+        assert_eq!(d.redeem(&cookie, "acme", 1001), Err(Refusal::Forged));
+        assert_eq!(
+            d.session(&cookie, "acme", 1000 + SESSION_LIFETIME + 1),
+            Err(Refusal::Expired)
+        );
+        // Another key, an edited payload, garbage.
+        assert_eq!(
+            Dashboard::new([8; 32]).session(&cookie, "acme", 1001),
+            Err(Refusal::Forged)
+        );
+        let (payload, mac) = cookie.split_once('.').unwrap();
+        let edited = String::from_utf8(B64.decode(payload).unwrap())
+            .unwrap()
+            .replace("bob", "eve");
+        let forged = format!("{}.{mac}", B64.encode(edited));
+        assert_eq!(d.session(&forged, "acme", 1001), Err(Refusal::Forged));
+        for junk in ["", ".", "x.y", "a.b.c"] {
+            assert_eq!(d.session(junk, "acme", 1001), Err(Refusal::Forged));
+        }
+    }
+
+    #[test]
+    fn the_csrf_token_belongs_to_one_session() {
+        let d = Dashboard::new([7; 32]);
+        let (_, a) = d.redeem(&d.login("alice", "acme", 0), "acme", 0).unwrap();
+        let (_, b) = d.redeem(&d.login("alice", "acme", 0), "acme", 0).unwrap();
+        assert_eq!(d.csrf(&a), d.csrf(&a));
+        assert_ne!(d.csrf(&a), d.csrf(&b));
+    }
+}

@@ -1,0 +1,210 @@
+//! The dashboard's routes (issue 16): the signed request that hands out a one-time login
+//! URL, that URL (it sets the session cookie), the page and its assets. The page's data
+//! comes from the API's own handlers, mounted again under `dashboard/api/` where the
+//! request pipeline takes the session cookie instead of a signature (`session_cookie`).
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::extract::Segments;
+use super::jobs::base_url;
+use super::pipeline::{Endpoint, GET_JSON, admit, check_method};
+use super::session_cookie::{COOKIE, session_of};
+use super::state::AppState;
+use crate::auth::{self, Rule};
+use crate::dashboard::{self, session};
+
+const LOGINS: Endpoint = Endpoint {
+    methods: &[Method::POST],
+    allow: "POST",
+    produces: "application/json",
+};
+const PAGE: Endpoint = Endpoint {
+    methods: &[Method::GET],
+    allow: "GET",
+    produces: "text/html",
+};
+
+/// The dashboard's path for `org`.
+fn base(org: &str) -> String {
+    format!("/organizations/{org}/pushy/dashboard")
+}
+
+/// `POST …/dashboard/logins` (signed, any reader): a login URL for the requestor, good
+/// once, for a minute. `push-jobs dashboard` calls it.
+pub(super) async fn logins(
+    State(state): State<AppState>,
+    Segments(org): Segments<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (ok, ()) = admit(&state, req, &LOGINS, &org, Rule::Read, |_, _| Ok(())).await?;
+    let now = chrono::Utc::now().timestamp();
+    let token = state.dashboard.login(&ok.who.name, &org, now);
+    let url = format!(
+        "{}{}/login/{token}",
+        base_url(&ok.parts.headers),
+        base(&org)
+    );
+    tracing::info!(requestor = %ok.who.name, org, "dashboard login link issued");
+    let body = json!({"url": url, "expires_in": session::LOGIN_LIFETIME});
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+/// `GET …/dashboard/login/TOKEN`: trades the one-time token for the session cookie, then
+/// sends the browser to the page.
+pub(super) async fn enter(
+    State(state): State<AppState>,
+    Segments((org, token)): Segments<(String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    check_method(req.method(), &PAGE)?;
+    let now = chrono::Utc::now().timestamp();
+    let (cookie, grant) = match state.dashboard.redeem(&token, &org, now) {
+        Ok(ok) => ok,
+        Err(refusal) => {
+            tracing::info!(org, %refusal, "dashboard login link refused");
+            return Ok(refused_page(&ApiError::Session(Some(refusal))));
+        }
+    };
+    tracing::info!(user = %grant.user, org, "dashboard session started");
+    // Secure whenever the browser came over TLS (Chef Server's nginx says so).
+    let secure = forwarded_https(req.headers());
+    let set_cookie = format!(
+        "{COOKIE}={cookie}; Path={}; Max-Age={}; HttpOnly; SameSite=Strict{}",
+        base(&org),
+        session::SESSION_LIFETIME,
+        if secure { "; Secure" } else { "" }
+    );
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, header_value(&base(&org))?);
+    headers.insert(header::SET_COOKIE, header_value(&set_cookie)?);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    Ok(response)
+}
+
+/// `GET …/dashboard`: the page, for a valid session; otherwise how to get one.
+pub(super) async fn page(
+    State(state): State<AppState>,
+    Segments(org): Segments<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    check_method(req.method(), &PAGE)?;
+    if let Err(e) = session_of(&state, req.headers(), &org) {
+        return Ok(refused_page(&e));
+    }
+    let html = dashboard::index(&org, &base(&org)).ok_or(ApiError::NotFound)?;
+    let mut response = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+    guard(response.headers_mut());
+    Ok(response)
+}
+
+/// `GET …/dashboard/assets/NAME`: the page's script and style (nothing secret).
+pub(super) async fn asset(
+    Segments((_org, name)): Segments<(String, String)>,
+    req: Request,
+) -> Response {
+    if let Err(e) = check_method(req.method(), &PAGE) {
+        return e.into_response();
+    }
+    match dashboard::asset(&name) {
+        Some((body, kind)) => (
+            [
+                (header::CONTENT_TYPE, kind),
+                (header::CACHE_CONTROL, "no-cache"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            body,
+        )
+            .into_response(),
+        None => ApiError::NotFound.into_response(),
+    }
+}
+
+/// `GET …/dashboard/api/session`: who the page is for, whether they may start and abort
+/// jobs (writers), the token writes must carry, and when the session ends.
+pub(super) async fn session_info(
+    State(state): State<AppState>,
+    Segments(org): Segments<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let headers = req.headers().clone();
+    let (ok, ()) = admit(&state, req, &GET_JSON, &org, Rule::Read, |_, _| Ok(())).await?;
+    let grant = session_of(&state, &headers, &org)?;
+    let can_write = match auth::authorize(state.chef.as_ref(), &ok.who, Rule::Write).await {
+        Ok(()) => true,
+        Err(auth::Error::Forbidden(_)) => false,
+        Err(e) => return Err(e.into()),
+    };
+    let expires = chrono::DateTime::from_timestamp(grant.expires, 0).unwrap_or_default();
+    Ok(axum::Json(json!({
+        "user": grant.user,
+        "org": org,
+        "can_write": can_write,
+        "csrf": state.dashboard.csrf(&grant),
+        "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    }))
+    .into_response())
+}
+
+/// What a browser without a valid session sees: the reason and the way in.
+fn refused_page(e: &ApiError) -> Response {
+    let html = format!(
+        "<!doctype html><meta charset=utf-8><title>Push Jobs dashboard</title>\
+         <h1>Push Jobs dashboard</h1><p id=session-expired>{}</p>\
+         <p>Run <code>push-jobs dashboard</code> on your workstation for a new login link.</p>",
+        html_escape(&e.to_string())
+    );
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    )
+        .into_response();
+    guard(response.headers_mut());
+    response
+}
+
+/// Headers every dashboard page carries: only its own scripts and styles, never in a
+/// frame, never cached, no referrer (the login URL must not leak).
+fn guard(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
+fn forwarded_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+fn header_value(s: &str) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(s).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
