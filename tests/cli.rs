@@ -892,3 +892,28 @@ async fn stream_and_tail_print_live_output_by_node() {
         .await
         .expect(7);
 }
+
+/// Issue 16: `push-jobs dashboard` prints a one-time login link that starts a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_prints_a_login_link_that_works_once() {
+    let r = rig().await;
+    let home = home_for(&r, ADMIN_USER);
+    let run = cli(&home, &["dashboard"]).await;
+    run.expect(0);
+    let link = run.stdout.trim().to_owned();
+    let path = format!("/organizations/{ORG}/pushy/dashboard/login/");
+    let at = link
+        .find(&path)
+        .unwrap_or_else(|| panic!("no login link: {run:#?}"));
+    assert!(run.stderr.contains("works once"), "{run:#?}");
+    let visit = || {
+        axum::http::Request::builder()
+            .uri(&link[at..])
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let first = r.h.send(visit()).await;
+    assert_eq!(first.status, 303, "{}", first.text);
+    assert!(first.headers.contains_key("set-cookie"));
+    assert_eq!(r.h.send(visit()).await.status, 401);
+}

@@ -2,6 +2,7 @@
 //! `--help` text) and [`run`], which loads the configuration and dispatches.
 
 mod completion;
+mod dashboard;
 mod job_abort;
 mod job_list;
 mod job_output;
@@ -105,6 +106,8 @@ pub enum Command {
     Node(NodeCommand),
     /// Print the shell completion script for bash, zsh or fish.
     Completion(completion::Args),
+    /// Print a one-time login link to the server's web dashboard.
+    Dashboard(dashboard::Args),
 }
 
 /// `job …`.
@@ -232,6 +235,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Job(JobCommand::Abort(a)) => job_abort::run(&ctx, a).await,
         Command::Node(NodeCommand::Status(a)) => node_status::run(&ctx, a).await,
         Command::Completion(a) => completion::run(&a),
+        Command::Dashboard(a) => dashboard::run(&ctx, a).await,
     }
 }
 
