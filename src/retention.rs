@@ -210,6 +210,7 @@ mod tests {
             status: JobStatus::New,
             created_at,
             updated_at: created_at,
+            requestor: None,
             options: JobOptions {
                 capture: true,
                 ..JobOptions::default()

@@ -144,6 +144,16 @@ async fn the_page_and_api_answer_a_session_as_the_api_answers_a_signature() {
         .next()
         .unwrap()
         .to_owned();
+    // The dashboard's list adds who started each job and its node counts.
+    let list = get(&h, &jobs, Some(&cookie), &[]).await.json();
+    let mine = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(mine["requestor"], ADMIN_USER);
+    assert!(mine["node_counts"].is_object(), "{mine}");
     let job = get(&h, &format!("{jobs}/{id}"), Some(&cookie), &[]).await;
     assert_eq!(job.status, 200, "{}", job.text);
     assert_eq!(job.json()["command"], "chef-client");

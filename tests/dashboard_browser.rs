@@ -229,7 +229,10 @@ async fn the_dashboard_shows_nodes_runs_and_aborts_jobs_in_a_real_browser() {
     ))
     .await
     .unwrap();
-    wait_for(&c, &format!("#jobs-table tr[data-job='{job}']")).await;
+    let row = wait_for(&c, &format!("#jobs-table tr[data-job='{job}']")).await;
+    let text = row.text().await.unwrap();
+    assert!(text.contains(ADMIN_USER), "who started it: {text}");
+    assert!(text.contains("2 succeeded"), "{text}");
     shoot(&c, "jobs").await;
 
     // Abort a job that waits on a gate.

@@ -173,6 +173,7 @@ async fn a_job_left_new_waits_for_its_nodes_to_come_back() {
             status: JobStatus::New,
             created_at: now,
             updated_at: now,
+            requestor: None,
             options: JobOptions {
                 user: None,
                 dir: None,

@@ -128,6 +128,7 @@ fn job(n: u32, created_at: DateTime<Utc>) -> JobRecord {
         status: JobStatus::New,
         created_at,
         updated_at: created_at,
+        requestor: None,
         options: JobOptions::default(),
         nodes: vec![("n1".to_owned(), NodeStatus::New)],
     }

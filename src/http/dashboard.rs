@@ -154,6 +154,50 @@ pub(super) async fn session_info(
     .into_response())
 }
 
+/// How many jobs the dashboard's list shows, newest first.
+const RECENT_JOBS: usize = 200;
+
+/// `…/dashboard/api/jobs`: a POST starts a job as the REST route does; a GET lists the
+/// newest jobs as the REST list does, plus, for the dashboard only (the REST documents
+/// keep the original's shape), who started each (`requestor`, absent for jobs the
+/// original wrote) and how many of its nodes are in each state (`node_counts`).
+pub(super) async fn jobs(
+    state: State<AppState>,
+    org: Segments<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    if req.method() != Method::GET {
+        return super::jobs::collection(state, org, req).await;
+    }
+    let (State(state), Segments(org)) = (state, org);
+    let (ok, ()) = admit(&state, req, &GET_JSON, &org, Rule::Read, |_, _| Ok(())).await?;
+    let mut jobs = state.store.list_jobs(&ok.who.org_guid).await?;
+    jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    jobs.truncate(RECENT_JOBS);
+    let ids: Vec<_> = jobs.iter().map(|j| j.id.clone()).collect();
+    let mut counts: std::collections::HashMap<_, serde_json::Map<String, serde_json::Value>> =
+        std::collections::HashMap::new();
+    for (job, status, n) in state.store.node_counts(&ok.who.org_guid, &ids).await? {
+        counts
+            .entry(job)
+            .or_default()
+            .insert(status.wire_name().to_owned(), n.into());
+    }
+    let body: Vec<serde_json::Value> = jobs
+        .iter()
+        .map(|job| {
+            let mut m = super::jobs::summary(job, false);
+            if let Some(who) = &job.requestor {
+                m.insert("requestor".into(), who.clone().into());
+            }
+            let n = counts.remove(&job.id).unwrap_or_default();
+            m.insert("node_counts".into(), n.into());
+            serde_json::Value::Object(m)
+        })
+        .collect();
+    Ok(axum::Json(body).into_response())
+}
+
 /// What a browser without a valid session sees: the reason and the way in.
 fn refused_page(e: &ApiError) -> Response {
     let html = format!(

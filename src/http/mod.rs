@@ -81,7 +81,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/organizations/{org}/pushy/dashboard/api/jobs",
-            any(jobs::collection),
+            any(dashboard::jobs),
         )
         .route(
             "/organizations/{org}/pushy/dashboard/api/jobs/{job}",

@@ -187,6 +187,7 @@ impl JobsHandle {
             status: JobStatus::New,
             created_at: now,
             updated_at: now,
+            requestor: Some(requestor.to_owned()),
             options: JobOptions {
                 user: spec.user,
                 dir: spec.dir,

@@ -175,6 +175,8 @@ pub struct JobRecord {
     pub created_at: DateTime<Utc>,
     /// When the job entered its current status (UTC, second precision).
     pub updated_at: DateTime<Utc>,
+    /// Who started it (ours, issue 16); `None` for jobs the original wrote.
+    pub requestor: Option<String>,
     /// The job's options.
     pub options: JobOptions,
     /// Every node of the job with its status, in the order they were requested.
@@ -227,6 +229,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every job of `org`, oldest first, without nodes.
     async fn list_jobs(&self, org: &OrgGuid) -> Result<Vec<JobRecord>, Error>;
+
+    /// How many nodes of each of `jobs` (of `org`) are in each status, as
+    /// `(job, status, count)`, without reading the nodes themselves (the dashboard's jobs
+    /// view, issue 16).
+    async fn node_counts(
+        &self,
+        org: &OrgGuid,
+        jobs: &[JobId],
+    ) -> Result<Vec<(JobId, NodeStatus, u64)>, Error>;
 
     /// Sets the job's status (when `job` is given; also `last_updated_by`, the job id) and
     /// several of its nodes' statuses, all with `updated_at = now`, in one transaction: a

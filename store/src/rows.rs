@@ -106,6 +106,7 @@ pub(super) struct JobRow {
     pub capture: Option<bool>,
     pub file: Option<String>,
     pub controls: Option<String>,
+    pub requestor: Option<String>,
 }
 
 impl JobRow {
@@ -132,6 +133,7 @@ impl JobRow {
             status: job_status(self.status)?,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            requestor: self.requestor,
             options: JobOptions {
                 user: self.user.map(unpad),
                 dir: self.dir.map(unpad),

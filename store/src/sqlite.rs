@@ -42,6 +42,11 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
         "job controls",
         include_str!("../migrations/sqlite/0004_job_controls.sql"),
     ),
+    (
+        5,
+        "job requestor",
+        include_str!("../migrations/sqlite/0005_job_requestor.sql"),
+    ),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -59,7 +64,7 @@ macro_rules! select_jobs {
     ($($condition:literal),*) => {
         concat!(
             "SELECT j.id, j.org_id, j.command, j.quorum, j.run_timeout, j.status, \
-             j.created_at, j.updated_at, o.job_user, o.dir, o.env, o.capture, o.job_file, o.controls \
+             j.created_at, j.updated_at, j.requestor, o.job_user, o.dir, o.env, o.capture, o.job_file, o.controls \
              FROM jobs j LEFT JOIN job_options o ON o.job_id = j.id ",
             $($condition),*
         )
@@ -155,6 +160,7 @@ fn job_row(row: &SqliteRow) -> Result<JobRow, Error> {
         capture: row.try_get::<Option<i64>, _>("capture")?.map(|c| c != 0),
         file: row.try_get("job_file")?,
         controls: row.try_get("controls")?,
+        requestor: row.try_get("requestor")?,
     })
 }
 
@@ -185,8 +191,8 @@ async fn insert_job(conn: &mut SqliteConnection, job: &JobRecord) -> Result<(), 
     let now = to_text(job.created_at);
     let inserted = sqlx::query(
         "INSERT INTO jobs (id, org_id, command, quorum, status, run_timeout, \
-         last_updated_by, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $1, $7, $7)",
+         last_updated_by, created_at, updated_at, requestor) \
+         VALUES ($1, $2, $3, $4, $5, $6, $1, $7, $7, $8)",
     )
     .bind(job.id.as_str())
     .bind(job.org_id.as_str())
@@ -195,6 +201,7 @@ async fn insert_job(conn: &mut SqliteConnection, job: &JobRecord) -> Result<(), 
     .bind(i32::from(JobStatus::New.code()))
     .bind(job.run_timeout)
     .bind(&now)
+    .bind(job.requestor.as_deref())
     .execute(&mut *conn)
     .await;
     match inserted {
@@ -366,6 +373,33 @@ impl Store for SqliteStore {
         .iter()
         .map(|row| job_row(row)?.into_record(Vec::new()))
         .collect()
+    }
+
+    async fn node_counts(
+        &self,
+        org: &OrgGuid,
+        jobs: &[JobId],
+    ) -> Result<Vec<(JobId, NodeStatus, u64)>, Error> {
+        let ids = serde_json::to_string(&jobs.iter().map(JobId::as_str).collect::<Vec<_>>())
+            .expect("ids serialize");
+        let rows = sqlx::query(
+            "SELECT job_id, status, count(*) AS n FROM job_nodes \
+             WHERE org_id = $1 AND job_id IN (SELECT value FROM json_each($2)) \
+             GROUP BY job_id, status",
+        )
+        .bind(org.as_str())
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    rows::job_id("job_nodes", r.try_get("job_id")?)?,
+                    rows::node_status(r.try_get("status")?)?,
+                    r.try_get::<i64, _>("n")?.max(0) as u64,
+                ))
+            })
+            .collect()
     }
 
     async fn update_statuses(

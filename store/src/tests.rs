@@ -48,6 +48,7 @@ fn new_job(id: JobId, org: &OrgGuid, nodes: &[&str], created_at: DateTime<Utc>) 
         status: JobStatus::New,
         created_at,
         updated_at: created_at,
+        requestor: None,
         options: JobOptions::default(),
         nodes: nodes
             .iter()
@@ -72,6 +73,7 @@ async fn suite(store: &dyn Store) {
     list_is_oldest_first_without_nodes(store).await;
     status_update_sets_status_and_updated_at(store).await;
     node_update_changes_only_that_node(store).await;
+    node_counts_are_per_job_and_status(store).await;
     a_batch_sets_many_nodes_and_the_job_at_once(store).await;
     output_is_stored_once_per_node(store).await;
     incomplete_jobs_are_new_voting_and_running(store).await;
@@ -97,6 +99,7 @@ async fn round_trip_keeps_every_field(store: &dyn Store) {
         file: Some("base64:aGVsbG8gd29ybGQ=".to_owned()),
         controls: Some(r#"{"max_concurrency":{"percent":10}}"#.to_owned()),
     };
+    job.requestor = Some("alice".to_owned());
     store.create_job(&job).await.expect("create_job");
 
     // Stored with whole seconds, as the original did.
@@ -249,6 +252,39 @@ async fn status_update_sets_status_and_updated_at(store: &dyn Store) {
         .update_statuses(&org, &job_id(69), Some(JobStatus::Crashed), &[], at(10))
         .await
         .unwrap();
+}
+
+async fn node_counts_are_per_job_and_status(store: &dyn Store) {
+    let org = org(412);
+    let a = new_job(job_id(4120), &org, &["n1", "n2", "n3"], at(0));
+    let b = new_job(job_id(4121), &org, &["n1"], at(0));
+    let elsewhere = new_job(job_id(4122), &self::org(413), &["n1"], at(0));
+    for j in [&a, &b, &elsewhere] {
+        store.create_job(j).await.unwrap();
+    }
+    let ready = [
+        ("n1".into(), NodeStatus::Ready),
+        ("n2".into(), NodeStatus::Ready),
+    ];
+    store
+        .update_statuses(&org, &a.id, None, &ready, at(1))
+        .await
+        .unwrap();
+    let mut counts = store
+        .node_counts(&org, &[a.id.clone(), b.id.clone(), elsewhere.id.clone()])
+        .await
+        .unwrap();
+    counts.sort_by_key(|(j, s, _)| (j.clone(), s.code()));
+    assert_eq!(
+        counts,
+        [
+            (a.id.clone(), NodeStatus::New, 1),
+            (a.id.clone(), NodeStatus::Ready, 2),
+            (b.id.clone(), NodeStatus::New, 1),
+        ],
+        "another org's job is not counted"
+    );
+    assert!(store.node_counts(&org, &[]).await.unwrap().is_empty());
 }
 
 async fn node_update_changes_only_that_node(store: &dyn Store) {
@@ -838,7 +874,7 @@ async fn postgres_passes_suite() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-        assert_eq!(applied, 10);
+        assert_eq!(applied, 11);
         assert!(find(&store, &org(1), &job_id(1)).await.is_some());
     })
     .await;
@@ -950,6 +986,7 @@ fn original_job() -> JobRecord {
         status: JobStatus::Complete,
         created_at: time(0),
         updated_at: time(100),
+        requestor: None,
         options: JobOptions::default(),
         // No position: by name.
         nodes: vec![
@@ -1181,6 +1218,7 @@ async fn postgres_schema_is_the_originals_plus_position_truncated_and_org_index(
                 "column | job_output | truncated | 5 | boolean | YES",
                 "column | job_options | controls | 7 | text | YES",
                 "job_status | 8 | stopped",
+                "column | jobs | requestor | 10 | text | YES",
                 "index | CREATE INDEX jobs_org_id_created_at_idx ON public.jobs USING btree (org_id, created_at)",
                 "index | CREATE INDEX jobs_updated_at_idx ON public.jobs USING btree (updated_at)",
             ];

@@ -55,9 +55,6 @@ const app = {
   // Server clock minus ours (from the Date header), so elapsed times don't go negative
   // on a skewed workstation.
   clockOffset: 0,
-  // Job documents fetched for the jobs list, kept across visits so finished jobs keep
-  // their final counts.
-  jobDetails: new Map(),
 };
 
 // ---------------------------------------------------------------------------------------
@@ -430,31 +427,20 @@ class JobsPage {
     const jobs = await api("jobs");
     if (this.stopped) return;
     jobs.sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at) || (a.id < b.id ? 1 : -1));
-    const shown = jobs.slice(0, JOBS_SHOWN);
-    // Unfinished jobs, and jobs seen unfinished that have finished since (for final counts).
-    const stale = shown.filter((job) => {
-      const known = app.jobDetails.get(job.id);
-      return !FINISHED_JOB.has(job.status) || (known && known.status !== job.status);
-    });
-    await Promise.all(stale.map((job) => api(`jobs/${encodeURIComponent(job.id)}`)
-      .then((doc) => app.jobDetails.set(job.id, doc))
-      .catch(() => {}))); // a job deleted meanwhile just shows no counts
-    if (!this.stopped) this.render(shown, jobs.length);
+    // The dashboard's list carries each job's node counts and who started it.
+    this.render(jobs.slice(0, JOBS_SHOWN), jobs.length);
   }
 
   render(jobs, total) {
     const rows = jobs.map((job) => {
-      const doc = app.jobDetails.get(job.id);
-      const counts = {};
-      if (doc && doc.nodes) for (const [state, names] of Object.entries(doc.nodes)) counts[state] = names.length;
       const created = Date.parse(job.created_at);
       return el("tr", { "data-job": job.id, "data-status": job.status },
         el("td", { class: "mono" }, el("a", { href: `#job/${job.id}`, title: job.id }, shortId(job.id))),
         el("td", { class: "command" }, job.command),
         el("td", {}, badge(job.status)),
+        el("td", { "data-test": "requestor" }, job.requestor || "—"),
         el("td", { title: job.created_at }, formatTime(created)),
-        el("td", {}, doc ? countChips(counts)
-          : el("span", { class: "muted", title: "Counts are fetched for jobs seen running; open the job for its nodes." }, "—")));
+        el("td", {}, countChips(job.node_counts || {})));
     });
     // One replacement, so the table never shrinks mid-update and the scroll stays put.
     $("jobs-table").tBodies[0].replaceChildren(...rows);
