@@ -222,6 +222,34 @@ async fn the_dashboard_shows_nodes_runs_and_aborts_jobs_in_a_real_browser() {
         json!({"succeeded": ["dash-a", "dash-b"]})
     );
 
+    // Live output: a job that prints over a second shows its lines in the job view while
+    // it runs (our agents stream them; the page appends each `run_output` event).
+    r.wait_available("dash-a").await;
+    let body = json!({"command": "ticks", "nodes": ["dash-a"], "capture_output": true});
+    let ticking = r.h.create_job(&body.to_string(), ADMIN_USER).await;
+    let ticking_id = ticking.rsplit('/').next().unwrap().to_owned();
+    c.goto(&format!(
+        "{}/organizations/{ORG}/pushy/dashboard#job/{ticking_id}",
+        r.base
+    ))
+    .await
+    .unwrap();
+    let panel = "#job-output [data-test='output-panel'][data-node='dash-a']";
+    let deadline = Instant::now() + WAIT;
+    let mut seen = String::new();
+    while !seen.contains("tick 1") {
+        assert!(
+            Instant::now() < deadline,
+            "no live output in the job view: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(p) = c.find(Locator::Css(panel)).await {
+            seen = p.text().await.unwrap_or_default();
+        }
+    }
+    assert_ne!(job_status(&c).await, "complete", "seen while the job ran");
+    wait_status(&c, "complete").await;
+
     // Jobs view lists it.
     c.goto(&format!(
         "{}/organizations/{ORG}/pushy/dashboard#jobs",

@@ -5,7 +5,7 @@ use openssl::pkey::{PKey, Public};
 use pushy_protocol::chef_auth::{SignedHeaders, verify_signature_hashed};
 use pushy_protocol::job::OrgGuid;
 
-use crate::chef::{self, ChefServer, PrincipalKind, PrincipalLookup};
+use crate::chef::{self, ChefServer, Principal, PrincipalKind, PrincipalLookup};
 
 /// Why a request was refused in the authentication or authorization stage. The
 /// messages are the spec's, verbatim (http.md §1.3.2, §1.2.2).
@@ -73,6 +73,29 @@ pub async fn session_requestor(
     org: &str,
     name: &str,
 ) -> Result<Requestor, Error> {
+    let (org_guid, members) = members(chef, org, name).await?;
+    let member = members
+        .into_iter()
+        .next()
+        .expect("members() is never empty");
+    Ok(Requestor {
+        name: name.to_owned(),
+        kind: member.kind,
+        public_key: member.public_key,
+        org: org.to_owned(),
+        org_guid,
+    })
+}
+
+/// The org's GUID and `name`'s principal entries that are members of `org` (at least one).
+///
+/// # Errors
+/// No such org or principal, or `name` is not a member.
+async fn members(
+    chef: &dyn ChefServer,
+    org: &str,
+    name: &str,
+) -> Result<(OrgGuid, Vec<Principal>), Error> {
     let org_guid = chef
         .org_guid(org)
         .await?
@@ -82,17 +105,11 @@ pub async fn session_requestor(
         PrincipalLookup::PrincipalNotFound => return Err(Error::UnknownPrincipal(name.into())),
         PrincipalLookup::Found(list) => list,
     };
-    let member = principals
-        .into_iter()
-        .find(|p| p.org_member)
-        .ok_or_else(|| Error::NotAssociated(name.to_owned(), org.to_owned()))?;
-    Ok(Requestor {
-        name: name.to_owned(),
-        kind: member.kind,
-        public_key: member.public_key,
-        org: org.to_owned(),
-        org_guid,
-    })
+    let members: Vec<_> = principals.into_iter().filter(|p| p.org_member).collect();
+    if members.is_empty() {
+        return Err(Error::NotAssociated(name.to_owned(), org.to_owned()));
+    }
+    Ok((org_guid, members))
 }
 
 /// What the signature covers.
@@ -121,19 +138,7 @@ pub async fn authenticate(
     req: SignedRequest<'_>,
 ) -> Result<Requestor, Error> {
     let name = &req.headers.user_id;
-    let org_guid = chef
-        .org_guid(org)
-        .await?
-        .ok_or_else(|| Error::OrgNotFound(org.to_owned()))?;
-    let principals = match chef.principals(org, name).await? {
-        PrincipalLookup::OrgNotFound => return Err(Error::OrgNotFound(org.to_owned())),
-        PrincipalLookup::PrincipalNotFound => return Err(Error::UnknownPrincipal(name.clone())),
-        PrincipalLookup::Found(list) => list,
-    };
-    let members: Vec<_> = principals.into_iter().filter(|p| p.org_member).collect();
-    if members.is_empty() {
-        return Err(Error::NotAssociated(name.clone(), org.to_owned()));
-    }
+    let (org_guid, members) = members(chef, org, name).await?;
     let verified = members.into_iter().find(|p| {
         verify_signature_hashed(
             req.headers,
