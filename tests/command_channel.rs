@@ -35,25 +35,11 @@ async fn fast_harness() -> Harness {
 }
 
 async fn events(h: &Harness, job_path: &str) -> Vec<(String, serde_json::Value)> {
-    let id = job_path.rsplit('/').next().unwrap();
-    let url = format!("/organizations/{ORG}/pushy/job_status_feed/{id}");
-    let req = h
-        .signed("GET", &url, "", ADMIN_USER)
-        .header("accept", "text/event-stream")
-        .body(Body::empty())
-        .unwrap();
-    let r = h.send(req).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let mut out = Vec::new();
-    let mut name = String::new();
-    for line in r.text.lines() {
-        if let Some(n) = line.strip_prefix("event: ") {
-            name = n.to_owned();
-        } else if let Some(d) = line.strip_prefix("data: ") {
-            out.push((name.clone(), serde_json::from_str(d).unwrap()));
-        }
-    }
-    out
+    h.job_feed(job_path)
+        .await
+        .into_iter()
+        .map(|e| (e.name, e.data))
+        .collect()
 }
 
 fn names(evs: &[(String, serde_json::Value)]) -> Vec<&str> {

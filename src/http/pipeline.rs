@@ -47,6 +47,8 @@ pub(crate) struct Admitted {
     pub who: Requestor,
     /// The request head.
     pub parts: Parts,
+    /// The dashboard session that stood for the signature (issue 16), if one did.
+    pub session: Option<crate::dashboard::Grant>,
 }
 
 /// Step 2–3 of §1.2: 501 for methods outside HTTP's usual set, then 405 with `Allow`.
@@ -115,7 +117,15 @@ pub(crate) async fn admit<T>(
     if !accepts(&parts.headers, ep.produces) {
         return Err(ApiError::NotAcceptable);
     }
-    Ok((Admitted { who, parts }, checked))
+    let session = None;
+    Ok((
+        Admitted {
+            who,
+            parts,
+            session,
+        },
+        checked,
+    ))
 }
 
 /// [`admit`] for the dashboard's API routes (issue 16): the session cookie stands for the
@@ -142,7 +152,15 @@ async fn admit_session<T>(
     if !accepts(&parts.headers, ep.produces) {
         return Err(ApiError::NotAcceptable);
     }
-    Ok((Admitted { who, parts }, checked))
+    let session = Some(session);
+    Ok((
+        Admitted {
+            who,
+            parts,
+            session,
+        },
+        checked,
+    ))
 }
 
 /// A body as the rest of the pipeline needs it.
