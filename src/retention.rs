@@ -16,17 +16,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::Utc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::RetentionConfig;
 use crate::metrics::Metrics;
-use crate::store::{self, Store};
-
-/// The shortest pause between two batches of a sweep.
-const MIN_PAUSE: Duration = Duration::from_millis(100);
+use crate::store::Store;
+use pushy_store::retention::{cutoff, sweep};
 
 /// What to delete and how often, from a `[retention]` section that enables it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,58 +45,6 @@ impl Policy {
             batch: config.batch.max(1),
             interval: Duration::from_secs(config.interval.max(1)),
         })
-    }
-}
-
-/// The cutoff of a sweep starting at `now`: jobs that finished before it are deleted. An
-/// age beyond the calendar's range deletes nothing.
-pub fn cutoff(now: DateTime<Utc>, max_age: Duration) -> DateTime<Utc> {
-    TimeDelta::from_std(max_age)
-        .ok()
-        .and_then(|age| now.checked_sub_signed(age))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
-}
-
-/// How long to wait after a batch that took `took` before the next one.
-pub fn pause_after(took: Duration) -> Duration {
-    took.max(MIN_PAUSE)
-}
-
-/// A sweep that stopped on a store error, after deleting `deleted` jobs.
-#[derive(Debug, thiserror::Error)]
-#[error("deleting finished jobs failed after {deleted} were deleted")]
-pub struct SweepError {
-    /// Jobs deleted by the batches before the failure.
-    pub deleted: u64,
-    /// The store's error.
-    #[source]
-    pub source: store::Error,
-}
-
-/// Deletes every job that finished before `cutoff`, `batch` at a time, pausing between
-/// batches ([`pause_after`]); `on_batch` hears each batch's count. Returns the total.
-///
-/// # Errors
-/// [`SweepError`] on the first store error, with what was deleted before it.
-pub async fn sweep(
-    store: &dyn Store,
-    cutoff: DateTime<Utc>,
-    batch: u32,
-    mut on_batch: impl FnMut(u64),
-) -> Result<u64, SweepError> {
-    let mut deleted = 0;
-    loop {
-        let started = Instant::now();
-        let n = store
-            .delete_finished_jobs(cutoff, batch)
-            .await
-            .map_err(|source| SweepError { deleted, source })?;
-        deleted += n;
-        on_batch(n);
-        if n < u64::from(batch) {
-            return Ok(deleted);
-        }
-        tokio::time::sleep(pause_after(started.elapsed())).await;
     }
 }
 
@@ -160,30 +106,11 @@ async fn run(policy: Policy, store: &dyn Store, metrics: &Metrics) {
 mod tests {
     use super::*;
 
+    use chrono::{DateTime, TimeDelta};
     use pushy_protocol::job::{JobId, JobStatus, NodeStatus, OrgGuid};
-    use pushy_store::{JobOptions, JobRecord, PostgresStore, SqliteStore};
+    use pushy_store::{self as store, JobOptions, JobRecord, PostgresStore, SqliteStore};
 
     use crate::config::Config;
-
-    #[test]
-    fn the_cutoff_is_now_minus_the_age_and_never_overflows() {
-        let now = DateTime::parse_from_rfc3339("2026-01-31T12:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(
-            cutoff(now, Duration::from_secs(30 * 86_400)),
-            DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z")
-                .unwrap()
-                .with_timezone(&Utc)
-        );
-        assert_eq!(cutoff(now, Duration::MAX), DateTime::<Utc>::MIN_UTC);
-    }
-
-    #[test]
-    fn a_batch_is_followed_by_a_pause_at_least_as_long() {
-        assert_eq!(pause_after(Duration::ZERO), MIN_PAUSE);
-        assert_eq!(pause_after(Duration::from_secs(2)), Duration::from_secs(2));
-    }
 
     #[test]
     fn no_policy_unless_configured() {

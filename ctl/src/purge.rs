@@ -18,10 +18,11 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::Utc;
+use pushy_store::retention::{cutoff, sweep};
 use pushy_store::{PgConnectOptions, PostgresStore, SqliteStore, Store};
 
 use crate::paths::Paths;
@@ -53,9 +54,6 @@ pub const MIN_AGE: Duration = Duration::from_secs(60);
 
 /// Jobs per batch unless `--batch` says otherwise (the daemon's default too).
 pub const DEFAULT_BATCH: u32 = 100;
-
-/// The shortest pause between two batches.
-const MIN_PAUSE: Duration = Duration::from_millis(100);
 
 /// The parsed arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -302,14 +300,6 @@ fn secrets_password(paths: &Paths) -> anyhow::Result<Option<String>> {
     Ok(secrets.get(GROUP, "sql_password").map(str::to_owned))
 }
 
-/// The cutoff for `age` at `now`: jobs that finished before it go.
-pub fn cutoff(now: DateTime<Utc>, age: Duration) -> DateTime<Utc> {
-    TimeDelta::from_std(age)
-        .ok()
-        .and_then(|age| now.checked_sub_signed(age))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
-}
-
 /// Runs the command: the store named by the config at `args.config` (else
 /// `default_config`), then a count (`--dry-run`) or the batches, with a line of progress
 /// per batch and the total on `out`. Returns how many jobs were (or would be) deleted.
@@ -351,23 +341,18 @@ pub async fn run(
         "Deleting jobs that finished before {before} from the {location}, {} at a time.",
         args.batch
     )?;
-    let mut total = 0;
-    loop {
-        let started = Instant::now();
-        let n = store
-            .delete_finished_jobs(cutoff, args.batch)
-            .await
-            .with_context(|| format!("deleting a batch after {total} jobs were deleted"))?;
-        total += n;
-        if n > 0 {
-            writeln!(out, "  deleted {n} jobs ({total} so far)")?;
-            out.flush()?;
+    // The daemon's own paced loop; progress lines are best effort (a closed pipe must
+    // not stop a purge half-way), the first write error is reported after it.
+    let (mut so_far, mut written) = (0, Ok(()));
+    let progress = |n: u64| {
+        so_far += n;
+        if n > 0 && written.is_ok() {
+            written =
+                writeln!(out, "  deleted {n} jobs ({so_far} so far)").and_then(|()| out.flush());
         }
-        if n < u64::from(args.batch) {
-            break;
-        }
-        tokio::time::sleep(started.elapsed().max(MIN_PAUSE)).await;
-    }
+    };
+    let total = sweep(store.as_ref(), cutoff, args.batch, progress).await?;
+    written?;
     writeln!(
         out,
         "Deleted {total} finished jobs with their nodes, options and output."

@@ -9,6 +9,7 @@ pub mod cluster;
 #[cfg(any(test, feature = "test-support"))]
 pub mod pg_proxy;
 mod postgres;
+pub mod retention;
 mod rows;
 mod sqlite;
 #[cfg(test)]
