@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use pushy_protocol::node_query::{NameQuery, UnsupportedQuery};
+
 use crate::api::{self, Client};
 
 /// Rows asked for per page.
@@ -33,11 +35,8 @@ pub enum Error {
         url: String,
     },
     /// The local directory cannot answer this query.
-    #[error("the local key directory answers only `*:*` and `name:GLOB` queries, not {query:?}")]
-    UnsupportedQuery {
-        /// The query.
-        query: String,
-    },
+    #[error(transparent)]
+    UnsupportedQuery(#[from] UnsupportedQuery),
     /// The local directory cannot be read.
     #[error("reading {}: {source}", path.display())]
     LocalDir {
@@ -125,21 +124,7 @@ pub fn search_url(mut base: reqwest::Url, query: &str, start: usize, rows: usize
 
 /// Clients of `org` in the local key directory `dir` matching `query`.
 fn local(dir: &Path, org: &str, query: &str) -> Result<Vec<String>, Error> {
-    let q = query.trim();
-    let pattern = if q == "*:*" || q == "*" {
-        "*".to_owned()
-    } else if let Some(glob) = q.strip_prefix("name:") {
-        glob.to_owned()
-    } else {
-        return Err(Error::UnsupportedQuery {
-            query: query.to_owned(),
-        });
-    };
-    if pattern.is_empty() || pattern.contains(char::is_whitespace) {
-        return Err(Error::UnsupportedQuery {
-            query: query.to_owned(),
-        });
-    }
+    let query = NameQuery::parse(query)?;
     let clients = dir.join("orgs").join(org).join("clients");
     let entries = std::fs::read_dir(&clients).map_err(|source| Error::LocalDir {
         path: clients.clone(),
@@ -155,7 +140,7 @@ fn local(dir: &Path, org: &str, query: &str) -> Result<Vec<String>, Error> {
             continue;
         }
         if let Some(name) = entry.file_name().to_str()
-            && glob_match(&pattern, name)
+            && query.matches(name)
         {
             names.push(name.to_owned());
         }
@@ -163,46 +148,10 @@ fn local(dir: &Path, org: &str, query: &str) -> Result<Vec<String>, Error> {
     Ok(names)
 }
 
-/// `*` matches any run of characters, `?` one character; everything else itself.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    // Iterative matching with backtracking to the last `*`.
-    let (mut pi, mut ni) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ni));
-            pi += 1;
-        } else if let Some((sp, sn)) = star {
-            pi = sp + 1;
-            ni = sn + 1;
-            star = Some((sp, sn + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("*", "anything"));
-        assert!(glob_match("web*", "web01"));
-        assert!(glob_match("w?b*1", "web01"));
-        assert!(glob_match("*-b", "agent-b"));
-        assert!(!glob_match("web*", "db01"));
-        assert!(!glob_match("web?", "web"));
-        assert!(glob_match("a*b*c", "aXbYbZc"));
-    }
 
     #[test]
     fn fixes_search_query_is_encoded_exactly_once() {

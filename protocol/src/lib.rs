@@ -10,4 +10,5 @@ pub mod frame;
 pub mod job;
 pub mod keys;
 pub mod message;
+pub mod node_query;
 pub mod report;
