@@ -213,3 +213,30 @@ async fn forged_foreign_and_missing_sessions_are_refused() {
     let signed_api = format!("/organizations/{ORG}/pushy/jobs");
     assert_eq!(get(&h, &signed_api, Some(&cookie), &[]).await.status, 400);
 }
+
+#[tokio::test]
+async fn writers_search_node_names_readers_may_not() {
+    let h = Harness::new().await;
+    let search = |q: &str| format!("{}/api/search?q={q}", base());
+    let cookie = session(&h, ADMIN_USER).await;
+    // The embedded server's nodes are its local directory's clients.
+    let r = get(&h, &search("name:*client"), Some(&cookie), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.json(),
+        json!({"nodes": ["admin_client", "bad_client", "non_admin_client"]})
+    );
+    let r = get(&h, &search("name:non%5F*"), Some(&cookie), &[]).await;
+    assert_eq!(r.json(), json!({"nodes": ["non_admin_client"]}));
+    // A query only a Chef Server answers, and none at all: 400 saying why.
+    let r = get(&h, &search("role%3Aweb"), Some(&cookie), &[]).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text.contains("name:GLOB"), "{}", r.text);
+    let r = get(&h, &format!("{}/api/search", base()), Some(&cookie), &[]).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    // Searching asks the Chef Server as the server itself: writers only, sessions only.
+    let reader = session(&h, NORMAL_USER).await;
+    let r = get(&h, &search("*:*"), Some(&reader), &[]).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(get(&h, &search("*:*"), None, &[]).await.status, 401);
+}

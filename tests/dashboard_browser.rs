@@ -130,24 +130,42 @@ async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
         .unwrap_or_else(|e| panic!("{css} never appeared: {e}"))
 }
 
+/// Reads with `read` every 100 ms until `done` holds for what it read (the page updates
+/// live, never by reloading).
+async fn wait_until<T: std::fmt::Debug>(
+    what: &str,
+    mut read: impl AsyncFnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = read().await;
+        if done(&now) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the element's text contains `want`.
+async fn wait_text(c: &Client, css: &str, want: &str) {
+    let text = async || match c.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let what = format!("{css} never said {want:?}");
+    wait_until(&what, text, |t| t.contains(want)).await;
+}
+
 async fn job_status(c: &Client) -> String {
     let el = c.find(Locator::Css("#job-status")).await.unwrap();
     el.attr("data-status").await.unwrap().unwrap_or_default()
 }
 
 async fn wait_status(c: &Client, want: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let now = job_status(c).await;
-        if now == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job status stayed {now:?}, never {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = format!("job status never {want}");
+    wait_until(&what, async || job_status(c).await, |s| s == want).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,12 +198,24 @@ async fn the_dashboard_shows_nodes_runs_and_aborts_jobs_in_a_real_browser() {
         .send_keys("hello")
         .await
         .unwrap();
-    c.find(Locator::Css("#start-nodes"))
+    // The nodes come from a search (the embedded server's is by name), seen before the
+    // job starts: Enter in the search field adds the matches and starts nothing.
+    c.find(Locator::Css("#start-search"))
         .await
         .unwrap()
-        .send_keys("dash-a, dash-b")
+        .send_keys("name:dash-*\u{E007}")
         .await
         .unwrap();
+    wait_text(&c, "#start-search-result", "2 nodes matched name:dash-*").await;
+    let picked = c
+        .find(Locator::Css("#start-nodes"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(picked.as_deref(), Some("dash-a, dash-b"));
+    assert!(c.current_url().await.unwrap().fragment() != Some("jobs"));
     c.find(Locator::Css("#start-submit"))
         .await
         .unwrap()

@@ -22,10 +22,11 @@ use async_trait::async_trait;
 use openssl::pkey::{PKey, Public};
 use pushy_protocol::job::OrgGuid;
 use pushy_protocol::keys::public_key_from_pem;
+use pushy_protocol::node_query::NameQuery;
 use serde::{Deserialize, Serialize};
 
 use super::port::{
-    ChefServer, Error, Group, MAX_NAME_LEN, Principal, PrincipalKind, PrincipalLookup,
+    ChefServer, Error, Group, MAX_NAME_LEN, NodeSearch, Principal, PrincipalKind, PrincipalLookup,
 };
 
 /// `org.json`.
@@ -252,6 +253,40 @@ impl ChefServer for LocalChefServer {
         };
         let path = self.dir.join("orgs").join(org).join("groups").join(file);
         self.blocking(move |_, _| read_json_file(&path)).await
+    }
+
+    /// The org's clients are its nodes; `*:*` and `name:GLOB` are the queries a directory
+    /// can answer (as the CLI's `--search` with a local directory).
+    async fn search_nodes(&self, org: &str, query: &str) -> Result<NodeSearch, Error> {
+        let query = match NameQuery::parse(query) {
+            Ok(q) => q,
+            Err(e) => return Ok(NodeSearch::Refused(e.to_string())),
+        };
+        let org = org.to_owned();
+        self.blocking(move |dir, _| {
+            if !is_safe_name(&org) {
+                return Ok(NodeSearch::Found(Vec::new()));
+            }
+            let entries = match std::fs::read_dir(dir.join("orgs").join(&org).join("clients")) {
+                Ok(entries) => entries,
+                Err(e) if names_nothing(&e) => return Ok(NodeSearch::Found(Vec::new())),
+                Err(e) => return Err(e.into()),
+            };
+            let mut names = Vec::new();
+            for entry in entries {
+                let entry = entry?;
+                if !entry.path().is_dir() {
+                    continue;
+                }
+                if let Some(name) = entry.file_name().to_str()
+                    && query.matches(name)
+                {
+                    names.push(name.to_owned());
+                }
+            }
+            Ok(NodeSearch::of(names))
+        })
+        .await
     }
 }
 
@@ -581,6 +616,43 @@ mod tests {
         std::fs::write(dir.join("users/bob"), "not a directory").unwrap();
         let bob = chef.principals("acme", "bob").await.unwrap();
         assert!(matches!(bob, PrincipalLookup::PrincipalNotFound), "{bob:?}");
+    }
+
+    #[tokio::test]
+    async fn search_lists_the_orgs_clients_by_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        admin::create_org(dir, "acme").unwrap();
+        admin::create_org(dir, "other").unwrap();
+        // Search reads names only: key directories without keys will do.
+        for node in [
+            "acme/clients/web02",
+            "acme/clients/web01",
+            "acme/clients/db01",
+        ] {
+            std::fs::create_dir_all(dir.join("orgs").join(node)).unwrap();
+        }
+        std::fs::create_dir_all(dir.join("orgs/other/clients/web99")).unwrap();
+        std::fs::write(dir.join("orgs/acme/clients/stray.txt"), "").unwrap();
+        let chef = LocalChefServer::new(dir);
+        let names = |v: &[&str]| NodeSearch::Found(v.iter().map(|s| s.to_string()).collect());
+        let search = |q: &'static str| chef.search_nodes("acme", q);
+        assert_eq!(
+            search("*:*").await.unwrap(),
+            names(&["db01", "web01", "web02"])
+        );
+        assert_eq!(
+            search("name:web*").await.unwrap(),
+            names(&["web01", "web02"])
+        );
+        assert_eq!(search("name:nothing*").await.unwrap(), names(&[]));
+        assert!(matches!(
+            search("role:web").await.unwrap(),
+            NodeSearch::Refused(why) if why.contains("name:GLOB")
+        ));
+        for org in ["nope", "..", "a/b"] {
+            assert_eq!(chef.search_nodes(org, "*:*").await.unwrap(), names(&[]));
+        }
     }
 
     #[tokio::test]

@@ -73,6 +73,41 @@ pub struct Group {
     pub groups: Vec<String>,
 }
 
+/// The most node names a search may answer: twice the largest fleet measured
+/// (bench/RESULTS.md), so a query matching "everything" in a huge organization fails
+/// plainly instead of holding every page in memory.
+pub const MAX_SEARCH_NODES: usize = 100_000;
+
+/// What a node search answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeSearch {
+    /// The matching node names, sorted, without duplicates.
+    Found(Vec<String>),
+    /// The query cannot be answered (the Chef Server's own message, a query the local
+    /// directory cannot read, or a match past [`MAX_SEARCH_NODES`]): the asker's to fix.
+    Refused(String),
+}
+
+impl NodeSearch {
+    /// The answer for these matches: sorted, without duplicates, within
+    /// [`MAX_SEARCH_NODES`].
+    pub fn of(mut names: Vec<String>) -> NodeSearch {
+        if names.len() > MAX_SEARCH_NODES {
+            return NodeSearch::too_many();
+        }
+        names.sort_unstable();
+        names.dedup();
+        NodeSearch::Found(names)
+    }
+
+    /// A match past [`MAX_SEARCH_NODES`].
+    pub fn too_many() -> NodeSearch {
+        NodeSearch::Refused(format!(
+            "the search matched more than {MAX_SEARCH_NODES} nodes; narrow it"
+        ))
+    }
+}
+
 /// The questions the push server asks the Chef Server.
 #[async_trait]
 pub trait ChefServer: Send + Sync + 'static {
@@ -84,4 +119,8 @@ pub trait ChefServer: Send + Sync + 'static {
 
     /// A group of `org`, or `None` when it does not exist.
     async fn group(&self, org: &str, group: &str) -> Result<Option<Group>, Error>;
+
+    /// The names of `org`'s nodes that Chef search `query` matches (the dashboard's
+    /// start form; the original server never searched, its knife plugin did).
+    async fn search_nodes(&self, org: &str, query: &str) -> Result<NodeSearch, Error>;
 }

@@ -1,7 +1,8 @@
-//! [`RemoteChefServer`]: the real Chef Infra Server over HTTP, asked exactly the three
-//! questions the original push server asks (http.md §1.2.1): A the org GUID and C a group,
-//! both through the load balancer signed as the superuser with protocol 1.1 (§2.7); B a
-//! name's public keys, unauthenticated and straight to erchef (§8.4 item 30).
+//! [`RemoteChefServer`]: the real Chef Infra Server over HTTP, asked the three questions
+//! the original push server asks (http.md §1.2.1): A the org GUID and C a group, both
+//! through the load balancer signed as the superuser with protocol 1.1 (§2.7); B a name's
+//! public keys, unauthenticated and straight to erchef (§8.4 item 30). And one of ours:
+//! a node search, for the dashboard's start form, signed like A and C.
 //!
 //! Owns one signing [`pushy_chef_http::Client`] (connection pool, timeouts) and two small
 //! in-memory caches.
@@ -33,7 +34,10 @@ use pushy_protocol::keys::public_key_from_pem;
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
-use super::port::{ChefServer, Error, Group, Principal, PrincipalKind, PrincipalLookup};
+use super::port::{
+    ChefServer, Error, Group, MAX_SEARCH_NODES, NodeSearch, Principal, PrincipalKind,
+    PrincipalLookup,
+};
 
 /// How long a found org GUID is trusted. The original kept it ~3 years (http.md §1.2.1 A);
 /// 10 minutes still spares the Chef Server nearly every lookup yet notices a recreated org.
@@ -226,6 +230,64 @@ impl ChefServer for RemoteChefServer {
         lock(&self.groups).insert(key, answer.clone(), Instant::now());
         Ok(answer)
     }
+
+    /// Chef Server's partial search, `POST /organizations/ORG/search/node?q=…` with
+    /// `{"name":["name"]}`: only names cross the wire, a page at a time, signed as the
+    /// superuser through the load balancer. A 400 is the query's fault and says why.
+    async fn search_nodes(&self, org: &str, query: &str) -> Result<NodeSearch, Error> {
+        let Some(base) = Self::url(&self.root_url, org, Some(("search", "node")))? else {
+            return Ok(NodeSearch::Found(Vec::new()));
+        };
+        let mut names = Vec::new();
+        let mut start = 0;
+        loop {
+            let mut url = base.clone();
+            url.set_query(Some(&format!(
+                "q={}&start={start}&rows={SEARCH_PAGE}",
+                encode_component(query)
+            )));
+            let reply = send(self.client.post(url).json(NAME_ONLY)).await?;
+            match reply.status {
+                StatusCode::OK => {}
+                StatusCode::BAD_REQUEST => return Ok(NodeSearch::Refused(reply.message())),
+                status => return Err(reply.unexpected(status)),
+            }
+            let page = reply.json::<SearchPage>("search result")?;
+            let got = page.rows.len();
+            start += got;
+            names.extend(page.rows.into_iter().filter_map(|row| row.data.name));
+            if names.len() > MAX_SEARCH_NODES {
+                return Ok(NodeSearch::too_many());
+            }
+            // Rows without a name (a node deleted mid-search) still advance `start`.
+            if got == 0 || start >= page.total {
+                return Ok(NodeSearch::of(names));
+            }
+        }
+    }
+}
+
+/// Rows asked for per search page: Chef Server's own default.
+const SEARCH_PAGE: usize = 1000;
+/// The partial search body: each row is just `{"name": …}`.
+const NAME_ONLY: &str = r#"{"name":["name"]}"#;
+
+/// A partial search page.
+#[derive(Deserialize)]
+struct SearchPage {
+    total: usize,
+    rows: Vec<SearchRow>,
+}
+
+#[derive(Deserialize)]
+struct SearchRow {
+    #[serde(default)]
+    data: SearchData,
+}
+
+#[derive(Default, Deserialize)]
+struct SearchData {
+    name: Option<String>,
 }
 
 /// One principal entry as erchef sends it (http.md §1.2.1 B).
@@ -280,6 +342,8 @@ trait Answer {
     /// A principal 404: which thing is missing is in the body's `not_found`.
     fn not_found(&self) -> Result<PrincipalLookup, Error>;
     fn unexpected(&self, status: StatusCode) -> Error;
+    /// What an error answer says: `{"error": [..]}` or `{"error": ".."}` (bounded).
+    fn message(&self) -> String;
 }
 
 impl Answer for Reply {
@@ -309,6 +373,20 @@ impl Answer for Reply {
             Some("principal") => Ok(PrincipalLookup::PrincipalNotFound),
             _ => Err(self.unexpected(StatusCode::NOT_FOUND)),
         }
+    }
+
+    fn message(&self) -> String {
+        let body: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
+        let text = match &body["error"] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(list) => list
+                .iter()
+                .filter_map(serde_json::Value::as_str)
+                .collect::<Vec<_>>()
+                .join("; "),
+            _ => String::from_utf8_lossy(&self.body).into_owned(),
+        };
+        text.chars().take(200).collect()
     }
 
     fn unexpected(&self, status: StatusCode) -> Error {
@@ -490,9 +568,15 @@ mod tests {
                "authz_id": "fedcba9876543210fedcba9876543210", "org_member": member})
     }
 
-    /// 401 unless the request is a GET correctly signed by pivotal with protocol 1.1 and
+    /// 401 unless the request is correctly signed by pivotal with protocol 1.1 and
     /// carries the extra headers of http.md §1.2.1 A.
-    fn check_signed(fake: &Fake, method: &Method, uri: &Uri, headers: &HeaderMap) -> bool {
+    fn check_signed(
+        fake: &Fake,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> bool {
         let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let Ok(signed) = SignedHeaders::check(get, chrono::Utc::now(), DEFAULT_CLOCK_SKEW) else {
             return false;
@@ -502,7 +586,7 @@ mod tests {
             && get("X-Ops-Server-API-Version") == Some("1")
             && get("X-Chef-Version") == Some("11.1.0")
             && get("Accept") == Some("application/json")
-            && verify_signature(&signed, method.as_str(), uri.path(), b"", &fake.pivotal)
+            && verify_signature(&signed, method.as_str(), uri.path(), body, &fake.pivotal)
     }
 
     /// Principal lookups are unauthenticated but carry the original's headers.
@@ -521,6 +605,7 @@ mod tests {
         method: Method,
         uri: Uri,
         headers: HeaderMap,
+        body: axum::body::Bytes,
     ) -> Response<Body> {
         let path = uri.path().to_owned();
         lock(&fake.seen).push(path.clone());
@@ -530,7 +615,7 @@ mod tests {
             }
             return principal(&path).await;
         }
-        if !check_signed(&fake, &method, &uri, &headers) {
+        if !check_signed(&fake, &method, &uri, &headers, &body) {
             return reply(
                 401,
                 None,
@@ -553,8 +638,52 @@ mod tests {
             "/organizations/acme/groups/sparse" => reply(200, None, json!({"groupname": "sparse"})),
             "/organizations/acme/groups/flaky" => reply(500, None, json!({"error": "boom"})),
             "/organizations/acme/groups/forbidden" => reply(403, None, json!({"error": "no"})),
+            "/organizations/acme/search/node" if method == Method::POST => search(&uri, &body),
             _ => reply(404, None, json!({"error": ["not found"]})),
         }
+    }
+
+    /// Partial search over `node0000`..`node2499`, names only; `q` is `*:*` or
+    /// `name:PREFIX*`, anything else is a 400 as Chef Server words it.
+    fn search(uri: &Uri, body: &[u8]) -> Response<Body> {
+        if serde_json::from_slice::<serde_json::Value>(body).ok() != Some(json!({"name": ["name"]}))
+        {
+            return reply(400, None, json!({"error": ["not a partial search"]}));
+        }
+        let url = Url::parse(&format!("http://fake{uri}")).expect("url");
+        let param = |key: &str| {
+            url.query_pairs()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let (q, start, rows) = (param("q"), param("start"), param("rows"));
+        let prefix = match q.as_str() {
+            "*:*" => "",
+            q => match q.strip_prefix("name:").and_then(|g| g.strip_suffix('*')) {
+                Some(prefix) => prefix,
+                None => {
+                    let why = format!("invalid search query: '{q}'");
+                    return reply(400, None, json!({"error": [why]}));
+                }
+            },
+        };
+        let all: Vec<String> = (0..2500)
+            .map(|i| format!("node{i:04}"))
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        let (start, rows): (usize, usize) = (start.parse().unwrap(), rows.parse().unwrap());
+        let page: Vec<_> = all
+            .iter()
+            .skip(start)
+            .take(rows)
+            .map(|n| json!({"url": format!("https://chef/organizations/acme/nodes/{n}"), "data": {"name": n}}))
+            .collect();
+        reply(
+            200,
+            None,
+            json!({"total": all.len(), "start": start, "rows": page}),
+        )
     }
 
     async fn principal(path: &str) -> Response<Body> {
@@ -643,6 +772,28 @@ mod tests {
 
     fn same_key(p: &Principal, i: usize) -> bool {
         p.public_key.public_eq(&keys().other[i])
+    }
+
+    #[tokio::test]
+    async fn search_reads_every_page_of_names() {
+        let (fake, url) = start().await;
+        let chef = chef(&url);
+        let NodeSearch::Found(all) = chef.search_nodes("acme", "*:*").await.unwrap() else {
+            panic!("a refusal");
+        };
+        assert_eq!(all.len(), 2500);
+        assert_eq!(
+            (all[0].as_str(), all[2499].as_str()),
+            ("node0000", "node2499")
+        );
+        assert_eq!(fake.count("/organizations/acme/search/node"), 3);
+        let found = chef.search_nodes("acme", "name:node249*").await.unwrap();
+        let expected: Vec<String> = (2490..2500).map(|i| format!("node{i}")).collect();
+        assert_eq!(found, NodeSearch::Found(expected));
+        assert_eq!(
+            chef.search_nodes("acme", "role:web AND x").await.unwrap(),
+            NodeSearch::Refused("invalid search query: 'role:web AND x'".into())
+        );
     }
 
     #[tokio::test]

@@ -81,6 +81,9 @@ pub enum ApiError {
     /// A dashboard write without the session's CSRF token (issue 16).
     #[error("missing or wrong X-CSRF-Token")]
     Csrf,
+    /// A node search without a query, or one the Chef Server refused (issue 16).
+    #[error("{0}")]
+    BadSearch(String),
 }
 
 fn session_message(refusal: &Option<crate::dashboard::Refusal>) -> String {
@@ -105,7 +108,9 @@ impl ApiError {
             }
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Body(e) => e.status(),
-            ApiError::InvalidJob(_) | ApiError::MissingCcpk => StatusCode::BAD_REQUEST,
+            ApiError::InvalidJob(_) | ApiError::MissingCcpk | ApiError::BadSearch(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::BadCcpk => StatusCode::UNAUTHORIZED,
             ApiError::Auth(e) => match e {
                 auth::Error::OrgNotFound(_) => StatusCode::NOT_FOUND,

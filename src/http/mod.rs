@@ -8,6 +8,7 @@ mod feed;
 mod jobs;
 mod metrics;
 mod node_config;
+mod node_search;
 mod node_states;
 mod pipeline;
 pub mod server;
@@ -94,6 +95,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/organizations/{org}/pushy/dashboard/api/jobs/{job}/output/{node}/{channel}",
             any(jobs::output),
+        )
+        .route(
+            "/organizations/{org}/pushy/dashboard/api/search",
+            any(node_search::search),
         )
         .route(
             "/organizations/{org}/pushy/dashboard/api/node_states",

@@ -8,8 +8,8 @@
 // DOM only through textContent and setAttribute, never innerHTML.
 //
 // Hooks for browser tests: #nodes-table rows [data-node][data-availability], #node-filter,
-// #node-state-filter, #start-form (#start-command, #start-nodes, #start-capture,
-// #start-submit, #start-error), #jobs-table rows [data-job][data-status], #job-status,
+// #node-state-filter, #start-form (#start-command, #start-nodes, #start-search,
+// #start-search-add, #start-search-result, #start-capture, #start-submit, #start-error), #jobs-table rows [data-job][data-status], #job-status,
 // #job-nodes rows [data-node][data-state], #abort-button then #abort-confirm-yes,
 // #job-error, #job-output panels [data-test=output-panel][data-node], row buttons
 // [data-test=show-output], #session-expired.
@@ -380,6 +380,38 @@ const startForm = {
     if ("quorum" in body && "run_on_any" in body) return "Run on any sets the quorum itself: leave Quorum empty.";
     if ($("start-capture").checked) body.capture_output = true;
     return body;
+  },
+
+  // Adds the nodes a Chef search matches to the list, so they are seen before the job
+  // starts (as `push-jobs job start --search` resolves names first). The embedded
+  // server answers only `name:GLOB` and `*:*`, and says so.
+  async addSearch() {
+    const query = $("start-search").value.trim();
+    const result = $("start-search-result");
+    result.classList.remove("alert");
+    if (query === "") {
+      result.textContent = "Enter a search query, such as role:web or name:web*.";
+      return;
+    }
+    const button = $("start-search-add");
+    button.disabled = true;
+    result.textContent = "Searching…";
+    try {
+      const found = await api(`search?q=${encodeURIComponent(query)}`);
+      const nodes = found.nodes || [];
+      this.setSelected(nodes, true);
+      if (app.page instanceof NodesPage) app.page.syncTicks();
+      result.textContent = nodes.length
+        ? `${nodes.length} node${nodes.length === 1 ? "" : "s"} matched ${query}: added.`
+        : `No node matched ${query}.`;
+    } catch (e) {
+      if (e.status !== 401) {
+        result.textContent = e.message;
+        result.classList.add("alert");
+      }
+    } finally {
+      button.disabled = false;
+    }
   },
 
   async submit() {
@@ -849,6 +881,13 @@ function bindControls() {
   $("start-nodes").addEventListener("input", () => {
     startForm.showCount();
     if (app.page instanceof NodesPage) app.page.syncTicks();
+  });
+  $("start-search-add").addEventListener("click", () => startForm.addSearch());
+  $("start-search").addEventListener("keydown", (event) => {
+    // Enter here searches; it must not start the job.
+    if (event.key !== "Enter") return;
+    event.preventDefault();
+    startForm.addSearch();
   });
   $("start-form").addEventListener("submit", (event) => {
     event.preventDefault();
