@@ -2,11 +2,11 @@
 //! makes a signed request for a one-time login URL; its first visit trades the URL's token
 //! for a session cookie bound to that user and organization, with an expiry. Both are
 //! sealed with an HMAC key derived from the server key: every instance of a cluster
-//! accepts the same cookie, and nobody without the key can forge one. Pure but for the
-//! record of login tokens already used (the caller passes the clock).
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! accepts the same cookie, and nobody without the key can forge one. Pure (the caller
+//! passes the clock): the record of login URLs already used is in the store
+//! (`Store::claim_login`), not here, so that every instance of a cluster sees it. A visit
+//! opens the token ([`Dashboard::open_login`]), claims its [`Login::nonce`] in the store,
+//! and only then starts the session ([`Dashboard::start_session`]).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -19,6 +19,11 @@ use serde::{Deserialize, Serialize};
 pub const LOGIN_LIFETIME: i64 = 60;
 /// How long a session lasts, seconds.
 pub const SESSION_LIFETIME: i64 = 8 * 3600;
+/// How far apart the clocks of a cluster's instances may be, seconds: the record of a
+/// used login is kept this long past the login's expiry, so an instance whose clock is
+/// behind the one that purges the record still finds it while it takes the login for
+/// unexpired.
+const CLOCK_SKEW: i64 = 60;
 
 /// Who a login or session is for, until when.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,25 +64,38 @@ pub enum Refusal {
     /// For another organization than the URL's.
     #[error("the dashboard login is for another organization")]
     OtherOrg,
-    /// A login URL visited a second time.
+    /// A login URL visited a second time (the store's record says so; not decided here).
     #[error("the dashboard login URL was already used")]
     Used,
+}
+
+/// A login token found sealed here, unexpired and for its organization: not yet known to
+/// be unused. Only this starts a session, so a session cookie never does.
+#[derive(Debug)]
+pub struct Login(Grant);
+
+impl Login {
+    /// Names this login in the store's record of used logins.
+    pub fn nonce(&self) -> &str {
+        &self.0.nonce
+    }
+
+    /// Until when (Unix seconds) the store must remember this login was used: past its
+    /// expiry, by the clock skew a cluster may have.
+    pub fn used_until(&self) -> i64 {
+        self.0.expires + CLOCK_SKEW
+    }
 }
 
 /// Issues and checks logins and sessions. Cheap to share behind an `Arc`.
 pub struct Dashboard {
     key: [u8; 32],
-    /// Login tokens already traded for a session, with their expiry (forgotten after it).
-    used: Mutex<HashMap<String, i64>>,
 }
 
 impl Dashboard {
     /// Seals with `key` (derive it from the server key).
     pub fn new(key: [u8; 32]) -> Dashboard {
-        Dashboard {
-            key,
-            used: Mutex::default(),
-        }
+        Dashboard { key }
     }
 
     /// A one-time login token for `user` in `org`, good for [`LOGIN_LIFETIME`].
@@ -85,21 +103,19 @@ impl Dashboard {
         self.seal(&grant(Kind::Login, user, org, now + LOGIN_LIFETIME))
     }
 
-    /// Trades a login token (once) for a session cookie value and its grant.
+    /// The login a token holds. Whether it was used already is the store's to say.
     ///
     /// # Errors
-    /// A forged, expired, used or other organization's token.
-    pub fn redeem(&self, token: &str, org: &str, now: i64) -> Result<(String, Grant), Refusal> {
-        let login = self.open(token, Kind::Login, org, now)?;
-        {
-            let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-            used.retain(|_, expires| *expires >= now);
-            if used.insert(login.nonce.clone(), login.expires).is_some() {
-                return Err(Refusal::Used);
-            }
-        }
-        let session = grant(Kind::Session, &login.user, org, now + SESSION_LIFETIME);
-        Ok((self.seal(&session), session))
+    /// A forged, expired or other organization's token.
+    pub fn open_login(&self, token: &str, org: &str, now: i64) -> Result<Login, Refusal> {
+        self.open(token, Kind::Login, org, now).map(Login)
+    }
+
+    /// A session cookie value and its grant for `login`, which its caller claimed.
+    pub fn start_session(&self, login: Login, now: i64) -> (String, Grant) {
+        let Grant { user, org, .. } = login.0;
+        let session = grant(Kind::Session, &user, &org, now + SESSION_LIFETIME);
+        (self.seal(&session), session)
     }
 
     /// The session a cookie value holds.
@@ -168,17 +184,40 @@ fn grant(kind: Kind, user: &str, org: &str, expires: i64) -> Grant {
 mod tests {
     use super::*;
 
+    /// A login for `user` in acme at `now`, opened and traded at once.
+    fn session_for(d: &Dashboard, user: &str, now: i64) -> (String, Grant) {
+        let login = d
+            .open_login(&d.login(user, "acme", now), "acme", now)
+            .unwrap();
+        d.start_session(login, now)
+    }
+
     #[test]
-    fn a_login_url_works_once_for_its_org_and_gives_a_session() {
+    fn a_login_url_opens_for_its_org_and_gives_a_session() {
         let d = Dashboard::new([7; 32]);
         let token = d.login("alice", "acme", 1000);
-        assert_eq!(d.redeem(&token, "other", 1001), Err(Refusal::OtherOrg));
-        let (cookie, session) = d.redeem(&token, "acme", 1001).unwrap();
+        assert_eq!(
+            d.open_login(&token, "other", 1001).unwrap_err(),
+            Refusal::OtherOrg
+        );
+        let login = d.open_login(&token, "acme", 1001).unwrap();
+        assert_eq!(login.used_until(), 1000 + LOGIN_LIFETIME + CLOCK_SKEW);
+        // Every visit of one URL names the same login, on any instance (what the store's
+        // record of used logins goes by); another URL names another.
+        let again = Dashboard::new([7; 32]).open_login(&token, "acme", 1002);
+        assert_eq!(again.unwrap().nonce(), login.nonce());
+        let other = d.login("alice", "acme", 1000);
+        assert_ne!(
+            d.open_login(&other, "acme", 1001).unwrap().nonce(),
+            login.nonce()
+        );
+
+        let (cookie, session) = d.start_session(login, 1001);
         assert_eq!(
             (session.user.as_str(), session.org.as_str()),
             ("alice", "acme")
         );
-        assert_eq!(d.redeem(&token, "acme", 1002), Err(Refusal::Used));
+        assert_eq!(session.expires, 1001 + SESSION_LIFETIME);
         assert_eq!(d.session(&cookie, "acme", 1002), Ok(session.clone()));
         // Another instance with the same key accepts the cookie (a cluster).
         assert_eq!(
@@ -192,15 +231,17 @@ mod tests {
         let d = Dashboard::new([7; 32]);
         let token = d.login("alice", "acme", 1000);
         assert_eq!(
-            d.redeem(&token, "acme", 1000 + LOGIN_LIFETIME + 1),
-            Err(Refusal::Expired)
+            d.open_login(&token, "acme", 1000 + LOGIN_LIFETIME + 1)
+                .unwrap_err(),
+            Refusal::Expired
         );
         // A login token is not a session, nor the other way round.
         assert_eq!(d.session(&token, "acme", 1001), Err(Refusal::Forged));
-        let (cookie, _) = d
-            .redeem(&d.login("bob", "acme", 1000), "acme", 1000)
-            .unwrap();
-        assert_eq!(d.redeem(&cookie, "acme", 1001), Err(Refusal::Forged));
+        let (cookie, _) = session_for(&d, "bob", 1000);
+        assert_eq!(
+            d.open_login(&cookie, "acme", 1001).unwrap_err(),
+            Refusal::Forged
+        );
         assert_eq!(
             d.session(&cookie, "acme", 1000 + SESSION_LIFETIME + 1),
             Err(Refusal::Expired)
@@ -218,14 +259,18 @@ mod tests {
         assert_eq!(d.session(&forged, "acme", 1001), Err(Refusal::Forged));
         for junk in ["", ".", "x.y", "a.b.c"] {
             assert_eq!(d.session(junk, "acme", 1001), Err(Refusal::Forged));
+            assert_eq!(
+                d.open_login(junk, "acme", 1001).unwrap_err(),
+                Refusal::Forged
+            );
         }
     }
 
     #[test]
     fn the_csrf_token_belongs_to_one_session() {
         let d = Dashboard::new([7; 32]);
-        let (_, a) = d.redeem(&d.login("alice", "acme", 0), "acme", 0).unwrap();
-        let (_, b) = d.redeem(&d.login("alice", "acme", 0), "acme", 0).unwrap();
+        let (_, a) = session_for(&d, "alice", 0);
+        let (_, b) = session_for(&d, "alice", 0);
         assert_eq!(d.csrf(&a), d.csrf(&a));
         assert_ne!(d.csrf(&a), d.csrf(&b));
     }

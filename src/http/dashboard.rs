@@ -62,13 +62,24 @@ pub(super) async fn enter(
 ) -> Result<Response, ApiError> {
     check_method(req.method(), &PAGE)?;
     let now = chrono::Utc::now().timestamp();
-    let (cookie, grant) = match state.dashboard.redeem(&token, &org, now) {
-        Ok(ok) => ok,
-        Err(refusal) => {
-            tracing::info!(org, %refusal, "dashboard login link refused");
-            return Ok(refused_page(&ApiError::Session(Some(refusal))));
-        }
+    let refused = |refusal: session::Refusal| {
+        tracing::info!(org, %refusal, "dashboard login link refused");
+        refused_page(&ApiError::Session(Some(refusal)))
     };
+    let login = match state.dashboard.open_login(&token, &org, now) {
+        Ok(login) => login,
+        Err(refusal) => return Ok(refused(refusal)),
+    };
+    // Claimed in the store, which every instance of a cluster shares: the URL works once
+    // whichever instance the browser reaches.
+    let claimed = state
+        .store
+        .claim_login(login.nonce(), login.used_until(), now)
+        .await?;
+    if !claimed {
+        return Ok(refused(session::Refusal::Used));
+    }
+    let (cookie, grant) = state.dashboard.start_session(login, now);
     tracing::info!(user = %grant.user, org, "dashboard session started");
     // Secure whenever the browser came over TLS (Chef Server's nginx says so).
     let secure = forwarded_https(req.headers());

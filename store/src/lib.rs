@@ -1,4 +1,5 @@
-//! Persistence of jobs, their nodes, options and captured output (http.md §5).
+//! Persistence of jobs, their nodes, options and captured output (http.md §5), and of the
+//! dashboard's used login URLs (shared by every instance of a cluster).
 //!
 //! One trait, two engines: PostgreSQL (production; adopts a database created by the
 //! original's sqitch plan, 1.x or 2.x, and upgrades it in place) and SQLite (the embedded
@@ -292,6 +293,15 @@ pub trait Store: Send + Sync + 'static {
     /// How many jobs [`Store::delete_finished_jobs`] would delete for `cutoff`, all batches
     /// together: what a dry run reports.
     async fn count_finished_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, Error>;
+
+    /// Records that the dashboard login named `nonce` was traded for a session, until
+    /// `expires_at`; returns true if this call did so, false if it was already recorded.
+    /// The record is in the database, not in an instance, so a login URL works once in a
+    /// whole cluster; the insert alone decides, so of two instances claiming at once
+    /// exactly one wins. Also forgets the records whose expiry is before `now` (their
+    /// logins are refused as expired anyway): the table only holds the last minutes'.
+    /// Times are Unix seconds, as the dashboard's sealed logins carry them.
+    async fn claim_login(&self, nonce: &str, expires_at: i64, now: i64) -> Result<bool, Error>;
 
     /// The PostgreSQL pool behind this store, if it is one: several server instances
     /// share it ([`cluster`]). SQLite is single-process and answers `None`.

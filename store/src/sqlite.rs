@@ -47,6 +47,11 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
         "job requestor",
         include_str!("../migrations/sqlite/0005_job_requestor.sql"),
     ),
+    (
+        6,
+        "dashboard logins",
+        include_str!("../migrations/sqlite/0006_dashboard_logins.sql"),
+    ),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -500,6 +505,24 @@ impl Store for SqliteStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn claim_login(&self, nonce: &str, expires_at: i64, now: i64) -> Result<bool, Error> {
+        // The purge first and on its own: if it fails nothing is claimed, and the same
+        // visit can be tried again.
+        sqlx::query("DELETE FROM pushy_dashboard_logins WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        let done = sqlx::query(
+            "INSERT INTO pushy_dashboard_logins (nonce, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (nonce) DO NOTHING",
+        )
+        .bind(nonce)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn incomplete_jobs(&self) -> Result<Vec<IncompleteJob>, Error> {

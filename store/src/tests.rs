@@ -80,6 +80,7 @@ async fn suite(store: &dyn Store) {
     duplicate_job_id_is_refused_and_changes_nothing(store).await;
     failed_creation_leaves_nothing(store).await;
     only_an_unstarted_job_of_the_org_is_deleted(store).await;
+    a_login_is_claimed_once_until_it_expires(store).await;
     // Last, and with times before every other test's: its cutoff touches no other job.
     finished_jobs_past_the_cutoff_go_in_batches_with_their_rows(store).await;
 }
@@ -625,6 +626,31 @@ async fn only_an_unstarted_job_of_the_org_is_deleted(store: &dyn Store) {
 /// Retention (issue 15 §5): only jobs in a terminal status that entered it before the
 /// cutoff go, oldest first, at most a batch at a time, with their nodes, options and
 /// output; jobs in any other status stay however old.
+/// The dashboard's used-login record: the first claim of a nonce wins, later ones lose
+/// while the record lasts, and a claim forgets the records already past their expiry.
+async fn a_login_is_claimed_once_until_it_expires(store: &dyn Store) {
+    let claim = |nonce: &'static str, expires_at, now| async move {
+        store
+            .claim_login(nonce, expires_at, now)
+            .await
+            .expect("claim_login")
+    };
+    assert!(claim("a", 100, 40).await);
+    assert!(!claim("a", 100, 41).await);
+    assert!(claim("b", 100, 41).await, "another nonce is its own");
+    // At its expiry a record is kept: the login is still accepted then.
+    assert!(claim("c", 60, 50).await);
+    assert!(!claim("c", 60, 60).await);
+
+    // A claim at 101 forgets a, b and c (past their expiry), not its own later one.
+    assert!(claim("d", 200, 101).await);
+    assert!(!claim("d", 200, 150).await, "a live record is not purged");
+    // Forgotten: the same nonce could be claimed again (its login would be refused as
+    // expired before it got here).
+    assert!(claim("a", 300, 150).await);
+    assert!(claim("c", 300, 150).await);
+}
+
 async fn finished_jobs_past_the_cutoff_go_in_batches_with_their_rows(store: &dyn Store) {
     let org = org(21);
     let cutoff = at(-50_000);
@@ -874,7 +900,7 @@ async fn postgres_passes_suite() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-        assert_eq!(applied, 11);
+        assert_eq!(applied, 12);
         assert!(find(&store, &org(1), &job_id(1)).await.is_some());
     })
     .await;
@@ -935,6 +961,28 @@ async fn postgres_retention_takes_owner_rows_and_concurrent_sweeps_share_the_wor
             .await
             .unwrap();
         assert_eq!(nodes, 3);
+    })
+    .await;
+}
+
+/// Two instances of a cluster (two pools on one database) claiming the same dashboard
+/// login at the same moment: exactly one wins, and the loser's instance refuses it after.
+#[tokio::test]
+async fn postgres_concurrent_claims_of_a_login_have_one_winner() {
+    with_throwaway_db(|url| async move {
+        let one = PostgresStore::connect(options(&url), 2).await.unwrap();
+        let two = PostgresStore::connect(options(&url), 2).await.unwrap();
+        for n in 0..20 {
+            let nonce = format!("nonce-{n}");
+            let (a, b) = tokio::join!(
+                one.claim_login(&nonce, 1060, 1000),
+                two.claim_login(&nonce, 1060, 1000)
+            );
+            let (a, b) = (a.unwrap(), b.unwrap());
+            assert!(a ^ b, "{nonce}: one claim wins, not {a} and {b}");
+            assert!(!one.claim_login(&nonce, 1060, 1001).await.unwrap());
+            assert!(!two.claim_login(&nonce, 1060, 1001).await.unwrap());
+        }
     })
     .await;
 }
@@ -1081,6 +1129,7 @@ async fn postgres_adopts_original_1x_database() {
                 "job_status",
                 "jobs",
                 "pushy_bus",
+                "pushy_dashboard_logins",
                 "pushy_instances",
                 "pushy_job_owners",
                 "pushy_presence"
@@ -1210,7 +1259,13 @@ async fn postgres_schema_is_the_originals_plus_position_truncated_and_org_index(
                 .await
                 .into_iter()
                 .partition(|line| line.contains("pushy_"));
-            for table in ["pushy_bus", "pushy_instances", "pushy_job_owners", "pushy_presence"] {
+            for table in [
+                "pushy_bus",
+                "pushy_dashboard_logins",
+                "pushy_instances",
+                "pushy_job_owners",
+                "pushy_presence",
+            ] {
                 assert!(cluster.iter().any(|l| l.contains(table)), "{table} missing");
             }
             let extra = [
