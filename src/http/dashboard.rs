@@ -166,7 +166,7 @@ pub(super) async fn session_info(
 }
 
 /// How many jobs the dashboard's list shows, newest first.
-const RECENT_JOBS: usize = 200;
+const RECENT_JOBS: u32 = 200;
 
 /// `…/dashboard/api/jobs`: a POST starts a job as the REST route does; a GET lists the
 /// newest jobs as the REST list does, plus, for the dashboard only (the REST documents
@@ -182,9 +182,10 @@ pub(super) async fn jobs(
     }
     let (State(state), Segments(org)) = (state, org);
     let (ok, ()) = admit(&state, req, &GET_JSON, &org, Rule::Read, |_, _| Ok(())).await?;
-    let mut jobs = state.store.list_jobs(&ok.who.org_guid).await?;
-    jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-    jobs.truncate(RECENT_JOBS);
+    let jobs = state
+        .store
+        .recent_jobs(&ok.who.org_guid, RECENT_JOBS)
+        .await?;
     let ids: Vec<_> = jobs.iter().map(|j| j.id.clone()).collect();
     let mut counts: std::collections::HashMap<_, serde_json::Map<String, serde_json::Value>> =
         std::collections::HashMap::new();

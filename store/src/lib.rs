@@ -232,6 +232,10 @@ pub trait Store: Send + Sync + 'static {
     /// Every job of `org`, oldest first, without nodes.
     async fn list_jobs(&self, org: &OrgGuid) -> Result<Vec<JobRecord>, Error>;
 
+    /// The newest `limit` jobs of `org`, newest first, without nodes (the dashboard's
+    /// list, polled every few seconds: an org's whole history is not read for it).
+    async fn recent_jobs(&self, org: &OrgGuid, limit: u32) -> Result<Vec<JobRecord>, Error>;
+
     /// How many nodes of each of `jobs` (of `org`) are in each status, as
     /// `(job, status, count)`, without reading the nodes themselves (the dashboard's jobs
     /// view, issue 16).

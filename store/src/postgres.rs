@@ -372,6 +372,19 @@ impl Store for PostgresStore {
         .collect()
     }
 
+    async fn recent_jobs(&self, org: &OrgGuid, limit: u32) -> Result<Vec<JobRecord>, Error> {
+        sqlx::query(select_jobs!(
+            "WHERE j.org_id = $1::bpchar ORDER BY j.created_at DESC, j.id DESC LIMIT $2"
+        ))
+        .bind(org.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| job_row(row)?.into_record(Vec::new()))
+        .collect()
+    }
+
     async fn node_counts(
         &self,
         org: &OrgGuid,

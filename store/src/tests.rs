@@ -217,6 +217,19 @@ async fn list_is_oldest_first_without_nodes(store: &dyn Store) {
         ]
     );
     assert!(store.list_jobs(&self::org(8)).await.unwrap().is_empty());
+    // The newest first, as many as asked for, this org's only.
+    assert_eq!(
+        store.recent_jobs(&org, 2).await.unwrap(),
+        vec![without_nodes(&late), without_nodes(&early_b)]
+    );
+    assert_eq!(store.recent_jobs(&org, 10).await.unwrap().len(), 3);
+    assert!(
+        store
+            .recent_jobs(&self::org(8), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn status_update_sets_status_and_updated_at(store: &dyn Store) {
