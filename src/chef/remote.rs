@@ -242,8 +242,9 @@ impl ChefServer for RemoteChefServer {
         let mut start = 0;
         loop {
             let mut url = base.clone();
+            // Sorted by id, as Chef's own clients page, so pages neither skip nor repeat.
             url.set_query(Some(&format!(
-                "q={}&start={start}&rows={SEARCH_PAGE}",
+                "q={}&sort=X_CHEF_id_CHEF_X%20asc&start={start}&rows={SEARCH_PAGE}",
                 encode_component(query)
             )));
             let reply = send(self.client.post(url).json(NAME_ONLY)).await?;
@@ -658,6 +659,7 @@ mod tests {
                 .unwrap_or_default()
         };
         let (q, start, rows) = (param("q"), param("start"), param("rows"));
+        assert_eq!(param("sort"), "X_CHEF_id_CHEF_X asc");
         let prefix = match q.as_str() {
             "*:*" => "",
             q => match q.strip_prefix("name:").and_then(|g| g.strip_suffix('*')) {
