@@ -10,7 +10,7 @@ use crate::exit::Exit;
 /// `dashboard`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Also open the link with the desktop's browser (xdg-open)
+    /// Also open the link in a browser ($BROWSER, else the desktop's default)
     #[arg(long)]
     pub open: bool,
 }
@@ -37,10 +37,16 @@ pub async fn run(ctx: &Context, a: Args) -> anyhow::Result<Exit> {
         );
     }
     if a.open {
-        // The browser is the user's own business: a failure to start it is reported,
-        // the link is printed either way.
-        if let Err(e) = std::process::Command::new("xdg-open").arg(&link).status() {
-            eprintln!("could not run xdg-open: {e}");
+        // $BROWSER when set (as other CLIs honour it), else the desktop's own opener
+        // (xdg-open and friends, `open` on macOS, the shell on Windows). The browser is
+        // the user's own business: a failure to start it is reported, the link is
+        // printed either way.
+        let opened = match std::env::var("BROWSER") {
+            Ok(browser) if !browser.is_empty() => open::with_detached(&link, browser),
+            _ => open::that_detached(&link),
+        };
+        if let Err(e) = opened {
+            eprintln!("could not open a browser: {e}");
         }
     }
     Ok(Exit::Success)
