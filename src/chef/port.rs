@@ -73,10 +73,12 @@ pub struct Group {
     pub groups: Vec<String>,
 }
 
-/// The most node names a search may answer: twice the largest fleet measured
-/// (bench/RESULTS.md), so a query matching "everything" in a huge organization fails
-/// plainly instead of holding every page in memory.
-pub const MAX_SEARCH_NODES: usize = 100_000;
+/// The most node names a search may answer. The names go back into a job's POST, which
+/// `max_request_size` bounds (1 MB by default): 10 000 names of up to ~95 bytes fit, more
+/// would fail there after the search. It is also the largest job measured
+/// (bench/RESULTS.md), and, at Chef Server's 1 000 rows a page, at most 10 requests to it.
+/// A query matching more fails plainly ("narrow it") instead of paging on.
+pub const MAX_SEARCH_NODES: usize = 10_000;
 
 /// What a node search answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,7 +86,8 @@ pub enum NodeSearch {
     /// The matching node names, sorted, without duplicates.
     Found(Vec<String>),
     /// The query cannot be answered (the Chef Server's own message, a query the local
-    /// directory cannot read, or a match past [`MAX_SEARCH_NODES`]): the asker's to fix.
+    /// directory cannot read, a match past [`MAX_SEARCH_NODES`], or one the Chef Server
+    /// took too long to page through): the asker's to fix.
     Refused(String),
 }
 

@@ -233,8 +233,40 @@ impl ChefServer for RemoteChefServer {
 
     /// Chef Server's partial search, `POST /organizations/ORG/search/node?q=…` with
     /// `{"name":["name"]}`: only names cross the wire, a page at a time, signed as the
-    /// superuser through the load balancer. A 400 is the query's fault and says why.
+    /// superuser through the load balancer. A 400 is the query's fault and says why; so is
+    /// a search whose pages take more than [`SEARCH_DEADLINE`] in all.
     async fn search_nodes(&self, org: &str, query: &str) -> Result<NodeSearch, Error> {
+        self.search_within(org, query, SEARCH_DEADLINE).await
+    }
+}
+
+impl RemoteChefServer {
+    /// [`ChefServer::search_nodes`], every page within `deadline`. Each request has the
+    /// client's own timeout, but the pages of one search follow each other: without an
+    /// overall bound, a slow Chef Server would hold the dashboard's request for as many
+    /// timeouts as there are pages. Past it the search is refused rather than failed: the
+    /// Chef Server did answer, only not a query this big this fast, so narrowing it is the
+    /// remedy (a 400 saying so), not the 502 of a Chef Server that cannot be reached.
+    async fn search_within(
+        &self,
+        org: &str,
+        query: &str,
+        deadline: Duration,
+    ) -> Result<NodeSearch, Error> {
+        match tokio::time::timeout(deadline, self.search_pages(org, query)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                tracing::warn!(org, query, ?deadline, "Chef Server node search timed out");
+                Ok(NodeSearch::Refused(format!(
+                    "the Chef Server did not finish the search within {} s; narrow it",
+                    deadline.as_secs()
+                )))
+            }
+        }
+    }
+
+    /// Every page of a partial search, up to [`MAX_SEARCH_NODES`] names.
+    async fn search_pages(&self, org: &str, query: &str) -> Result<NodeSearch, Error> {
         let Some(base) = Self::url(&self.root_url, org, Some(("search", "node")))? else {
             return Ok(NodeSearch::Found(Vec::new()));
         };
@@ -254,6 +286,10 @@ impl ChefServer for RemoteChefServer {
                 status => return Err(reply.unexpected(status)),
             }
             let page = reply.json::<SearchPage>("search result")?;
+            // Said on the first page rather than after reading every page up to the limit.
+            if page.total > MAX_SEARCH_NODES {
+                return Ok(NodeSearch::too_many());
+            }
             let got = page.rows.len();
             start += got;
             names.extend(page.rows.into_iter().filter_map(|row| row.data.name));
@@ -268,6 +304,8 @@ impl ChefServer for RemoteChefServer {
     }
 }
 
+/// How long all the pages of one node search may take together.
+const SEARCH_DEADLINE: Duration = Duration::from_secs(30);
 /// Rows asked for per search page: Chef Server's own default.
 const SEARCH_PAGE: usize = 1000;
 /// The partial search body: each row is just `{"name": …}`.
@@ -639,6 +677,12 @@ mod tests {
             "/organizations/acme/groups/sparse" => reply(200, None, json!({"groupname": "sparse"})),
             "/organizations/acme/groups/flaky" => reply(500, None, json!({"error": "boom"})),
             "/organizations/acme/groups/forbidden" => reply(403, None, json!({"error": "no"})),
+            "/organizations/acme/search/node"
+                if uri.query().is_some_and(|q| q.contains("q=slow")) =>
+            {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                search(&uri, &body)
+            }
             "/organizations/acme/search/node" if method == Method::POST => search(&uri, &body),
             _ => reply(404, None, json!({"error": ["not found"]})),
         }
@@ -795,6 +839,23 @@ mod tests {
         assert_eq!(
             chef.search_nodes("acme", "role:web AND x").await.unwrap(),
             NodeSearch::Refused("invalid search query: 'role:web AND x'".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_search_slower_than_its_deadline_is_refused() {
+        let (_fake, url) = start().await;
+        let chef = chef(&url);
+        let found = chef
+            .search_within("acme", "slow", Duration::from_millis(200))
+            .await
+            .unwrap();
+        let NodeSearch::Refused(why) = found else {
+            panic!("expected a refusal, got {found:?}");
+        };
+        assert!(
+            why.contains("did not finish") && why.contains("narrow it"),
+            "{why}"
         );
     }
 
