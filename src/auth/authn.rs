@@ -63,21 +63,26 @@ pub struct Requestor {
     pub org_guid: OrgGuid,
 }
 
-/// The requestor of a dashboard session (issue 16): `name` proved itself with a signed
-/// request when the session began; it must still be a member of `org` now.
+/// The requestor of a dashboard session (issue 16): `name`, a principal of kind `kind`,
+/// proved itself with a signed request when the session began; it must still be a member
+/// of `org` now. Matched by name and kind: a user and a client of `org` may share a name,
+/// and authorization reads a group's users and clients apart, so taking the first entry
+/// of that name (Chef lists users first) would let the client act as the user.
 ///
 /// # Errors
-/// As [`authenticate`] when the org or the principal is gone.
+/// As [`authenticate`] when the org or the principal is gone; no member of that name and
+/// kind is [`Error::UnknownPrincipal`].
 pub async fn session_requestor(
     chef: &dyn ChefServer,
     org: &str,
     name: &str,
+    kind: PrincipalKind,
 ) -> Result<Requestor, Error> {
     let (org_guid, members) = members(chef, org, name).await?;
     let member = members
         .into_iter()
-        .next()
-        .expect("members() is never empty");
+        .find(|p| p.kind == kind)
+        .ok_or_else(|| Error::UnknownPrincipal(name.to_owned()))?;
     Ok(Requestor {
         name: name.to_owned(),
         kind: member.kind,

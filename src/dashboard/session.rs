@@ -15,6 +15,8 @@ use openssl::pkey::PKey;
 use openssl::sign::Signer;
 use serde::{Deserialize, Serialize};
 
+use crate::chef::PrincipalKind;
+
 /// How long a login URL may be used, seconds.
 pub const LOGIN_LIFETIME: i64 = 60;
 /// How long a session lasts, seconds.
@@ -34,6 +36,12 @@ pub struct Grant {
     /// The user (or client) who asked.
     #[serde(rename = "u")]
     pub user: String,
+    /// Whether `user` names a user or a client: Chef lets one of each share a name, and
+    /// authorization reads a group's users and clients apart, so the name alone could let
+    /// a client act as the user (or the other way round). A grant sealed without it does
+    /// not open (the only such grants predate it): its holder logs in again.
+    #[serde(rename = "p", with = "principal_code")]
+    pub principal: PrincipalKind,
     /// The organization it is for.
     #[serde(rename = "o")]
     pub org: String,
@@ -75,6 +83,11 @@ pub enum Refusal {
 pub struct Login(Grant);
 
 impl Login {
+    /// Whom it logs in (a confirmation page shows it before the login is used).
+    pub fn user(&self) -> &str {
+        &self.0.user
+    }
+
     /// Names this login in the store's record of used logins.
     pub fn nonce(&self) -> &str {
         &self.0.nonce
@@ -98,9 +111,16 @@ impl Dashboard {
         Dashboard { key }
     }
 
-    /// A one-time login token for `user` in `org`, good for [`LOGIN_LIFETIME`].
-    pub fn login(&self, user: &str, org: &str, now: i64) -> String {
-        self.seal(&grant(Kind::Login, user, org, now + LOGIN_LIFETIME))
+    /// A one-time login token for `user` (a principal of that kind) in `org`, good for
+    /// [`LOGIN_LIFETIME`].
+    pub fn login(&self, user: &str, principal: PrincipalKind, org: &str, now: i64) -> String {
+        self.seal(&grant(
+            Kind::Login,
+            user,
+            principal,
+            org,
+            now + LOGIN_LIFETIME,
+        ))
     }
 
     /// The login a token holds. Whether it was used already is the store's to say.
@@ -113,8 +133,19 @@ impl Dashboard {
 
     /// A session cookie value and its grant for `login`, which its caller claimed.
     pub fn start_session(&self, login: Login, now: i64) -> (String, Grant) {
-        let Grant { user, org, .. } = login.0;
-        let session = grant(Kind::Session, &user, &org, now + SESSION_LIFETIME);
+        let Grant {
+            user,
+            principal,
+            org,
+            ..
+        } = login.0;
+        let session = grant(
+            Kind::Session,
+            &user,
+            principal,
+            &org,
+            now + SESSION_LIFETIME,
+        );
         (self.seal(&session), session)
     }
 
@@ -168,15 +199,38 @@ impl Dashboard {
     }
 }
 
-fn grant(kind: Kind, user: &str, org: &str, expires: i64) -> Grant {
+fn grant(kind: Kind, user: &str, principal: PrincipalKind, org: &str, expires: i64) -> Grant {
     let mut nonce = [0u8; 16];
     openssl::rand::rand_bytes(&mut nonce).expect("OpenSSL random bytes");
     Grant {
         kind,
         user: user.to_owned(),
+        principal,
         org: org.to_owned(),
         expires,
         nonce: B64.encode(nonce),
+    }
+}
+
+/// A principal's kind in a sealed grant: one letter, as the grant's keys.
+mod principal_code {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    use crate::chef::PrincipalKind;
+
+    pub(super) fn serialize<S: Serializer>(kind: &PrincipalKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match kind {
+            PrincipalKind::User => "u",
+            PrincipalKind::Client => "c",
+        })
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PrincipalKind, D::Error> {
+        match <&str>::deserialize(d)? {
+            "u" => Ok(PrincipalKind::User),
+            "c" => Ok(PrincipalKind::Client),
+            other => Err(D::Error::custom(format!("no principal kind {other:?}"))),
+        }
     }
 }
 
@@ -187,7 +241,11 @@ mod tests {
     /// A login for `user` in acme at `now`, opened and traded at once.
     fn session_for(d: &Dashboard, user: &str, now: i64) -> (String, Grant) {
         let login = d
-            .open_login(&d.login(user, "acme", now), "acme", now)
+            .open_login(
+                &d.login(user, PrincipalKind::User, "acme", now),
+                "acme",
+                now,
+            )
             .unwrap();
         d.start_session(login, now)
     }
@@ -195,7 +253,7 @@ mod tests {
     #[test]
     fn a_login_url_opens_for_its_org_and_gives_a_session() {
         let d = Dashboard::new([7; 32]);
-        let token = d.login("alice", "acme", 1000);
+        let token = d.login("alice", PrincipalKind::User, "acme", 1000);
         assert_eq!(
             d.open_login(&token, "other", 1001).unwrap_err(),
             Refusal::OtherOrg
@@ -206,7 +264,7 @@ mod tests {
         // record of used logins goes by); another URL names another.
         let again = Dashboard::new([7; 32]).open_login(&token, "acme", 1002);
         assert_eq!(again.unwrap().nonce(), login.nonce());
-        let other = d.login("alice", "acme", 1000);
+        let other = d.login("alice", PrincipalKind::User, "acme", 1000);
         assert_ne!(
             d.open_login(&other, "acme", 1001).unwrap().nonce(),
             login.nonce()
@@ -229,7 +287,7 @@ mod tests {
     #[test]
     fn expired_forged_and_swapped_tokens_are_refused() {
         let d = Dashboard::new([7; 32]);
-        let token = d.login("alice", "acme", 1000);
+        let token = d.login("alice", PrincipalKind::User, "acme", 1000);
         assert_eq!(
             d.open_login(&token, "acme", 1000 + LOGIN_LIFETIME + 1)
                 .unwrap_err(),
@@ -263,6 +321,38 @@ mod tests {
                 d.open_login(junk, "acme", 1001).unwrap_err(),
                 Refusal::Forged
             );
+        }
+    }
+
+    #[test]
+    fn a_session_keeps_the_kind_of_principal_that_logged_in() {
+        let d = Dashboard::new([7; 32]);
+        for kind in [PrincipalKind::User, PrincipalKind::Client] {
+            let login = d
+                .open_login(&d.login("twin", kind, "acme", 1000), "acme", 1000)
+                .unwrap();
+            let (cookie, session) = d.start_session(login, 1000);
+            assert_eq!(session.principal, kind);
+            assert_eq!(d.session(&cookie, "acme", 1001).unwrap().principal, kind);
+        }
+        // A grant sealed without the kind (as before it was carried) does not open: its
+        // name alone cannot say whether the user or the client of that name logged in.
+        let bare = json_grant(r#"{"k":"session","u":"twin","o":"acme","e":9999,"n":"x"}"#);
+        assert_eq!(
+            d.session(&d.seal_raw(&bare), "acme", 1001),
+            Err(Refusal::Forged)
+        );
+    }
+
+    fn json_grant(json: &str) -> String {
+        B64.encode(json)
+    }
+
+    impl Dashboard {
+        /// Seals a payload as `seal` does, whatever it holds.
+        fn seal_raw(&self, payload: &str) -> String {
+            let mac = B64.encode(self.mac(payload.as_bytes()));
+            format!("{payload}.{mac}")
         }
     }
 

@@ -1,10 +1,12 @@
 //! The dashboard's routes (issue 16): the signed request that hands out a one-time login
-//! URL, that URL (it sets the session cookie), the page and its assets. The page's data
-//! comes from the API's own handlers, mounted again under `dashboard/api/` where the
-//! request pipeline takes the session cookie instead of a signature (`session_cookie`).
+//! URL, that URL (a page asking to confirm, whose form sets the session cookie), the page
+//! and its assets. The page's data comes from the API's own handlers, mounted again under
+//! `dashboard/api/` where the request pipeline takes the session cookie instead of a
+//! signature (`session_cookie`); [`api_headers`] guards every answer there.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -12,9 +14,10 @@ use super::error::ApiError;
 use super::extract::Segments;
 use super::jobs::base_url;
 use super::pipeline::{Endpoint, GET_JSON, admit, check_method};
-use super::session_cookie::{COOKIE, session_of};
+use super::session_cookie::{COOKIE, is_dashboard_api, session_of};
 use super::state::AppState;
 use crate::auth::{self, Rule};
+use crate::chef::PrincipalKind;
 use crate::dashboard::{self, session};
 
 const LOGINS: Endpoint = Endpoint {
@@ -27,6 +30,12 @@ const PAGE: Endpoint = Endpoint {
     allow: "GET",
     produces: "text/html",
 };
+/// The login URL: GET shows what it logs in as, POST (its form) logs in.
+const LOGIN: Endpoint = Endpoint {
+    methods: &[Method::GET, Method::POST],
+    allow: "GET, POST",
+    produces: "text/html",
+};
 
 /// The dashboard's path for `org`.
 fn base(org: &str) -> String {
@@ -34,42 +43,69 @@ fn base(org: &str) -> String {
 }
 
 /// `POST …/dashboard/logins` (signed, any reader): a login URL for the requestor, good
-/// once, for a minute. `push-jobs dashboard` calls it.
+/// once, for a minute. `push-jobs dashboard` calls it. Users only: a dashboard is for
+/// people, and a client's key sits on a node, where nobody should get a browser session
+/// with the node's rights out of it.
 pub(super) async fn logins(
     State(state): State<AppState>,
     Segments(org): Segments<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let (ok, ()) = admit(&state, req, &LOGINS, &org, Rule::Read, |_, _| Ok(())).await?;
+    let who = &ok.who;
+    if who.kind == PrincipalKind::Client {
+        tracing::info!(requestor = %who.name, org, "dashboard login refused to a client");
+        let why = format!(
+            "'{}' signed as a client: the dashboard is for users; run `push-jobs dashboard` \
+             with a user's name and key",
+            who.name
+        );
+        return Ok((StatusCode::FORBIDDEN, axum::Json(json!({"error": [why]}))).into_response());
+    }
     let now = chrono::Utc::now().timestamp();
-    let token = state.dashboard.login(&ok.who.name, &org, now);
+    let token = state.dashboard.login(&who.name, who.kind, &org, now);
     let url = format!(
         "{}{}/login/{token}",
         base_url(&ok.parts.headers),
         base(&org)
     );
-    tracing::info!(requestor = %ok.who.name, org, "dashboard login link issued");
+    tracing::info!(requestor = %who.name, org, "dashboard login link issued");
     let body = json!({"url": url, "expires_in": session::LOGIN_LIFETIME});
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 
-/// `GET …/dashboard/login/TOKEN`: trades the one-time token for the session cookie, then
-/// sends the browser to the page.
+/// `…/dashboard/login/TOKEN`. A GET only shows whom the link logs in and a button; the
+/// button's POST trades the one-time token for the session cookie and sends the browser
+/// to the page. Two steps because a GET is not the user's intent: chat and mail link
+/// previews fetch the link first and would use it up; and a link clicked in webmail is a
+/// cross-site navigation, whose redirects stay cross-site, so the browser would withhold
+/// the new `SameSite=Strict` cookie from the page it lands on. The POST comes from this
+/// page, so the page it is sent to is a same-site navigation and gets the cookie.
 pub(super) async fn enter(
     State(state): State<AppState>,
     Segments((org, token)): Segments<(String, String)>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    check_method(req.method(), &PAGE)?;
-    let now = chrono::Utc::now().timestamp();
-    let refused = |refusal: session::Refusal| {
+    check_method(req.method(), &LOGIN)?;
+    let refused = |status: StatusCode, refusal: &str| {
         tracing::info!(org, %refusal, "dashboard login link refused");
-        refused_page(&ApiError::Session(Some(refusal)))
+        refused_page(status, refusal)
     };
+    if req.method() == Method::POST && cross_site(req.headers()) {
+        return Ok(refused(
+            StatusCode::FORBIDDEN,
+            "the login was sent from another site: open the login link yourself and press \
+             \"Open the dashboard\"",
+        ));
+    }
+    let now = chrono::Utc::now().timestamp();
     let login = match state.dashboard.open_login(&token, &org, now) {
         Ok(login) => login,
-        Err(refusal) => return Ok(refused(refusal)),
+        Err(r) => return Ok(refused(StatusCode::UNAUTHORIZED, &session_refusal(r))),
     };
+    if req.method() == Method::GET {
+        return Ok(confirm_page(login.user(), &org, &login_path(&org, &token)));
+    }
     // Claimed in the store, which every instance of a cluster shares: the URL works once
     // whichever instance the browser reaches.
     let claimed = state
@@ -77,7 +113,8 @@ pub(super) async fn enter(
         .claim_login(login.nonce(), login.used_until(), now)
         .await?;
     if !claimed {
-        return Ok(refused(session::Refusal::Used));
+        let why = session_refusal(session::Refusal::Used);
+        return Ok(refused(StatusCode::UNAUTHORIZED, &why));
     }
     let (cookie, grant) = state.dashboard.start_session(login, now);
     tracing::info!(user = %grant.user, org, "dashboard session started");
@@ -101,6 +138,40 @@ pub(super) async fn enter(
     Ok(response)
 }
 
+/// Whether a login's POST says it came from a page of another site (`Sec-Fetch-Site`),
+/// e.g. a form another site submits to log the visitor in as the token's owner. A POST
+/// without the header (an older browser, curl) is let through: the token in its URL is
+/// itself the secret, which only the user it was issued to has seen.
+fn cross_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() != b"same-origin")
+}
+
+fn login_path(org: &str, token: &str) -> String {
+    format!("{}/login/{token}", base(org))
+}
+
+/// The page a login link shows: whom it logs in, where, and the button that does it (a
+/// plain form: no script runs before the session exists).
+fn confirm_page(user: &str, org: &str, action: &str) -> Response {
+    let html = format!(
+        "<!doctype html><meta charset=utf-8><title>Push Jobs dashboard</title>\
+         <h1>Push Jobs dashboard</h1>\
+         <p id=login-as>Log in as <strong>{}</strong> to organization <strong>{}</strong>.</p>\
+         <form method=\"post\" action=\"{}\">\
+         <button id=\"login-continue\" type=\"submit\">Open the dashboard</button></form>\
+         <p>The link works once. If you did not run <code>push-jobs dashboard</code> \
+         yourself, close this page.</p>",
+        html_escape(user),
+        html_escape(org),
+        html_escape(action)
+    );
+    let mut response = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+    guard(response.headers_mut());
+    response
+}
+
 /// `GET …/dashboard`: the page, for a valid session; otherwise how to get one.
 pub(super) async fn page(
     State(state): State<AppState>,
@@ -109,7 +180,7 @@ pub(super) async fn page(
 ) -> Result<Response, ApiError> {
     check_method(req.method(), &PAGE)?;
     if let Err(e) = session_of(&state, req.headers(), &org) {
-        return Ok(refused_page(&e));
+        return Ok(refused_page(e.status(), &e.to_string()));
     }
     let html = dashboard::index(&org, &base(&org)).ok_or(ApiError::NotFound)?;
     let mut response = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
@@ -211,20 +282,43 @@ pub(super) async fn jobs(
 }
 
 /// What a browser without a valid session sees: the reason and the way in.
-fn refused_page(e: &ApiError) -> Response {
+fn refused_page(status: StatusCode, why: &str) -> Response {
     let html = format!(
         "<!doctype html><meta charset=utf-8><title>Push Jobs dashboard</title>\
          <h1>Push Jobs dashboard</h1><p id=session-expired>{}</p>\
          <p>Run <code>push-jobs dashboard</code> on your workstation for a new login link.</p>",
-        html_escape(&e.to_string())
+        html_escape(why)
     );
     let mut response = (
-        StatusCode::UNAUTHORIZED,
+        status,
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
         html,
     )
         .into_response();
     guard(response.headers_mut());
+    response
+}
+
+/// A login refusal as the API words it (with how to get a new link).
+fn session_refusal(refusal: session::Refusal) -> String {
+    ApiError::Session(Some(refusal)).to_string()
+}
+
+/// Every answer under `…/dashboard/api/`, whichever handler or refusal made it: never
+/// stored by the browser or a proxy (job output and node lists are the org's, and the
+/// session may end), never sniffed into something else (node output is served as
+/// `application/octet-stream` and must not render as HTML).
+pub(super) async fn api_headers(req: Request, next: Next) -> Response {
+    let api = is_dashboard_api(req.uri().path());
+    let mut response = next.run(req).await;
+    if api {
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
     response
 }
 

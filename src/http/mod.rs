@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
             "/organizations/{org}/pushy/dashboard/logins",
             any(dashboard::logins),
         )
+        // GET shows whom the link logs in; its form's POST logs in.
         .route(
             "/organizations/{org}/pushy/dashboard/login/{token}",
             any(dashboard::enter),
@@ -110,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/metrics", axum::routing::get(metrics::serve))
         .fallback(|| async { ApiError::NotFound })
+        .layer(axum::middleware::from_fn(dashboard::api_headers))
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             metrics::track,

@@ -146,7 +146,8 @@ async fn admit_session<T>(
     }
     let body = read_body(state, &parts, body, ProtocolVersion::V1_3).await?;
     let checked = pre_auth(&parts, &body.bytes)?;
-    let who = auth::session_requestor(state.chef.as_ref(), org, &session.user).await?;
+    let who =
+        auth::session_requestor(state.chef.as_ref(), org, &session.user, session.principal).await?;
     auth::authorize(state.chef.as_ref(), &who, rule).await?;
     drop(body);
     if !accepts(&parts.headers, ep.produces) {
