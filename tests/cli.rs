@@ -906,14 +906,19 @@ async fn dashboard_prints_a_login_link_that_works_once() {
         .find(&path)
         .unwrap_or_else(|| panic!("no login link: {run:#?}"));
     assert!(run.stderr.contains("works once"), "{run:#?}");
-    let visit = || {
+    // Opening the link shows a button; its form's POST logs in, once.
+    let visit = |method: &str| {
         axum::http::Request::builder()
+            .method(method)
             .uri(&link[at..])
             .body(axum::body::Body::empty())
             .unwrap()
     };
-    let first = r.h.send(visit()).await;
+    let page = r.h.send(visit("GET")).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("login-continue"), "{}", page.text);
+    let first = r.h.send(visit("POST")).await;
     assert_eq!(first.status, 303, "{}", first.text);
     assert!(first.headers.contains_key("set-cookie"));
-    assert_eq!(r.h.send(visit()).await.status, 401);
+    assert_eq!(r.h.send(visit("POST")).await.status, 401);
 }
