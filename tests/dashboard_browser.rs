@@ -1,7 +1,9 @@
 //! The dashboard in a real browser (issue 16): Debian's headless chromium, driven through
 //! chromedriver, against the server with real agents. The nodes view shows them
-//! available; a job started from the page runs and its view reaches `complete` live;
-//! abort works; a reader sees no start form or abort button; a forged session is refused.
+//! available, filters them and follows one that goes away; a job started from the page
+//! on the nodes a search found shows them running, then reaches `complete` live; live
+//! output appears while a job runs; abort works; a reader sees no start form or abort
+//! button; a forged session is refused and an ended one stops the page.
 //! Screenshots of the three views at 1280×800 go to `target/screenshots/` (not committed)
 //! for a person to look at. `scripts/deps` installs chromium and chromium-driver.
 
@@ -35,6 +37,12 @@ impl Drop for Driver {
 impl Driver {
     async fn start() -> Option<Driver> {
         if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+            // CI installs them (scripts/deps): there a missing browser is a failure, not
+            // a test that quietly passes.
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{CHROMIUM} or {CHROMEDRIVER} missing in CI (scripts/deps installs them)"
+            );
             eprintln!("SKIPPED: {CHROMIUM} or {CHROMEDRIVER} missing (scripts/deps installs them)");
             return None;
         }
@@ -102,6 +110,9 @@ fn screenshots() -> PathBuf {
 
 async fn shoot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
+    // A PNG's size is in its header (IHDR: width, height, big-endian, from byte 16).
+    let size = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    assert_eq!((size(16), size(20)), (1280, 800), "{name} screenshot size");
     std::fs::write(screenshots().join(format!("dashboard-{name}.png")), png).unwrap();
 }
 
@@ -119,6 +130,9 @@ async fn log_in(c: &Client, r: &Rig, who: &str) {
     let url = reply.json()["url"].as_str().unwrap().to_owned();
     let path = &url[url.find("/organizations/").unwrap()..];
     c.goto(&format!("{}{path}", r.base)).await.unwrap();
+    // The link's page asks before it uses the one-time link (a link preview must not).
+    wait_for(c, "#login-continue").await.click().await.unwrap();
+    wait_for(c, "#view-nodes").await;
 }
 
 /// Waits until `css` matches an element (the page updates live, never by reloading).
@@ -175,7 +189,7 @@ async fn the_dashboard_shows_nodes_runs_and_aborts_jobs_in_a_real_browser() {
     };
     let r = rig().await;
     let _a = r.start_agent("dash-a", "");
-    let _b = r.start_agent("dash-b", "");
+    let b = r.start_agent("dash-b", "");
     r.wait_available("dash-a").await;
     r.wait_available("dash-b").await;
     let c = driver.browser().await;
@@ -191,11 +205,36 @@ async fn the_dashboard_shows_nodes_runs_and_aborts_jobs_in_a_real_browser() {
     }
     shoot(&c, "nodes").await;
 
-    // Start a job from the page: its view follows it to `complete`.
+    // Filters: by name, by availability.
+    let shown = async |node: &str| {
+        let css = format!("#nodes-table tr[data-node='{node}']");
+        c.find(Locator::Css(&css))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap()
+    };
+    let filter = c.find(Locator::Css("#node-filter")).await.unwrap();
+    filter.send_keys("DASH-A").await.unwrap();
+    assert!(shown("dash-a").await && !shown("dash-b").await);
+    filter.clear().await.unwrap();
+    // `clear` fires no input event: a key does.
+    filter.send_keys(" ").await.unwrap();
+    assert!(shown("dash-a").await && shown("dash-b").await);
+    let by_state = c.find(Locator::Css("#node-state-filter")).await.unwrap();
+    by_state.select_by_value("unavailable").await.unwrap();
+    assert!(!shown("dash-a").await && !shown("dash-b").await);
+    by_state.select_by_value("all").await.unwrap();
+    assert!(shown("dash-a").await);
+
+    // Start a job from the page: its view shows the nodes running, then, when the gate
+    // opens, follows the job to `complete`, all without a reload.
+    let start_gate = r.h.tmp.path().join("start-gate");
     c.find(Locator::Css("#start-command"))
         .await
         .unwrap()
-        .send_keys("hello")
+        .send_keys(&format!("gate {}", start_gate.display()))
         .await
         .unwrap();
     // The nodes come from a search (the embedded server's is by name), seen before the
@@ -223,6 +262,15 @@ async fn the_dashboard_shows_nodes_runs_and_aborts_jobs_in_a_real_browser() {
         .await
         .unwrap();
     wait_for(&c, "#job-status").await;
+    for n in ["dash-a", "dash-b"] {
+        wait_for(
+            &c,
+            &format!("#job-nodes tr[data-node='{n}'][data-state='running']"),
+        )
+        .await;
+    }
+    wait_status(&c, "running").await;
+    open_gate(&start_gate, 0);
     wait_status(&c, "complete").await;
     for n in ["dash-a", "dash-b"] {
         wait_for(
@@ -231,6 +279,8 @@ async fn the_dashboard_shows_nodes_runs_and_aborts_jobs_in_a_real_browser() {
         )
         .await;
     }
+    // The counts follow the rows (redrawn at most every 100 ms).
+    wait_text(&c, "#job-counts", "2 succeeded").await;
     shoot(&c, "job").await;
     let url = c.current_url().await.unwrap();
     let job = url
@@ -368,5 +418,39 @@ async fn the_dashboard_shows_nodes_runs_and_aborts_jobs_in_a_real_browser() {
         .unwrap();
     assert!(text.contains("not a valid dashboard login"), "{text}");
     forged.close().await.unwrap();
+
+    // The nodes view follows a node that goes away, without a reload.
+    c.goto(&format!(
+        "{}/organizations/{ORG}/pushy/dashboard#nodes",
+        r.base
+    ))
+    .await
+    .unwrap();
+    wait_for(
+        &c,
+        "#nodes-table tr[data-node='dash-b'][data-availability='available']",
+    )
+    .await;
+    drop(b);
+    wait_for(
+        &c,
+        "#nodes-table tr[data-node='dash-b']:not([data-availability='available'])",
+    )
+    .await;
+    wait_for(
+        &c,
+        "#nodes-table tr[data-node='dash-a'][data-availability='available']",
+    )
+    .await;
+
+    // A session that ends (here: its cookie is gone) stops the page and says how to log
+    // in again.
+    c.delete_cookie("pushy_dashboard").await.unwrap();
+    let text = wait_for(&c, "#session-expired:not([hidden])")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("push-jobs dashboard"), "{text}");
     c.close().await.unwrap();
 }

@@ -40,11 +40,18 @@ const TONES = {
 const STATE_ORDER = ["running", "waiting", "ready", "new", "succeeded", "failed", "crashed",
   "timed_out", "aborted", "nacked", "unavailable", "was_ready", "skipped"];
 
-// Live output kept per node on the page; older text is dropped so a chatty job cannot
-// exhaust the tab (the captured output stays on the server).
+// Live output kept on the page: per node, and for all nodes together (each panel's share
+// shrinks as panels are added); older text is dropped so a chatty job on many nodes
+// cannot exhaust the tab (the captured output stays on the server).
 const OUTPUT_KEEP = 256 * 1024;
-// Jobs listed at most; the API has no paging and an org may hold thousands.
+const PAGE_OUTPUT_KEEP = 16 * 1024 * 1024;
+const PANEL_OUTPUT_MIN = 4 * 1024;
+// Jobs the server lists at most (the newest); the API has no paging.
 const JOBS_SHOWN = 200;
+// A job's event feed that ended before the job did is opened again after this long,
+// doubling up to the maximum.
+const FEED_RETRY_FIRST = 2000;
+const FEED_RETRY_MAX = 30000;
 
 const app = {
   session: null,
@@ -234,12 +241,15 @@ function sessionExpired() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Nodes view: every connected node, polled every 2 s. Rows are kept by name and updated
-// in place, so filters, ticks and the scroll position survive each refresh.
+// Nodes view: every node the server tracks, polled every 2 s. Rows are kept by name and
+// updated in place, so filters, ticks and the scroll position survive each refresh; a
+// node the server stops tracking stays listed as offline while the view is open. With
+// thousands of nodes a refresh touches only the rows that changed.
 
 class NodesPage {
   constructor() {
-    this.rows = new Map(); // node name → {tr, box, label}
+    this.rows = new Map(); // node name → {tr, box, dot, label}
+    this.order = []; // the rows' names, sorted as shown
     this.tbody = $("nodes-table").tBodies[0];
     this.tbody.replaceChildren();
     this.stopPoll = poll(() => this.refresh(), 2000);
@@ -257,39 +267,62 @@ class NodesPage {
 
   render(states) {
     const seen = new Set();
-    let added = false;
+    const added = [];
     const selected = startForm.selected();
     for (const { node_name: name, availability } of states) {
       seen.add(name);
       let row = this.rows.get(name);
       if (!row) {
         row = this.addRow(name, selected);
-        added = true;
+        added.push(name);
       }
-      if (row.tr.dataset.availability !== availability) {
-        row.tr.dataset.availability = availability;
-        row.dot.className = `dot tone-${availability === "available" ? "good" : "warn"}`;
-        row.label.textContent = availability;
-      }
+      this.setAvailability(row, availability);
     }
     for (const [name, row] of this.rows) {
-      if (!seen.has(name)) {
-        row.tr.remove();
-        this.rows.delete(name);
-      }
+      if (!seen.has(name)) this.setAvailability(row, "offline");
     }
-    if (added) {
-      // Re-append in name order; moving existing rows keeps their checkboxes.
-      const order = document.createDocumentFragment();
-      for (const name of [...this.rows.keys()].sort(byName)) order.append(this.rows.get(name).tr);
-      this.tbody.append(order);
-    }
-    const available = states.filter((s) => s.availability === "available").length;
-    $("nodes-total").textContent = states.length;
-    $("nodes-available").textContent = available;
-    $("nodes-unavailable").textContent = states.length - available;
-    $("nodes-empty").hidden = states.length > 0;
+    this.place(added);
+    const count = (a) => states.filter((s) => s.availability === a).length;
+    const offline = this.rows.size - seen.size;
+    $("nodes-total").textContent = this.rows.size;
+    $("nodes-available").textContent = count("available");
+    $("nodes-unavailable").textContent = count("unavailable");
+    $("nodes-offline").textContent = offline;
+    $("nodes-offline-count").hidden = offline === 0;
+    $("nodes-empty").hidden = this.rows.size > 0;
     this.applyFilter();
+  }
+
+  setAvailability(row, availability) {
+    if (row.tr.dataset.availability === availability) return;
+    row.tr.dataset.availability = availability;
+    row.dot.className = `dot tone-${availability === "available" ? "good" : availability === "offline" ? "idle" : "warn"}`;
+    row.label.textContent = availability === "offline" ? "offline (no longer tracked)" : availability;
+  }
+
+  // Puts new rows in name order. Many at once (the first load): one sorted append. A few
+  // (a node connecting): each goes before its successor, leaving the other rows alone.
+  place(added) {
+    if (added.length === 0) return;
+    if (added.length > 50) {
+      this.order = [...this.rows.keys()].sort(byName);
+      const all = document.createDocumentFragment();
+      for (const name of this.order) all.append(this.rows.get(name).tr);
+      this.tbody.append(all);
+      return;
+    }
+    for (const name of added) {
+      let lo = 0;
+      let hi = this.order.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (byName(this.order[mid], name) < 0) lo = mid + 1;
+        else hi = mid;
+      }
+      const next = this.order[lo];
+      this.tbody.insertBefore(this.rows.get(name).tr, next === undefined ? null : this.rows.get(next).tr);
+      this.order.splice(lo, 0, name);
+    }
   }
 
   addRow(name, selected) {
@@ -314,7 +347,8 @@ class NodesPage {
     let shown = 0;
     for (const [name, row] of this.rows) {
       const visible = name.toLowerCase().includes(text) && (want === "all" || row.tr.dataset.availability === want);
-      row.tr.hidden = !visible;
+      // Written only when it changes: 10 000 rows are re-filtered on every poll.
+      if (row.tr.hidden === visible) row.tr.hidden = !visible;
       if (visible) shown += 1;
     }
     $("nodes-shown").textContent = this.rows.size ? `showing ${shown} of ${this.rows.size}` : "";
@@ -447,6 +481,8 @@ const startForm = {
 
 class JobsPage {
   constructor() {
+    this.rows = new Map(); // job id → {tr, sig}
+    $("jobs-table").tBodies[0].replaceChildren();
     this.stopPoll = poll(() => this.refresh(), 3000);
   }
 
@@ -456,29 +492,47 @@ class JobsPage {
   }
 
   async refresh() {
+    // The newest first, each with who started it and its node counts per state.
     const jobs = await api("jobs");
-    if (this.stopped) return;
-    jobs.sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at) || (a.id < b.id ? 1 : -1));
-    // The dashboard's list carries each job's node counts and who started it.
-    this.render(jobs.slice(0, JOBS_SHOWN), jobs.length);
+    if (!this.stopped) this.render(jobs);
   }
 
-  render(jobs, total) {
-    const rows = jobs.map((job) => {
-      const created = Date.parse(job.created_at);
-      return el("tr", { "data-job": job.id, "data-status": job.status },
-        el("td", { class: "mono" }, el("a", { href: `#job/${job.id}`, title: job.id }, shortId(job.id))),
-        el("td", { class: "command" }, job.command),
-        el("td", {}, badge(job.status)),
-        el("td", { "data-test": "requestor" }, job.requestor || "—"),
-        el("td", { title: job.created_at }, formatTime(created)),
-        el("td", {}, countChips(job.node_counts || {})));
-    });
-    // One replacement, so the table never shrinks mid-update and the scroll stays put.
-    $("jobs-table").tBodies[0].replaceChildren(...rows);
-    $("jobs-empty").hidden = total > 0;
-    $("jobs-note").textContent = total > jobs.length ? `The newest ${jobs.length} of ${total} jobs.` : "";
+  // Rows are kept by job id and rebuilt only when their job changed, so a selection or
+  // the scroll position survives the refresh.
+  render(jobs) {
+    const tbody = $("jobs-table").tBodies[0];
+    const next = new Map();
+    for (const job of jobs) {
+      const sig = JSON.stringify([job.status, job.node_counts, job.requestor]);
+      let row = this.rows.get(job.id);
+      if (!row || row.sig !== sig) {
+        const tr = jobRow(job);
+        if (row) row.tr.replaceWith(tr);
+        row = { tr, sig };
+      }
+      next.set(job.id, row);
+    }
+    for (const [id, row] of this.rows) if (!next.has(id)) row.tr.remove();
+    let previous = null;
+    for (const { tr } of next.values()) {
+      const want = previous ? previous.nextSibling : tbody.firstChild;
+      if (want !== tr) tbody.insertBefore(tr, want);
+      previous = tr;
+    }
+    this.rows = next;
+    $("jobs-empty").hidden = jobs.length > 0;
+    $("jobs-note").textContent = jobs.length >= JOBS_SHOWN ? `The newest ${jobs.length} jobs.` : "";
   }
+}
+
+function jobRow(job) {
+  return el("tr", { "data-job": job.id, "data-status": job.status },
+    el("td", { class: "mono" }, el("a", { href: `#job/${job.id}`, title: job.id }, shortId(job.id))),
+    el("td", { class: "command" }, job.command),
+    el("td", {}, badge(job.status)),
+    el("td", { "data-test": "requestor" }, job.requestor || "—"),
+    el("td", { title: job.created_at }, formatTime(Date.parse(job.created_at))),
+    el("td", {}, countChips(job.node_counts || {})));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -514,8 +568,14 @@ class JobPage {
     clearInterval(this.ticker);
     clearTimeout(this.refetchTimer);
     clearTimeout(this.retryTimer);
+    clearTimeout(this.reopenTimer);
     this.closeFeed();
+    this.stopPolling();
+  }
+
+  stopPolling() {
     if (this.stopFallback) this.stopFallback();
+    this.stopFallback = null;
   }
 
   finished() {
@@ -581,9 +641,16 @@ class JobPage {
     this.showAbort(!this.finished());
     if (this.finished() && !was) {
       this.closeFeed();
-      if (this.stopFallback) this.stopFallback();
+      clearTimeout(this.reopenTimer);
+      this.stopPolling();
       for (const name of this.rows.keys()) this.renderOutputCell(name);
     }
+  }
+
+  // A state from the feed, taken unless the node is already further along.
+  advanceNode(name, state) {
+    const row = this.rows.get(name);
+    if (!row || rank(NODE_RANK, state) >= rank(NODE_RANK, row.state)) this.setNodeState(name, state);
   }
 
   setNodeState(name, state) {
@@ -684,19 +751,25 @@ class JobPage {
       } catch (e) {
         return; // not ours to interpret
       }
+      if (name !== "summary") {
+        // The job is live on this feed: no more polling, and a later break retries soon.
+        this.feedDelay = 0;
+        this.stopPolling();
+      }
       handle(data);
     });
+    // A feed replays what happened before it opened: states only move forward here.
     on("quorum_vote", (d) => {
-      if (d.status === "success") this.setNodeState(d.node, "ready");
+      if (d.status === "success") this.advanceNode(d.node, "ready");
       else this.scheduleRefetch(); // nacked, unavailable, …: the document knows which
     });
     on("quorum_succeeded", () => {
       if (!this.finished()) this.setStatus("running");
     });
-    on("run_waiting", (d) => this.setNodeState(d.node, "waiting"));
-    on("run_start", (d) => this.setNodeState(d.node, "running"));
+    on("run_waiting", (d) => this.advanceNode(d.node, "waiting"));
+    on("run_start", (d) => this.advanceNode(d.node, "running"));
     on("run_complete", (d) => {
-      this.setNodeState(d.node, d.status === "success" ? "succeeded" : "failed");
+      this.advanceNode(d.node, d.status === "success" ? "succeeded" : "failed");
       // crashed, run_nacked, …: the document has the exact node state.
       if (d.status !== "success" && d.status !== "failure") this.scheduleRefetch();
     });
@@ -706,10 +779,12 @@ class JobPage {
       if (d.status) this.setStatus(d.status);
       this.refetch();
     });
-    // A job no longer live answers with its whole document (http.md §3.4 case 3).
+    // A job this instance holds no live events for answers with its whole document
+    // (http.md §3.4 case 3): finished, or (in a cluster) not started here yet.
     on("summary", (d) => {
       this.closeFeed();
-      this.applyDoc(d, true);
+      this.applyDoc(d, FINISHED_JOB.has(d.status));
+      if (!this.finished()) this.reopenLater();
     });
     on("run_output", (d) => this.appendOutput(d));
     feed.addEventListener("open", () => {
@@ -720,10 +795,10 @@ class JobPage {
     feed.addEventListener("error", () => {
       if (this.stopped || this.feed !== feed) return;
       if (feed.readyState === EventSource.CLOSED) {
-        // Refused for good (401, 404, …): poll the document instead. A 401 there ends
-        // the session like any other request.
+        // Refused (a restart's 502, 404, 401, …): poll the document and try the feed
+        // again later. A 401 on the document ends the session like any other request.
         this.feed = null;
-        this.stopFallback = poll(() => this.refetch(), 2000);
+        this.reopenLater();
       } else {
         // Reconnecting by itself; meanwhile make sure the job has not simply ended.
         this.scheduleRefetch();
@@ -734,6 +809,17 @@ class JobPage {
   closeFeed() {
     if (this.feed) this.feed.close();
     this.feed = null;
+  }
+
+  // The feed ended before the job did: follow the document meanwhile, and open the feed
+  // again after a wait that doubles (FEED_RETRY_FIRST up to FEED_RETRY_MAX).
+  reopenLater() {
+    if (!this.stopFallback) this.stopFallback = poll(() => this.refetch(), 2000);
+    this.feedDelay = Math.min(Math.max(this.feedDelay || 0, FEED_RETRY_FIRST / 2) * 2, FEED_RETRY_MAX);
+    clearTimeout(this.reopenTimer);
+    this.reopenTimer = setTimeout(() => {
+      if (!this.stopped && !this.finished() && !app.expired && !this.feed) this.openFeed();
+    }, this.feedDelay);
   }
 
   scheduleRefetch() {
@@ -763,6 +849,9 @@ class JobPage {
     $("job-output").append(section);
     panel = { section, pre, note, size: 0, lastStamp: "", resyncing: false };
     this.panels.set(name, panel);
+    // One more panel: every panel's share of the page's budget shrinks.
+    const keep = this.panelKeep();
+    for (const other of this.panels.values()) this.trim(other, keep);
     this.renderOutputCell(name);
     return panel;
   }
@@ -787,13 +876,39 @@ class JobPage {
     if (atBottom) pre.scrollTop = pre.scrollHeight;
   }
 
+  // Text of one kind (stdout, stderr, dropped) joins the panel's last run of that kind,
+  // so a long stream is a few elements rather than one per event.
   appendText(panel, text, kind) {
-    panel.pre.append(el("span", { class: kind, title: kind === "stderr" ? "stderr" : undefined }, text));
+    const last = panel.pre.lastElementChild;
+    if (last && last.className === kind) last.append(text);
+    else panel.pre.append(el("span", { class: kind, title: kind === "stderr" ? "stderr" : undefined }, text));
     panel.size += text.length;
-    while (panel.size > OUTPUT_KEEP && panel.pre.firstChild) {
-      panel.size -= panel.pre.firstChild.textContent.length;
-      panel.pre.firstChild.remove();
-      panel.note.textContent = "(earlier output not kept here)";
+    this.trim(panel, this.panelKeep());
+  }
+
+  // Each panel's share of PAGE_OUTPUT_KEEP, within PANEL_OUTPUT_MIN..OUTPUT_KEEP.
+  panelKeep() {
+    return Math.max(PANEL_OUTPUT_MIN, Math.min(OUTPUT_KEEP, Math.floor(PAGE_OUTPUT_KEEP / Math.max(1, this.panels.size))));
+  }
+
+  // Drops a panel's oldest text past `keep` characters, cutting into a run if need be
+  // (a single chunk larger than `keep` keeps its tail).
+  trim(panel, keep) {
+    let excess = panel.size - keep;
+    if (excess <= 0) return;
+    panel.note.textContent = "(earlier output not kept here)";
+    while (excess > 0 && panel.pre.firstChild) {
+      const first = panel.pre.firstChild;
+      const text = first.textContent;
+      if (text.length <= excess) {
+        first.remove();
+        excess -= text.length;
+        panel.size -= text.length;
+      } else {
+        first.textContent = text.slice(excess);
+        panel.size -= excess;
+        excess = 0;
+      }
     }
   }
 
@@ -913,6 +1028,11 @@ async function start() {
     session = await api("session");
   } catch (e) {
     if (e.status === 401) return;
+    if (e.status === 403) {
+      // Signed in, but no longer in the org's readers: retrying will not change that.
+      showProblem(`${e.message}. Ask an administrator to add you to the push jobs readers, then run push-jobs dashboard again.`);
+      return;
+    }
     showProblem(`Cannot load the session (${e.message}); retrying…`);
     setTimeout(start, 3000);
     return;
