@@ -83,6 +83,11 @@ impl Pg {
             failed => {
                 let why =
                     failed.map_or_else(|_| "timed out".to_owned(), |e| e.unwrap_err().to_string());
+                // CI starts PostgreSQL (scripts/test): there a missing one is a failure.
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "PostgreSQL not reachable in CI"
+                );
                 eprintln!(
                     "SKIPPED: PostgreSQL not reachable at {}:{} as {}: {why}",
                     self.host, self.port, self.superuser

@@ -418,6 +418,11 @@ impl PgDb {
         let mut conn = match sqlx::PgConnection::connect(&admin_url).await {
             Ok(c) => c,
             Err(e) => {
+                // CI starts PostgreSQL (scripts/test): there a missing one is a failure.
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "PostgreSQL not reachable in CI"
+                );
                 eprintln!("SKIPPED: PostgreSQL not reachable at {admin_url}: {e}");
                 return None;
             }
