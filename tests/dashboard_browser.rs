@@ -254,7 +254,15 @@ async fn the_dashboard_shows_nodes_runs_and_aborts_jobs_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(picked.as_deref(), Some("dash-a, dash-b"));
-    assert!(c.current_url().await.unwrap().fragment() != Some("jobs"));
+    // Enter searched and did not submit (a submit without nodes would say so here).
+    assert!(
+        !c.find(Locator::Css("#start-error"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap()
+    );
     c.find(Locator::Css("#start-submit"))
         .await
         .unwrap()
@@ -302,14 +310,16 @@ async fn the_dashboard_shows_nodes_runs_and_aborts_jobs_in_a_real_browser() {
         json!({"succeeded": ["dash-a", "dash-b"]})
     );
 
-    // Live output: a job that prints over a second shows its lines in the job view while
-    // it runs (our agents stream them; the page appends each `run_output` event).
+    // Live output: a job that prints, then waits for a gate, shows its line in the job
+    // view while it runs (our agents stream it; the page appends each `run_output` event).
     r.wait_available("dash-a").await;
-    let body = json!({"command": "ticks", "nodes": ["dash-a"], "capture_output": true});
-    let ticking = r.h.create_job(&body.to_string(), ADMIN_USER).await;
-    let ticking_id = ticking.rsplit('/').next().unwrap().to_owned();
+    let hold = r.h.tmp.path().join("hold-gate");
+    let body = json!({"command": format!("hold {}", hold.display()), "nodes": ["dash-a"],
+                      "capture_output": true});
+    let holding = r.h.create_job(&body.to_string(), ADMIN_USER).await;
+    let holding_id = holding.rsplit('/').next().unwrap().to_owned();
     c.goto(&format!(
-        "{}/organizations/{ORG}/pushy/dashboard#job/{ticking_id}",
+        "{}/organizations/{ORG}/pushy/dashboard#job/{holding_id}",
         r.base
     ))
     .await
@@ -317,7 +327,7 @@ async fn the_dashboard_shows_nodes_runs_and_aborts_jobs_in_a_real_browser() {
     let panel = "#job-output [data-test='output-panel'][data-node='dash-a']";
     let deadline = Instant::now() + WAIT;
     let mut seen = String::new();
-    while !seen.contains("tick 1") {
+    while !seen.contains("holding") {
         assert!(
             Instant::now() < deadline,
             "no live output in the job view: {seen:?}"
@@ -328,6 +338,8 @@ async fn the_dashboard_shows_nodes_runs_and_aborts_jobs_in_a_real_browser() {
         }
     }
     assert_ne!(job_status(&c).await, "complete", "seen while the job ran");
+    open_gate(&hold, 0);
+    wait_text(&c, panel, "released").await;
     wait_status(&c, "complete").await;
 
     // Jobs view lists it.

@@ -87,10 +87,11 @@ async fn chef(client: &Client, query: &str) -> Result<Vec<String>, Error> {
                 reason: "not a search result (no rows)".to_owned(),
             })
         })?;
-        let got = rows.len();
         names.extend(rows);
-        start += got;
-        if got == 0 || start >= total {
+        // By the rows asked for: a page can come back short (the index still lists a
+        // deleted node), and the next page starts where this one was meant to end.
+        start += PAGE;
+        if start >= total {
             return Ok(names);
         }
     }

@@ -290,14 +290,15 @@ impl RemoteChefServer {
             if page.total > MAX_SEARCH_NODES {
                 return Ok(NodeSearch::too_many());
             }
-            let got = page.rows.len();
-            start += got;
             names.extend(page.rows.into_iter().filter_map(|row| row.data.name));
             if names.len() > MAX_SEARCH_NODES {
                 return Ok(NodeSearch::too_many());
             }
-            // Rows without a name (a node deleted mid-search) still advance `start`.
-            if got == 0 || start >= page.total {
+            // By the rows asked for, not those returned: a page can come back short (the
+            // index still lists a deleted node, whose row the server leaves out), and the
+            // next page starts where this one was meant to end, as Chef's own clients page.
+            start += SEARCH_PAGE;
+            if start >= page.total {
                 return Ok(NodeSearch::of(names));
             }
         }

@@ -46,6 +46,7 @@ const STATE_ORDER = ["running", "waiting", "ready", "new", "succeeded", "failed"
 const OUTPUT_KEEP = 256 * 1024;
 const PAGE_OUTPUT_KEEP = 16 * 1024 * 1024;
 const PANEL_OUTPUT_MIN = 4 * 1024;
+const RUN_MAX = 16 * 1024;
 // Jobs the server lists at most (the newest); the API has no paging.
 const JOBS_SHOWN = 200;
 // A job's event feed that ended before the job did is opened again after this long,
@@ -211,9 +212,10 @@ function poll(task, ms) {
   async function run() {
     try {
       await task();
-      showProblem(null);
+      if (!stopped) showProblem(null);
     } catch (e) {
-      if (e.status !== 401) showProblem(e.message);
+      // A request still in flight when its view stopped says nothing about the next one.
+      if (!stopped && e.status !== 401) showProblem(e.message);
     }
     if (!stopped && !app.expired) timer = setTimeout(run, ms);
   }
@@ -569,6 +571,7 @@ class JobPage {
     clearTimeout(this.refetchTimer);
     clearTimeout(this.retryTimer);
     clearTimeout(this.reopenTimer);
+    clearTimeout(this.countsTimer);
     this.closeFeed();
     this.stopPolling();
   }
@@ -755,6 +758,7 @@ class JobPage {
         // The job is live on this feed: no more polling, and a later break retries soon.
         this.feedDelay = 0;
         this.stopPolling();
+        showProblem(null);
       }
       handle(data);
     });
@@ -777,7 +781,11 @@ class JobPage {
     on("job_complete", (d) => {
       this.closeFeed(); // the stream ends here; left open, EventSource would reconnect
       if (d.status) this.setStatus(d.status);
-      this.refetch();
+      this.refetch().catch((e) => {
+        if (e.status === 401) return;
+        showProblem(e.message);
+        if (!this.finished()) this.reopenLater();
+      });
     });
     // A job this instance holds no live events for answers with its whole document
     // (http.md §3.4 case 3): finished, or (in a cluster) not started here yet.
@@ -847,7 +855,7 @@ class JobPage {
     const section = el("section", { class: "output-panel", "data-test": "output-panel", "data-node": name },
       el("header", {}, el("h4", {}, name), note), pre);
     $("job-output").append(section);
-    panel = { section, pre, note, size: 0, lastStamp: "", resyncing: false };
+    panel = { section, pre, note, size: 0, lastRun: 0, lastStamp: "", resyncing: false };
     this.panels.set(name, panel);
     // One more panel: every panel's share of the page's budget shrinks.
     const keep = this.panelKeep();
@@ -876,12 +884,18 @@ class JobPage {
     if (atBottom) pre.scrollTop = pre.scrollHeight;
   }
 
-  // Text of one kind (stdout, stderr, dropped) joins the panel's last run of that kind,
-  // so a long stream is a few elements rather than one per event.
+  // Text of one kind (stdout, stderr, dropped) joins the panel's last run of that kind
+  // up to RUN_MAX characters, so a long stream is a few elements rather than one per
+  // event, yet trimming mostly drops whole runs instead of cutting into a huge one.
   appendText(panel, text, kind) {
     const last = panel.pre.lastElementChild;
-    if (last && last.className === kind) last.append(text);
-    else panel.pre.append(el("span", { class: kind, title: kind === "stderr" ? "stderr" : undefined }, text));
+    if (last && last.className === kind && panel.lastRun + text.length <= RUN_MAX) {
+      last.append(text);
+      panel.lastRun += text.length;
+    } else {
+      panel.pre.append(el("span", { class: kind, title: kind === "stderr" ? "stderr" : undefined }, text));
+      panel.lastRun = text.length;
+    }
     panel.size += text.length;
     this.trim(panel, this.panelKeep());
   }
@@ -891,11 +905,12 @@ class JobPage {
     return Math.max(PANEL_OUTPUT_MIN, Math.min(OUTPUT_KEEP, Math.floor(PAGE_OUTPUT_KEEP / Math.max(1, this.panels.size))));
   }
 
-  // Drops a panel's oldest text past `keep` characters, cutting into a run if need be
-  // (a single chunk larger than `keep` keeps its tail).
+  // Drops a panel's oldest text once it is past `keep` characters, down to 3/4 of it (so
+  // this runs once per quarter of the budget, not on every event), cutting into a run if
+  // need be (a single chunk larger than `keep` keeps its tail).
   trim(panel, keep) {
-    let excess = panel.size - keep;
-    if (excess <= 0) return;
+    if (panel.size <= keep) return;
+    let excess = panel.size - Math.floor(keep * 0.75);
     panel.note.textContent = "(earlier output not kept here)";
     while (excess > 0 && panel.pre.firstChild) {
       const first = panel.pre.firstChild;
@@ -925,6 +940,7 @@ class JobPage {
       const [stdout, stderr] = await Promise.all([get("stdout"), get("stderr")]);
       panel.pre.replaceChildren();
       panel.size = 0;
+      panel.lastRun = 0;
       if (stdout) this.appendText(panel, stdout, "stdout");
       if (stderr) this.appendText(panel, stderr, "stderr");
       panel.note.textContent = stdout === null && stderr === null ? "nothing captured for this node"
