@@ -23,6 +23,7 @@ use super::server::BodyHold;
 use super::session_cookie::{csrf_ok, is_dashboard_api, session_of};
 use super::state::AppState;
 use crate::auth::{self, Requestor, Rule, SignedRequest};
+use crate::dashboard::Grant;
 
 /// What a route accepts and produces.
 pub(crate) struct Endpoint {
@@ -48,7 +49,7 @@ pub(crate) struct Admitted {
     /// The request head.
     pub parts: Parts,
     /// The dashboard session that stood for the signature (issue 16), if one did.
-    pub session: Option<crate::dashboard::Grant>,
+    pub session: Option<Grant>,
 }
 
 /// Step 2–3 of §1.2: 501 for methods outside HTTP's usual set, then 405 with `Allow`.
@@ -79,7 +80,9 @@ fn header_lookup<'a>(headers: &'a HeaderMap) -> impl Fn(&str) -> Option<&'a str>
 }
 
 /// Runs the pipeline for a signed route. `pre_auth` is the route's own check in the
-/// malformed-request / early authentication stage (job body validation, `ccpk`).
+/// malformed-request / early authentication stage (job body validation, `ccpk`). On the
+/// dashboard's API routes the session cookie stands for the signature (issue 16); either
+/// way the requestor is then authorized by the same rule.
 ///
 /// # Errors
 /// The first stage that refuses, as [`ApiError`].
@@ -93,13 +96,41 @@ pub(crate) async fn admit<T>(
 ) -> Result<(Admitted, T), ApiError> {
     let (parts, body) = req.into_parts();
     check_method(&parts.method, ep)?;
-    if is_dashboard_api(parts.uri.path()) {
-        return admit_session(state, parts, body, ep, org, rule, pre_auth).await;
+    let (who, session, checked, body) = if is_dashboard_api(parts.uri.path()) {
+        let (who, session, checked, body) = by_session(state, &parts, body, org, pre_auth).await?;
+        (who, Some(session), checked, body)
+    } else {
+        let (who, checked, body) = by_signature(state, &parts, body, org, pre_auth).await?;
+        (who, None, checked, body)
+    };
+    auth::authorize(state.chef.as_ref(), &who, rule).await?;
+    // The body (and its share of the budget) is no longer needed.
+    drop(body);
+    if !accepts(&parts.headers, ep.produces) {
+        return Err(ApiError::NotAcceptable);
     }
+    Ok((
+        Admitted {
+            who,
+            parts,
+            session,
+        },
+        checked,
+    ))
+}
+
+/// Authentication by the Chef signature headers.
+async fn by_signature<T>(
+    state: &AppState,
+    parts: &Parts,
+    body: Body,
+    org: &str,
+    pre_auth: impl FnOnce(&Parts, &Bytes) -> Result<T, ApiError>,
+) -> Result<(Requestor, T, ReceivedBody), ApiError> {
     let skew = TimeDelta::seconds(state.config.pushy.auth_skew as i64);
     let signed = SignedHeaders::check(header_lookup(&parts.headers), Utc::now(), skew)?;
-    let body = read_body(state, &parts, body, signed.version).await?;
-    let checked = pre_auth(&parts, &body.bytes)?;
+    let body = read_body(state, parts, body, signed.version).await?;
+    let checked = pre_auth(parts, &body.bytes)?;
     let who = auth::authenticate(
         state.chef.as_ref(),
         org,
@@ -111,57 +142,27 @@ pub(crate) async fn admit<T>(
         },
     )
     .await?;
-    auth::authorize(state.chef.as_ref(), &who, rule).await?;
-    // The body (and its share of the budget) is no longer needed.
-    drop(body);
-    if !accepts(&parts.headers, ep.produces) {
-        return Err(ApiError::NotAcceptable);
-    }
-    let session = None;
-    Ok((
-        Admitted {
-            who,
-            parts,
-            session,
-        },
-        checked,
-    ))
+    Ok((who, checked, body))
 }
 
-/// [`admit`] for the dashboard's API routes (issue 16): the session cookie stands for the
-/// signature (the user proved who they are when the session began), a write must carry
-/// the session's CSRF token, and the requestor is authorized exactly as a signed request.
-async fn admit_session<T>(
+/// Authentication by the dashboard's session cookie (the user proved who they are when
+/// the session began); a write must also carry the session's CSRF token.
+async fn by_session<T>(
     state: &AppState,
-    parts: Parts,
+    parts: &Parts,
     body: Body,
-    ep: &Endpoint,
     org: &str,
-    rule: Rule<'_>,
     pre_auth: impl FnOnce(&Parts, &Bytes) -> Result<T, ApiError>,
-) -> Result<(Admitted, T), ApiError> {
+) -> Result<(Requestor, Grant, T, ReceivedBody), ApiError> {
     let session = session_of(state, &parts.headers, org)?;
     if parts.method != Method::GET && !csrf_ok(state, &parts.headers, &session) {
         return Err(ApiError::Csrf);
     }
-    let body = read_body(state, &parts, body, ProtocolVersion::V1_3).await?;
-    let checked = pre_auth(&parts, &body.bytes)?;
+    let body = read_body(state, parts, body, ProtocolVersion::V1_3).await?;
+    let checked = pre_auth(parts, &body.bytes)?;
     let who =
         auth::session_requestor(state.chef.as_ref(), org, &session.user, session.principal).await?;
-    auth::authorize(state.chef.as_ref(), &who, rule).await?;
-    drop(body);
-    if !accepts(&parts.headers, ep.produces) {
-        return Err(ApiError::NotAcceptable);
-    }
-    let session = Some(session);
-    Ok((
-        Admitted {
-            who,
-            parts,
-            session,
-        },
-        checked,
-    ))
+    Ok((who, session, checked, body))
 }
 
 /// A body as the rest of the pipeline needs it.
