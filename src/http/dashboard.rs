@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::extract::Segments;
-use super::jobs::base_url;
+use super::jobs::{base_url, forwarded_scheme};
 use super::pipeline::{Endpoint, GET_JSON, admit, check_method};
 use super::session_cookie::{COOKIE, is_dashboard_api, session_of};
 use super::state::AppState;
@@ -119,7 +119,7 @@ pub(super) async fn enter(
     let (cookie, grant) = state.dashboard.start_session(login, now);
     tracing::info!(user = %grant.user, org, "dashboard session started");
     // Secure whenever the browser came over TLS (Chef Server's nginx says so).
-    let secure = forwarded_https(req.headers());
+    let secure = forwarded_scheme(req.headers()).is_some_and(|s| s.eq_ignore_ascii_case("https"));
     let set_cookie = format!(
         "{COOKIE}={cookie}; Path={}; Max-Age={}; HttpOnly; SameSite=Strict{}",
         base(&org),
@@ -339,13 +339,6 @@ fn guard(headers: &mut HeaderMap) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-}
-
-fn forwarded_https(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
 fn header_value(s: &str) -> Result<HeaderValue, ApiError> {

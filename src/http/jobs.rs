@@ -122,14 +122,18 @@ pub(super) fn named_job(job: &JobRecord, include_file: bool) -> Map<String, Valu
     m
 }
 
-/// `scheme://host[:port]` for job URIs: `X-Forwarded-Proto` else `http`; the `Host`
-/// header's port is dropped when it is 80 or 443 (§1.4.2).
-pub(super) fn base_url(headers: &HeaderMap) -> String {
-    let scheme = headers
+/// The scheme the client used, as Chef Server's nginx says in `X-Forwarded-Proto`.
+pub(super) fn forwarded_scheme(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
-        .unwrap_or("http");
+}
+
+/// `scheme://host[:port]` for job URIs: `X-Forwarded-Proto` else `http`; the `Host`
+/// header's port is dropped when it is 80 or 443 (§1.4.2).
+pub(super) fn base_url(headers: &HeaderMap) -> String {
+    let scheme = forwarded_scheme(headers).unwrap_or("http");
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
